@@ -1,0 +1,15 @@
+PYTHON ?= python3
+
+.PHONY: test lint bench demo
+
+test:
+	$(PYTHON) tests/run.py $(TESTS)
+
+lint:
+	$(PYTHON) -m flake8 cti-proxy tests
+
+bench:
+	$(PYTHON) tests/bench.py
+
+demo:
+	$(PYTHON) cti-proxy/ctidemo

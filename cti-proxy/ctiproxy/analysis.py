@@ -1,0 +1,176 @@
+"""Analysis: frame, filter and hand on what the relay saw, on a thread of its own.
+
+The relay's threads only queue what they forwarded; this thread does the slow
+work (decoding, formatting, writing), so that looking never slows the wire.  The
+queue holds at most BUFFER_SIZE bytes of traffic: beyond that the relay waits
+(TCP backpressure) rather than drop anything from the output.
+"""
+
+import collections
+import sys
+import threading
+import time
+import traceback
+
+from .filters import MessageFilter
+from .framing import MAX_LINE_SIZE, LineSplitter, parse_message
+
+BUFFER_SIZE = 64 * 1024 * 1024
+
+
+class ByteBoundedQueue:
+    """A FIFO of events that holds at most `limit` bytes of payload; put() waits beyond that."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self._items = collections.deque()
+        self._size = 0
+        lock = threading.Lock()
+        self._not_empty = threading.Condition(lock)
+        self._not_full = threading.Condition(lock)
+
+    def put(self, item, size=0):
+        with self._not_full:
+            while self._size and self._size + size > self.limit:
+                self._not_full.wait()
+            self._items.append((item, size))
+            self._size += size
+            self._not_empty.notify()
+
+    def get(self):
+        with self._not_empty:
+            while not self._items:
+                self._not_empty.wait()
+            item, size = self._items.popleft()
+            if size:
+                self._size -= size
+                self._not_full.notify_all()
+            return item
+
+
+class Stream:
+    """One direction of one session, as the analysis sees it."""
+
+    __slots__ = ('splitter', 'last_time')
+
+    def __init__(self, max_line_size):
+        self.splitter = LineSplitter(max_line_size)
+        self.last_time = None
+
+
+_OPENED, _DATA, _ENDED, _CLOSED, _STOP = range(5)
+
+
+class Analyzer:
+    """The relay's observer: queues what it sees, and on its own thread feeds the output.
+
+    For each chunk the output gets chunk(); for each line, if the output wants
+    messages and the filter shows it, message() with the decoded JSON object (or
+    None for a line that is not one) and the line's bytes.
+    """
+
+    def __init__(self, output, message_filter=None, max_line_size=MAX_LINE_SIZE,
+                 buffer_size=BUFFER_SIZE, on_output_closed=None):
+        self.output = output
+        self.filter = message_filter or MessageFilter()
+        self.max_line_size = max_line_size
+        self.on_output_closed = on_output_closed
+        self.output_closed = False
+        self._queue = ByteBoundedQueue(buffer_size)
+        self._streams = {}
+        self._thread = threading.Thread(target=self._run, name='analysis', daemon=True)
+
+    # -- the relay's side (called on the session threads) --
+
+    def session_opened(self, session):
+        self._queue.put((_OPENED, session, None, None, None))
+
+    def received(self, session, direction, when, data):
+        self._queue.put((_DATA, session, direction, when, data), len(data))
+
+    def direction_ended(self, session, direction):
+        self._queue.put((_ENDED, session, direction, time.time(), None))
+
+    def session_closed(self, session):
+        self._queue.put((_CLOSED, session, None, time.time(), None))
+
+    # -- life --
+
+    def start(self):
+        self._thread.start()
+
+    def finish(self, timeout=None):
+        """Handle everything queued so far, then close the output; return whether it completed."""
+        self._queue.put((_STOP, None, None, None, None))
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- the analysis thread --
+
+    def _run(self):
+        handlers = {_OPENED: self._opened, _DATA: self._data, _ENDED: self._ended, _CLOSED: self._closed}
+        while True:
+            kind, session, direction, when, data = self._queue.get()
+            if kind == _STOP:
+                self._call(self.output.close)
+                return
+            if self.output_closed:
+                continue                   # keep draining, so that the relay never waits on us
+            self._call(handlers[kind], session, direction, when, data)
+
+    def _call(self, handler, *args):
+        try:
+            handler(*args)
+        except BrokenPipeError:
+            self.output_closed = True
+            if self.on_output_closed:
+                self.on_output_closed()
+        except Exception:
+            sys.stderr.write('internal error while showing traffic; please report:\n')
+            traceback.print_exc()
+
+    def _opened(self, session, direction, when, data):
+        for side in ('client', 'server'):
+            self._streams[session, side] = Stream(self.max_line_size)
+        self.output.session_started(session)
+        self.output.flush()
+
+    def _data(self, session, direction, when, data):
+        if not self.filter.shows_direction(direction):
+            return
+        output = self.output
+        output.chunk(session, direction, when, data)
+        if output.wants_messages:
+            stream = self._streams[session, direction]
+            stream.last_time = when
+            self._handle_lines(session, direction, when, stream.splitter.feed(data))
+        output.flush()
+
+    def _handle_lines(self, session, direction, when, lines):
+        message_filter = self.filter
+        show_all = message_filter.passes_all
+        shows = message_filter.shows
+        strip = message_filter.strip if message_filter.strip_paths else None
+        handle = self.output.message
+        for line in lines:
+            message = parse_message(line)
+            if show_all:
+                handle(session, direction, when, message, line)
+            elif shows(message):
+                if strip is not None and message is not None:
+                    strip(message)
+                handle(session, direction, when, message, line)
+
+    def _ended(self, session, direction, when, data):
+        stream = self._streams.get((session, direction))
+        if stream is None or not self.filter.shows_direction(direction):
+            return
+        if self.output.wants_messages:
+            self._handle_lines(session, direction, stream.last_time or when, stream.splitter.finish())
+        self.output.flush()
+
+    def _closed(self, session, direction, when, data):
+        for side in ('client', 'server'):
+            self._streams.pop((session, side), None)
+        self.output.session_ended(session, when)
+        self.output.flush()

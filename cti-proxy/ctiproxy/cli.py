@@ -1,0 +1,293 @@
+"""Command line: the options of ctispy, ctisave and ctistat, and the run of a tool."""
+
+import _thread
+import argparse
+import os
+import signal
+import sys
+
+from . import __version__
+from .analysis import BUFFER_SIZE, Analyzer
+from .filters import CLIENT, SERVER, MessageFilter
+from .framing import MAX_LINE_SIZE
+from .outputs import SaveOutput, SpyOutput
+from .relay import ListenAddress, Log, RelayServer, Upstream, describe_error
+from .stats import StatOutput
+
+DEFAULT_PORT = 5003
+DEFAULT_LISTEN_PORT = 50030
+
+
+# -- option values --
+
+def port_number(text, lowest=1):
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not lowest <= port <= 65535:
+        raise argparse.ArgumentTypeError('not a port number: %r (%d to 65535)' % (text, lowest))
+    return port
+
+
+def listen_port(text):
+    return port_number(text, lowest=0)
+
+
+def key_value(text):
+    key, equals, value = text.partition('=')
+    if not equals or not key:
+        raise argparse.ArgumentTypeError('expected KEY=VALUE, got %r' % text)
+    return key, value
+
+
+def field_name(text):
+    if not text or '' in text.split('.'):
+        raise argparse.ArgumentTypeError('not a field name: %r' % text)
+    return text
+
+
+_UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3}
+
+
+def byte_size(text):
+    """'65536', '64K', '64M', '1G' (units of 1024; a trailing 'iB' or 'B' is allowed)."""
+    number = text.strip().upper()
+    for ending in ('IB', 'B'):
+        if number.endswith(ending):
+            number = number[:-len(ending)]
+            break
+    unit = number[-1:] if number[-1:] in _UNITS else ''
+    try:
+        size = int(float(number[:len(number) - len(unit)]) * _UNITS[unit])
+    except ValueError:
+        size = 0
+    if size < 1024:
+        raise argparse.ArgumentTypeError('not a size of 1K or more: %r' % text)
+    return size
+
+
+# -- parsers --
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples in --help as written."""
+
+
+def base_parser(prog, description, examples):
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=HelpFormatter,
+        epilog='examples:\n' + '\n'.join('  ' + line for line in examples.strip().splitlines()))
+    parser.add_argument('host', metavar='HOST', help='the CTI server (a host name or address)')
+    return parser
+
+
+def add_relay_options(parser):
+    group = parser.add_argument_group('relay')
+    group.add_argument('--port', type=port_number, default=DEFAULT_PORT,
+                       help='the CTI server\'s port (default: %(default)s)')
+    group.add_argument('--listen-port', type=listen_port, default=DEFAULT_LISTEN_PORT, metavar='PORT',
+                       help='the port to accept CTI clients on (default: %(default)s; 0 picks a free one)')
+    group.add_argument('--listen-addr', metavar='ADDR',
+                       help='the address to accept clients on (default: all interfaces, IPv4 and IPv6)')
+    group.add_argument('--loop', action='store_true',
+                       help='serve session after session, several at once, until Ctrl-C '
+                            '(default: exit after one session)')
+    group.add_argument('--max-message-size', type=byte_size, default=MAX_LINE_SIZE, metavar='SIZE',
+                       help='the longest line decoded as a message; a longer one is shown in pieces '
+                            'and still relayed whole (default: 64M)')
+    group.add_argument('-v', '--verbose', action='store_true', help='report connection events on stderr')
+    group.add_argument('--version', action='version', version='%(prog)s (cti-proxy) ' + __version__)
+
+
+def add_filter_options(parser):
+    group = parser.add_argument_group('filters (they change what is shown, never what is relayed)')
+    group.add_argument('--strip', action='append', default=[], type=field_name, metavar='FIELD',
+                       help='remove FIELD from each message shown; a.b removes a nested key; repeatable')
+    group.add_argument('--include', action='append', default=[], type=key_value, metavar='KEY=VALUE',
+                       help='show only messages whose KEY equals VALUE (as a string or as JSON); '
+                            'repeat a key for any of several values, use several keys for all of them; '
+                            'hides lines that are not JSON')
+    group.add_argument('--exclude', action='append', default=[], type=key_value, metavar='KEY=VALUE',
+                       help='hide messages matching KEY=VALUE (combined as --include is)')
+    return group
+
+
+SPY_EXAMPLES = '''
+ctispy xivo-new                       show every message, one per line
+ctispy xivo-new --pretty-print        indented, with sorted keys
+ctispy xivo-new --raw                 every chunk as it was received
+ctispy xivo-new --strip timenow --strip commandid --strip replyid
+ctispy xivo-new --include class=getlist
+ctispy xivo-new --no-client --loop    only what the server says, session after session
+Then point the CTI client at port 50030 of this machine.
+'''
+
+SAVE_EXAMPLES = '''
+ctisave xivo-new /tmp/cti-client /tmp/cti-server --strip timenow
+ctisave xivo-old /tmp/old-client /tmp/old-server --strip timenow
+vimdiff /tmp/old-server /tmp/cti-server
+The files hold credentials: they are created readable by their owner only.
+'''
+
+STAT_EXAMPLES = '''
+ctistat xivo-new                      a report when the session ends
+ctistat xivo-new --loop --json        one JSON report per session, one per line
+'''
+
+
+def spy_parser():
+    parser = base_parser('ctispy', 'Show the messages between a CTI client and server, live.', SPY_EXAMPLES)
+    display = parser.add_argument_group('display')
+    style = display.add_mutually_exclusive_group()
+    style.add_argument('--pretty-print', action='store_true',
+                       help='show each message indented by 4, with sorted keys')
+    style.add_argument('--raw', action='store_true',
+                       help='show each chunk of bytes as received, without framing')
+    sides = add_filter_options(parser).add_mutually_exclusive_group()
+    sides.add_argument('--no-client', action='store_true', help='hide what the client sends')
+    sides.add_argument('--no-server', action='store_true', help='hide what the server sends')
+    add_relay_options(parser)
+    return parser
+
+
+def save_parser():
+    parser = base_parser('ctisave', 'Save each direction\'s messages to its own file, pretty-printed with '
+                         'sorted keys, to compare sessions with vimdiff.', SAVE_EXAMPLES)
+    parser.add_argument('client_file', metavar='CLIENTFILE', help='where to save what the client sends')
+    parser.add_argument('server_file', metavar='SERVERFILE', help='where to save what the server sends')
+    add_filter_options(parser)
+    add_relay_options(parser)
+    return parser
+
+
+def stat_parser():
+    parser = base_parser('ctistat', 'Print statistics about each CTI session when it ends.', STAT_EXAMPLES)
+    parser.add_argument('--json', action='store_true',
+                        help='print each report as one JSON document on one line, and nothing else on stdout')
+    add_relay_options(parser)
+    return parser
+
+
+def message_filter(args):
+    directions = [side for side, hidden in ((CLIENT, getattr(args, 'no_client', False)),
+                                            (SERVER, getattr(args, 'no_server', False))) if not hidden]
+    return MessageFilter(include=args.include, exclude=args.exclude, strip=args.strip, directions=directions)
+
+
+def wants_colour(stream):
+    return stream.isatty() and not os.environ.get('NO_COLOR')
+
+
+# -- the tools --
+
+class UsageError(Exception):
+    """A problem with what the user asked for, found after parsing (exit 1, one line)."""
+
+
+def spy_tool(argv):
+    parser = spy_parser()
+    args = parser.parse_args(argv)
+    if args.raw and (args.strip or args.include or args.exclude):
+        parser.error('--raw shows bytes as received: --strip, --include and --exclude do not apply to it')
+    output = SpyOutput(sys.stdout.buffer, pretty=args.pretty_print, raw=args.raw,
+                       colour=wants_colour(sys.stdout))
+    return args, output, message_filter(args)
+
+
+def save_tool(argv):
+    args = save_parser().parse_args(argv)
+    try:
+        output = SaveOutput(args.client_file, args.server_file)
+    except OSError as error:
+        raise UsageError('cannot write %s: %s' % (error.filename, describe_error(error)))
+    return args, output, message_filter(args)
+
+
+def stat_tool(argv):
+    args = stat_parser().parse_args(argv)
+    return args, StatOutput(sys.stdout.buffer, as_json=args.json), MessageFilter()
+
+
+TOOLS = {'ctispy': spy_tool, 'ctisave': save_tool, 'ctistat': stat_tool}
+
+
+def main(prog, argv=None):
+    """Run one of the tools; return its exit status."""
+    log = Log(prog)
+    try:
+        args, output, chosen = TOOLS[prog](sys.argv[1:] if argv is None else argv)
+    except UsageError as error:
+        log.error(str(error))
+        return 1
+    log.verbose = args.verbose
+    return Proxy(prog, args, output, chosen, log).run()
+
+
+class Proxy:
+    """One run of a tool: listen, relay sessions into the analysis, and stop cleanly."""
+
+    def __init__(self, prog, args, output, chosen_filter, log):
+        self.prog = prog
+        self.args = args
+        self.log = log
+        self.output = output
+        self.analyzer = Analyzer(output, chosen_filter, args.max_message_size, BUFFER_SIZE,
+                                 on_output_closed=_thread.interrupt_main)
+
+    def run(self):
+        args, log = self.args, self.log
+        upstream = Upstream(args.host, args.port)
+        try:
+            upstream.check_resolves()
+        except OSError as error:
+            log.error('cannot find server host %r: %s' % (args.host, describe_error(error)))
+            return 1
+        try:
+            listen = ListenAddress(args.listen_addr, args.listen_port)
+        except OSError as error:
+            log.error('cannot use listen address %r: %s' % (args.listen_addr, describe_error(error)))
+            return 1
+        try:
+            server = RelayServer(listen, upstream, self.analyzer, log)
+        except OSError as error:
+            log.error('cannot listen on %s: %s' % (listen.describe(), describe_error(error)))
+            return 1
+        log.error('listening on %s; relaying each client to %s' % (listen.describe(server.port), upstream))
+        self.analyzer.start()
+        status = 0
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            status = self._serve(server)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)   # a second Ctrl-C ends the tool at once
+            signal.signal(signal.SIGTERM, previous)
+            self._stop(server)
+        if self.analyzer.output_closed:
+            _silence_stdout()
+        return status
+
+    def _serve(self, server):
+        if self.args.loop:
+            server.serve_forever()
+            return 0
+        server.handle_request()
+        server.server_close()          # one session only: accept nobody else
+        server.wait_sessions()
+        return 1 if server.connect_failures else 0
+
+    def _stop(self, server):
+        server.server_close()
+        server.abort_sessions()
+        server.wait_sessions(timeout=1.0)
+        self.analyzer.finish()
+
+
+def _silence_stdout():
+    """stdout's reader went away: drop what is left, quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

@@ -1,0 +1,84 @@
+"""Framing: cut a direction's byte stream into lines, and read the message a line holds.
+
+A CTI message is one JSON object on one line.  Any other line (the old server's
+banner, broken JSON, bytes that are not UTF-8) is kept as text, never dropped.
+"""
+
+import json
+
+MAX_LINE_SIZE = 64 * 1024 * 1024
+
+
+class Fragment(bytes):
+    """Part of a line: a piece of an overlong line, or what a stream left without its newline."""
+
+
+class LineSplitter:
+    """Cuts one direction's byte stream into lines, holding an unfinished line until it ends.
+
+    Each chunk is scanned once and each line joined once, so a message of many
+    megabytes arriving in small chunks costs time linear in its size.  A line that
+    grows beyond max_line_size is handed on in Fragment pieces, bounding memory.
+    """
+
+    def __init__(self, max_line_size=MAX_LINE_SIZE):
+        self.max_line_size = max_line_size
+        self._held = []        # the unfinished line's pieces, in order
+        self._held_size = 0
+        self._overlong = False  # the unfinished line already gave up a Fragment
+
+    def feed(self, data):
+        """Return the lines that data completes, without their b'\\n'."""
+        lines = data.split(b'\n')
+        tail = lines.pop()
+        if lines and (self._held or self._overlong):
+            self._held.append(lines[0])
+            first = self._take_held()
+            if self._overlong:
+                self._overlong = False
+                if first:
+                    lines[0] = Fragment(first)
+                else:       # the overlong line ended right after its last piece
+                    del lines[0]
+            else:
+                lines[0] = first
+        if tail:
+            self._held.append(tail)
+            self._held_size += len(tail)
+            if self._held_size >= self.max_line_size:
+                lines.append(Fragment(self._take_held()))
+                self._overlong = True
+        return lines
+
+    def finish(self):
+        """Return what the stream left after its last newline: a list of at most one Fragment."""
+        self._overlong = False
+        return [Fragment(self._take_held())] if self._held else []
+
+    def _take_held(self):
+        line = b''.join(self._held)
+        self._held = []
+        self._held_size = 0
+        return line
+
+
+def parse_message(line):
+    """Return the JSON object that a line holds, or None for any other line."""
+    if line.__class__ is not bytes:   # a Fragment is never a whole message
+        return None
+    try:
+        message = json.loads(line.decode('utf-8'))
+    except (ValueError, RecursionError, MemoryError):
+        # ValueError covers bad UTF-8 and bad JSON; RecursionError, nesting too deep to read.
+        return None
+    return message if message.__class__ is dict else None
+
+
+_CONTROL_ESCAPES = {c: '\\x%02x' % c for c in list(range(32)) + [127] if c != 9}
+
+
+def line_text(line):
+    """Show a line that is not a message: UTF-8 where it can be, escapes for other bytes."""
+    if line.endswith(b'\r'):
+        line = line[:-1]
+    return line.decode('utf-8', 'backslashreplace').translate(_CONTROL_ESCAPES)

@@ -1,0 +1,175 @@
+"""Outputs: what each tool does with the messages it is shown.
+
+Each output reacts to named events, all called on the analysis thread:
+    session_started(session)
+    chunk(session, direction, when, data)      every chunk relayed, as received
+    message(session, direction, when, message, line)
+        a line: message is its JSON object, or None when the line is not one
+    session_ended(session, when)
+    flush()                                     after each chunk's messages
+    close()                                     once, when the tool ends
+"""
+
+import datetime
+import json
+import os
+
+from .filters import CLIENT
+from .framing import line_text
+
+
+class Output:
+    """The events an output may react to; each does nothing unless overridden."""
+
+    wants_messages = True
+
+    def session_started(self, session):
+        pass
+
+    def chunk(self, session, direction, when, data):
+        pass
+
+    def message(self, session, direction, when, message, line):
+        pass
+
+    def session_ended(self, session, when):
+        pass
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def one_line_json(message):
+    return json.dumps(message, ensure_ascii=False)
+
+
+def pretty_json(message):
+    """A message indented by 4 with sorted keys, as ctispy --pretty-print and ctisave write it."""
+    return json.dumps(message, ensure_ascii=False, indent=4, sort_keys=True)
+
+
+def shown_text(line):
+    """A line that is not a message, made safe to show on a terminal."""
+    return line_text(line).encode('utf-8')
+
+
+def render(message, line, to_json, as_text=shown_text):
+    """The UTF-8 bytes for one line: its message through to_json, else the line through as_text."""
+    if message is not None:
+        try:
+            return to_json(message).encode('utf-8', 'backslashreplace')
+        except (ValueError, RecursionError):
+            pass
+    return as_text(line)
+
+
+def as_received(line):
+    return line
+
+
+ARROWS = {CLIENT: 'Client > Server', 'server': 'Server > Client'}
+COLOURS = {CLIENT: '\x1b[1;32m', 'server': '\x1b[1;36m'}
+RESET = '\x1b[0m'
+
+
+class SpyOutput(Output):
+    """ctispy's display: a header with time and direction, then the message."""
+
+    def __init__(self, stream, pretty=False, raw=False, colour=False):
+        self.stream = stream
+        self.to_json = pretty_json if pretty else one_line_json
+        self.raw = raw
+        self.wants_messages = not raw
+        self.colour = colour
+        self.open_sessions = set()
+        self._header_key = None
+        self._header = None
+
+    def session_started(self, session):
+        self.open_sessions.add(session)
+
+    def session_ended(self, session, when):
+        self.open_sessions.discard(session)
+
+    def header(self, session, direction, when):
+        """The line above a message: '    13:01:02.123456 Client > Server', tagged '[#2]' when
+        several sessions are open."""
+        key = (session, direction, when, len(self.open_sessions) > 1)
+        if key != self._header_key:
+            tag = '[#%d]' % session.number if key[3] else '   '
+            clock = datetime.datetime.fromtimestamp(when).strftime('%H:%M:%S.%f')
+            text = '%s %s %s' % (tag, clock, ARROWS[direction])
+            if self.colour:
+                text = COLOURS[direction] + text + RESET
+            self._header_key = key
+            self._header = (text + '\n').encode('utf-8')
+        return self._header
+
+    def chunk(self, session, direction, when, data):
+        if self.raw:
+            self.stream.write(self.header(session, direction, when) + data + b'\n')
+
+    def message(self, session, direction, when, message, line):
+        self.stream.write(self.header(session, direction, when) + render(message, line, self.to_json) + b'\n')
+
+    def flush(self):
+        self.stream.flush()
+
+
+def open_private(path):
+    """Open a file for writing that only its owner can read (saved traffic holds credentials)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, 'wb')
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class SaveOutput(Output):
+    """ctisave's files: each direction's messages, pretty-printed with sorted keys, in its own file.
+
+    The first session writes CLIENTFILE and SERVERFILE; the Nth, CLIENTFILE.N and SERVERFILE.N.
+    """
+
+    def __init__(self, client_path, server_path):
+        self.paths = {CLIENT: client_path, 'server': server_path}
+        self.sessions_seen = 0
+        self.files = {}
+        # The first session's files are opened now, so that a bad path is known before listening.
+        self._next_files = {side: open_private(path) for side, path in self.paths.items()}
+
+    def session_started(self, session):
+        self.sessions_seen += 1
+        if self._next_files is not None:
+            files, self._next_files = self._next_files, None
+        else:
+            suffix = '.%d' % self.sessions_seen
+            files = {side: open_private(path + suffix) for side, path in self.paths.items()}
+        for side, file in files.items():
+            self.files[session, side] = file
+
+    def message(self, session, direction, when, message, line):
+        self.files[session, direction].write(render(message, line, pretty_json, as_received) + b'\n')
+
+    def session_ended(self, session, when):
+        for side in self.paths:
+            file = self.files.pop((session, side), None)
+            if file is not None:
+                file.close()
+
+    def flush(self):
+        for file in self.files.values():
+            file.flush()
+
+    def close(self):
+        for file in self.files.values():
+            file.close()
+        if self._next_files is not None:
+            for file in self._next_files.values():
+                file.close()
+        self.files.clear()

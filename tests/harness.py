@@ -1,0 +1,168 @@
+"""Run the real tools as processes between a scripted CTI client and server on loopback."""
+
+import os
+import random
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(ROOT, 'cti-proxy')
+TIMEOUT = 20.0        # seconds: a bound on waiting, never a way to synchronise
+
+
+def tool_path(name):
+    return os.path.join(TOOLS, name)
+
+
+def recv_exactly(sock, size, timeout=TIMEOUT):
+    """Receive exactly size bytes (fails the test on EOF or timeout)."""
+    sock.settimeout(timeout)
+    parts, got = [], 0
+    while got < size:
+        data = sock.recv(min(size - got, 1 << 20))
+        if not data:
+            raise AssertionError('EOF after %d of %d bytes' % (got, size))
+        parts.append(data)
+        got += len(data)
+    return b''.join(parts)
+
+
+def recv_until_eof(sock, timeout=TIMEOUT):
+    """Receive everything until the peer ends its sending."""
+    sock.settimeout(timeout)
+    parts = []
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            return b''.join(parts)
+        parts.append(data)
+
+
+def random_cuts(data, rng, most=64):
+    """Cut data into pieces at random places (inside UTF-8 characters too)."""
+    pieces, start = [], 0
+    while start < len(data):
+        size = rng.randint(1, most)
+        pieces.append(data[start:start + size])
+        start += size
+    return pieces
+
+
+def send_in_pieces(sock, data, rng, most=64):
+    """Send data in pieces cut at random places, each in its own TCP segment."""
+    for piece in random_cuts(data, rng, most):
+        sock.sendall(piece)
+
+
+class Tool:
+    """A tool running as a process, relaying to a scripted server socket of the test's own.
+
+    Use as a context manager: the process is killed at the end if still running.
+    """
+
+    def __init__(self, name, *args, env=None, server=True, port=None, host='127.0.0.1', stdout=subprocess.PIPE):
+        self.name = name
+        self.listener = None
+        if server:
+            self.listener = socket.socket()
+            self.listener.bind(('127.0.0.1', 0))
+            self.listener.listen(64)
+            port = self.listener.getsockname()[1]
+        command = [sys.executable, tool_path(name), host, '--listen-addr', '127.0.0.1', '--listen-port', '0']
+        if port is not None:
+            command += ['--port', str(port)]
+        command += list(args)
+        full_env = dict(os.environ, PYTHONUNBUFFERED='0')
+        full_env.pop('NO_COLOR', None)
+        full_env.update(env or {})
+        self.process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE,
+                                        stdin=subprocess.DEVNULL, env=full_env)
+        self.start_line = self.process.stderr.readline().decode('utf-8', 'replace')
+        match = re.search(r'listening on port (\d+)', self.start_line)
+        self.port = int(match.group(1)) if match else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+        if self.listener is not None:
+            self.listener.close()
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+    def connect(self):
+        """Connect a client through the tool; return (client socket, server-side socket)."""
+        assert self.port, 'the tool did not say where it listens: %r' % self.start_line
+        client = socket.create_connection(('127.0.0.1', self.port), timeout=TIMEOUT)
+        self.listener.settimeout(TIMEOUT)
+        server, _ = self.listener.accept()
+        server.settimeout(TIMEOUT)
+        return client, server
+
+    def connect_client_only(self):
+        assert self.port, 'the tool did not say where it listens: %r' % self.start_line
+        return socket.create_connection(('127.0.0.1', self.port), timeout=TIMEOUT)
+
+    def finish(self, timeout=TIMEOUT):
+        """Wait for the tool to exit; return (exit code, stdout bytes, stderr text)."""
+        out, err = self.process.communicate(timeout=timeout)
+        return self.process.returncode, out, self.start_line + err.decode('utf-8', 'replace')
+
+    def stop(self, sig=signal.SIGINT, timeout=TIMEOUT):
+        """Send a signal and wait for the exit; return what finish() does."""
+        self.process.send_signal(sig)
+        return self.finish(timeout)
+
+    def read_stdout_until(self, needle, timeout=TIMEOUT):
+        """Read the tool's stdout (unbuffered, by select) until needle appears; return what was read."""
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        got = b''
+        while needle not in got:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError('%r not seen in the output: %r' % (needle, got[-500:]))
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready:
+                data = os.read(fd, 1 << 16)
+                if not data:
+                    raise AssertionError('output ended before %r: %r' % (needle, got[-500:]))
+                got += data
+        return got
+
+
+def seeded_rng(test):
+    """A random generator seeded per test, with the seed in failure messages via the test id."""
+    seed = int(os.environ.get('CTI_TEST_SEED', '0')) or zlib.crc32(test.id().encode())
+    return random.Random(seed)
+
+
+HEADER = re.compile(r'^(?:\[#(\d+)\]|   ) (\d\d:\d\d:\d\d\.\d{6}) (Client > Server|Server > Client)$')
+
+
+def parse_spy_output(text):
+    """Split ctispy's default output into [(session tag or None, direction, [body lines])]."""
+    entries = []
+    for line in text.split('\n'):
+        match = HEADER.match(line)
+        if match:
+            entries.append((match.group(1), match.group(3), []))
+        elif entries:
+            entries[-1][2].append(line)
+    for entry in entries:
+        while entry[2] and entry[2][-1] == '':
+            entry[2].pop()
+    return entries

@@ -1,0 +1,27 @@
+"""Run the whole test suite and end with one plain line: 'tests: N passed, N failed, N skipped'."""
+
+import os
+import sys
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main():
+    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.join(ROOT, 'cti-proxy'))
+    pattern = sys.argv[1] if len(sys.argv) > 1 else 'test*.py'
+    suite = unittest.defaultTestLoader.discover(os.path.join(ROOT, 'tests'), pattern=pattern, top_level_dir=ROOT)
+    result = unittest.TextTestRunner(verbosity=2).run(suite)
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    skipped = len(result.skipped)
+    passed = result.testsRun - failed - skipped
+    print('tests: %d passed, %d failed, %d skipped' % (passed, failed, skipped))
+    if result.testsRun == 0:
+        print('no test ran')
+        return 1
+    return 0 if failed == 0 else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
