@@ -62,16 +62,26 @@ class LineSplitter:
         return line
 
 
+_decode = json.JSONDecoder().raw_decode
+_JSON_SPACE = ' \t\n\r'
+
+
 def parse_message(line):
-    """Return the JSON object that a line holds, or None for any other line."""
+    """Return the JSON object that a line holds, or None for any other line.
+
+    The same as json.loads(line) being a dict, without json.loads's wrapping.
+    """
     if line.__class__ is not bytes:   # a Fragment is never a whole message
         return None
     try:
-        message = json.loads(line.decode('utf-8'))
+        text = line.decode('utf-8')
+        message, end = _decode(text, len(text) - len(text.lstrip(_JSON_SPACE)))
     except (ValueError, RecursionError, MemoryError):
         # ValueError covers bad UTF-8 and bad JSON; RecursionError, nesting too deep to read.
         return None
-    return message if message.__class__ is dict else None
+    if message.__class__ is not dict or text[end:].strip(_JSON_SPACE):
+        return None
+    return message
 
 
 _CONTROL_ESCAPES = {c: '\\x%02x' % c for c in list(range(32)) + [127] if c != 9}
