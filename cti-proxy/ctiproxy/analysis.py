@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 
-from .filters import MessageFilter
+from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE, LineSplitter, parse_message
 
 BUFFER_SIZE = 64 * 1024 * 1024
@@ -108,7 +108,6 @@ class Analyzer:
     # -- the analysis thread --
 
     def _run(self):
-        handlers = {_OPENED: self._opened, _DATA: self._data, _ENDED: self._ended, _CLOSED: self._closed}
         while True:
             kind, session, direction, when, data = self._queue.get()
             if kind == _STOP:
@@ -116,7 +115,14 @@ class Analyzer:
                 return
             if self.output_closed:
                 continue                   # keep draining, so that the relay never waits on us
-            self._call(handlers[kind], session, direction, when, data)
+            if kind == _DATA:
+                self._call(self.take_chunk, session, direction, when, data)
+            elif kind == _OPENED:
+                self._call(self.open_session, session)
+            elif kind == _ENDED:
+                self._call(self.end_direction, session, direction, when)
+            else:
+                self._call(self.close_session, session, when)
 
     def _call(self, handler, *args):
         try:
@@ -129,13 +135,16 @@ class Analyzer:
             sys.stderr.write('internal error while showing traffic; please report:\n')
             traceback.print_exc()
 
-    def _opened(self, session, direction, when, data):
-        for side in ('client', 'server'):
+    # -- the analysis itself: on the analysis thread, or called directly to replay a recording --
+
+    def open_session(self, session):
+        for side in (CLIENT, SERVER):
             self._streams[session, side] = Stream(self.max_line_size)
         self.output.session_started(session)
         self.output.flush()
 
-    def _data(self, session, direction, when, data):
+    def take_chunk(self, session, direction, when, data):
+        """Frame a chunk that direction's side sent, and show its lines."""
         if not self.filter.shows_direction(direction):
             return
         output = self.output
@@ -143,10 +152,11 @@ class Analyzer:
         if output.wants_messages:
             stream = self._streams[session, direction]
             stream.last_time = when
-            self._handle_lines(session, direction, when, stream.splitter.feed(data))
+            self.show_lines(session, direction, when, stream.splitter.feed(data))
         output.flush()
 
-    def _handle_lines(self, session, direction, when, lines):
+    def show_lines(self, session, direction, when, lines):
+        """Decode each line, and hand the ones the filter shows to the output."""
         message_filter = self.filter
         show_all = message_filter.passes_all
         shows = message_filter.shows
@@ -161,16 +171,17 @@ class Analyzer:
                     strip(message)
                 handle(session, direction, when, message, line)
 
-    def _ended(self, session, direction, when, data):
+    def end_direction(self, session, direction, when):
+        """Show what the side left after its last newline."""
         stream = self._streams.get((session, direction))
         if stream is None or not self.filter.shows_direction(direction):
             return
         if self.output.wants_messages:
-            self._handle_lines(session, direction, stream.last_time or when, stream.splitter.finish())
+            self.show_lines(session, direction, stream.last_time or when, stream.splitter.finish())
         self.output.flush()
 
-    def _closed(self, session, direction, when, data):
-        for side in ('client', 'server'):
+    def close_session(self, session, when):
+        for side in (CLIENT, SERVER):
             self._streams.pop((session, side), None)
         self.output.session_ended(session, when)
         self.output.flush()

@@ -2,6 +2,7 @@
 
 import _thread
 import argparse
+import io
 import os
 import signal
 import sys
@@ -10,7 +11,8 @@ from . import __version__
 from .analysis import BUFFER_SIZE, Analyzer
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
-from .outputs import SaveOutput, SpyOutput
+from .outputs import JsonLinesOutput, SaveOutput, SpyOutput
+from .recording import RecordingError, read_records, replay
 from .relay import ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
 
@@ -77,8 +79,21 @@ def base_parser(prog, description, examples):
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=HelpFormatter,
         epilog='examples:\n' + '\n'.join('  ' + line for line in examples.strip().splitlines()))
-    parser.add_argument('host', metavar='HOST', help='the CTI server (a host name or address)')
+    parser.add_argument('host', metavar='HOST', nargs='?', help='the CTI server (a host name or address)')
+    parser.add_argument('--read', metavar='FILE',
+                        help='instead of listening, replay a recording made with ctispy --json-lines '
+                             '(- for stdin)')
     return parser
+
+
+def parse(parser, argv):
+    """Parse argv; HOST is required unless --read replays a recording."""
+    args = parser.parse_args(argv)
+    if args.host is None and args.read is None:
+        parser.error('the following arguments are required: HOST (or --read FILE)')
+    if args.host is not None and args.read is not None:
+        parser.error('--read replays a recording: give no HOST with it')
+    return args
 
 
 def add_relay_options(parser):
@@ -119,6 +134,8 @@ ctispy xivo-new --raw                 every chunk as it was received
 ctispy xivo-new --strip timenow --strip commandid --strip replyid
 ctispy xivo-new --include class=getlist
 ctispy xivo-new --no-client --loop    only what the server says, session after session
+ctispy xivo-new --json-lines > session.jsonl         record, then replay with any tool:
+ctispy --read session.jsonl --include class=getlist
 Then point the CTI client at port 50030 of this machine.
 '''
 
@@ -126,12 +143,14 @@ SAVE_EXAMPLES = '''
 ctisave xivo-new /tmp/cti-client /tmp/cti-server --strip timenow
 ctisave xivo-old /tmp/old-client /tmp/old-server --strip timenow
 vimdiff /tmp/old-server /tmp/cti-server
+ctisave --read session.jsonl /tmp/cti-client /tmp/cti-server    from a ctispy --json-lines recording
 The files hold credentials: they are created readable by their owner only.
 '''
 
 STAT_EXAMPLES = '''
 ctistat xivo-new                      a report when the session ends
 ctistat xivo-new --loop --json        one JSON report per session, one per line
+ctistat --read session.jsonl          a report from a ctispy --json-lines recording
 '''
 
 
@@ -143,6 +162,9 @@ def spy_parser():
                        help='show each message indented by 4, with sorted keys')
     style.add_argument('--raw', action='store_true',
                        help='show each chunk of bytes as received, without framing')
+    style.add_argument('--json-lines', action='store_true',
+                       help='write one JSON record per message, for jq, scripts and --read: '
+                            '{"time", "session", "direction", "message" (or "text")}')
     sides = add_filter_options(parser).add_mutually_exclusive_group()
     sides.add_argument('--no-client', action='store_true', help='hide what the client sends')
     sides.add_argument('--no-server', action='store_true', help='hide what the server sends')
@@ -186,16 +208,21 @@ class UsageError(Exception):
 
 def spy_tool(argv):
     parser = spy_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if args.raw and (args.strip or args.include or args.exclude):
         parser.error('--raw shows bytes as received: --strip, --include and --exclude do not apply to it')
-    output = SpyOutput(sys.stdout.buffer, pretty=args.pretty_print, raw=args.raw,
-                       colour=wants_colour(sys.stdout))
+    if args.raw and args.read:
+        parser.error('--raw shows bytes as received: a recording holds messages, not bytes')
+    if args.json_lines:
+        output = JsonLinesOutput(sys.stdout.buffer)
+    else:
+        output = SpyOutput(sys.stdout.buffer, pretty=args.pretty_print, raw=args.raw,
+                           colour=wants_colour(sys.stdout))
     return args, output, message_filter(args)
 
 
 def save_tool(argv):
-    args = save_parser().parse_args(argv)
+    args = parse(save_parser(), argv)
     try:
         output = SaveOutput(args.client_file, args.server_file)
     except OSError as error:
@@ -204,7 +231,7 @@ def save_tool(argv):
 
 
 def stat_tool(argv):
-    args = stat_parser().parse_args(argv)
+    args = parse(stat_parser(), argv)
     return args, StatOutput(sys.stdout.buffer, as_json=args.json), MessageFilter()
 
 
@@ -220,7 +247,32 @@ def main(prog, argv=None):
         log.error(str(error))
         return 1
     log.verbose = args.verbose
+    if args.read is not None:
+        return replay_recording(args, output, chosen, log)
     return Proxy(prog, args, output, chosen, log).run()
+
+
+def replay_recording(args, output, chosen_filter, log):
+    """--read: run a recording through the tool instead of live traffic."""
+    analyzer = Analyzer(output, chosen_filter, args.max_message_size)
+    name = 'stdin' if args.read == '-' else args.read
+    try:
+        if args.read == '-':
+            records = list(read_records(io.TextIOWrapper(sys.stdin.buffer, 'utf-8', 'replace'), name))
+        else:
+            with open(args.read, encoding='utf-8', errors='replace') as stream:
+                records = list(read_records(stream, name))
+        replay(records, analyzer)
+    except OSError as error:
+        if isinstance(error, BrokenPipeError):
+            _silence_stdout()
+            return 0
+        log.error('cannot read %s: %s' % (name, describe_error(error)))
+        return 1
+    except RecordingError as error:
+        log.error(str(error))
+        return 1
+    return 0
 
 
 class Proxy:

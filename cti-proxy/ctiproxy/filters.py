@@ -44,7 +44,9 @@ class FieldTest:
             value = json.loads(text)
         except ValueError:
             return
-        if not isinstance(value, str):
+        if isinstance(value, str):
+            self.texts.add(value)            # name="Bob" matches "Bob"
+        else:
             self.json_values.append(value)
 
     def matches(self, message):

@@ -16,6 +16,7 @@ import os
 
 from .filters import CLIENT
 from .framing import line_text
+from .recording import record
 
 
 class Output:
@@ -164,6 +165,26 @@ class SpyOutput(Output):
 
     def message(self, session, direction, when, message, line):
         self.stream.write(self.header(session, direction, when) + render(message, line, self.to_json) + b'\n')
+
+    def flush(self):
+        self.stream.flush()
+
+
+class JsonLinesOutput(Output):
+    """ctispy --json-lines: one JSON record per line, for jq, scripts and --read."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def message(self, session, direction, when, message, line):
+        text = None if message is not None else line_text(line)
+        entry = record(session.number, direction, when, message, text)
+        try:
+            encoded = one_line_json(entry)
+        except (ValueError, RecursionError):
+            entry = record(session.number, direction, when, None, line_text(line))
+            encoded = one_line_json(entry)
+        self.stream.write(encoded.encode('utf-8', 'backslashreplace') + b'\n')
 
     def flush(self):
         self.stream.flush()
