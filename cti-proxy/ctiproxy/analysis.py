@@ -51,14 +51,15 @@ class ByteBoundedQueue:
 class Stream:
     """One direction of one session, as the analysis sees it."""
 
-    __slots__ = ('splitter', 'last_time')
+    __slots__ = ('splitter', 'last_time', 'encrypted')
 
     def __init__(self, max_line_size):
         self.splitter = LineSplitter(max_line_size)
         self.last_time = None
+        self.encrypted = False     # STARTTLS passed through: bytes are counted, not read
 
 
-_OPENED, _DATA, _ENDED, _CLOSED, _STOP = range(5)
+_OPENED, _DATA, _ENCRYPTED, _NOTICE, _ENDED, _CLOSED, _STOP = range(7)
 
 
 class Analyzer:
@@ -88,6 +89,12 @@ class Analyzer:
     def received(self, session, direction, when, data):
         self._queue.put((_DATA, session, direction, when, data), len(data))
 
+    def encrypted(self, session, direction, when):
+        self._queue.put((_ENCRYPTED, session, direction, when, None))
+
+    def notice(self, session, when, text):
+        self._queue.put((_NOTICE, session, None, when, text))
+
     def direction_ended(self, session, direction):
         self._queue.put((_ENDED, session, direction, time.time(), None))
 
@@ -101,6 +108,9 @@ class Analyzer:
 
     def finish(self, timeout=None):
         """Handle everything queued so far, then close the output; return whether it completed."""
+        if self._thread.ident is None:        # stopped before it started: nothing was queued
+            self._call(self.output.close)
+            return True
         self._queue.put((_STOP, None, None, None, None))
         self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -121,6 +131,10 @@ class Analyzer:
                 self._call(self.open_session, session)
             elif kind == _ENDED:
                 self._call(self.end_direction, session, direction, when)
+            elif kind == _ENCRYPTED:
+                self._call(self.encrypt_direction, session, direction, when)
+            elif kind == _NOTICE:
+                self._call(self.output.notice, session, when, data)
             else:
                 self._call(self.close_session, session, when)
 
@@ -149,8 +163,8 @@ class Analyzer:
             return
         output = self.output
         output.chunk(session, direction, when, data)
-        if output.wants_messages:
-            stream = self._streams[session, direction]
+        stream = self._streams[session, direction]
+        if output.wants_messages and not stream.encrypted:
             stream.last_time = when
             self.show_lines(session, direction, when, stream.splitter.feed(data))
         output.flush()
@@ -179,6 +193,13 @@ class Analyzer:
         if self.output.wants_messages:
             self.show_lines(session, direction, stream.last_time or when, stream.splitter.finish())
         self.output.flush()
+
+    def encrypt_direction(self, session, direction, when):
+        """From here on, direction's bytes are TLS: show what came before, then only count."""
+        self.end_direction(session, direction, when)
+        stream = self._streams.get((session, direction))
+        if stream is not None:
+            stream.encrypted = True
 
     def close_session(self, session, when):
         for side in (CLIENT, SERVER):

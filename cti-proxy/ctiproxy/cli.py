@@ -1,6 +1,5 @@
 """Command line: the options of ctispy, ctisave and ctistat, and the run of a tool."""
 
-import _thread
 import argparse
 import io
 import os
@@ -88,7 +87,7 @@ def base_parser(prog, description, examples):
 
 def parse(parser, argv):
     """Parse argv; HOST is required unless --read replays a recording."""
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)     # ctisave HOST --strip x CLIENTFILE SERVERFILE
     if args.host is None and args.read is None:
         parser.error('the following arguments are required: HOST (or --read FILE)')
     if args.host is not None and args.read is not None:
@@ -239,17 +238,20 @@ TOOLS = {'ctispy': spy_tool, 'ctisave': save_tool, 'ctistat': stat_tool}
 
 
 def main(prog, argv=None):
-    """Run one of the tools; return its exit status."""
+    """Run one of the tools; return its exit status (0 when stopped by Ctrl-C or SIGTERM)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)    # SIGTERM stops as Ctrl-C does
     log = Log(prog)
     try:
         args, output, chosen = TOOLS[prog](sys.argv[1:] if argv is None else argv)
+        log.verbose = args.verbose
+        if args.read is not None:
+            return replay_recording(args, output, chosen, log)
+        return Proxy(prog, args, output, chosen, log).run()
     except UsageError as error:
         log.error(str(error))
         return 1
-    log.verbose = args.verbose
-    if args.read is not None:
-        return replay_recording(args, output, chosen, log)
-    return Proxy(prog, args, output, chosen, log).run()
+    except KeyboardInterrupt:
+        return 0          # stopped before it had anything to finish
 
 
 def replay_recording(args, output, chosen_filter, log):
@@ -284,7 +286,7 @@ class Proxy:
         self.log = log
         self.output = output
         self.analyzer = Analyzer(output, chosen_filter, args.max_message_size, BUFFER_SIZE,
-                                 on_output_closed=_thread.interrupt_main)
+                                 on_output_closed=_stop_main_thread)
 
     def run(self):
         args, log = self.args, self.log
@@ -304,17 +306,16 @@ class Proxy:
         except OSError as error:
             log.error('cannot listen on %s: %s' % (listen.describe(), describe_error(error)))
             return 1
-        log.error('listening on %s; relaying each client to %s' % (listen.describe(server.port), upstream))
-        self.analyzer.start()
         status = 0
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
+            self.analyzer.start()
+            log.error('listening on %s; relaying each client to %s' % (listen.describe(server.port), upstream))
             status = self._serve(server)
         except KeyboardInterrupt:
             pass
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)   # a second Ctrl-C ends the tool at once
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)   # a second Ctrl-C or SIGTERM ends the tool at once
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             self._stop(server)
         if self.analyzer.output_closed:
             _silence_stdout()
@@ -327,13 +328,18 @@ class Proxy:
         server.handle_request()
         server.server_close()          # one session only: accept nobody else
         server.wait_sessions()
-        return 1 if server.connect_failures else 0
+        return 1 if server.failures else 0
 
     def _stop(self, server):
         server.server_close()
         server.abort_sessions()
         server.wait_sessions(timeout=1.0)
         self.analyzer.finish()
+
+
+def _stop_main_thread():
+    """Stop the tool as Ctrl-C does (a real signal wakes the main thread from any wait)."""
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def _silence_stdout():

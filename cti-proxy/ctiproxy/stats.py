@@ -57,7 +57,7 @@ class SessionStats:
         self.ended = None
         self.label = label
         self.directions = {CLIENT: DirectionStats(), SERVER: DirectionStats()}
-        self.pending = {}                           # commandid: (class, time of the request)
+        self.pending = collections.defaultdict(collections.deque)   # commandid: [(class, time)], oldest first
         self.reply_ms = collections.defaultdict(list)  # request class: [milliseconds]
 
     def add_chunk(self, direction, data):
@@ -76,11 +76,11 @@ class SessionStats:
         if direction == CLIENT:
             commandid = message.get('commandid')
             if commandid is not None and _hashable(commandid):
-                self.pending[commandid] = (kind, when)
+                self.pending[commandid].append((kind, when))
         else:
             replyid = message.get('replyid')
-            if replyid is not None and _hashable(replyid) and replyid in self.pending:
-                kind, asked = self.pending.pop(replyid)
+            if replyid is not None and _hashable(replyid) and self.pending.get(replyid):
+                kind, asked = self.pending[replyid].popleft()    # the oldest request with that id
                 self.reply_ms[str(kind)].append((when - asked) * 1000.0)
 
     def report(self):
@@ -95,7 +95,7 @@ class SessionStats:
         ended = self.ended if self.ended is not None else self.started
         return {'session': self.number, 'duration': round(ended - self.started, 6),
                 CLIENT: self.directions[CLIENT].as_dict(), SERVER: self.directions[SERVER].as_dict(),
-                'replies': replies, 'unanswered': len(self.pending)}
+                'replies': replies, 'unanswered': sum(len(waiting) for waiting in self.pending.values())}
 
 
 def format_report(report, label=''):
