@@ -5,6 +5,7 @@ Each output reacts to named events, all called on the analysis thread:
     chunk(session, direction, when, data)      every chunk relayed, as received
     message(session, direction, when, message, line)
         a line: message is its JSON object, or None when the line is not one
+    notice(session, when, text)                 news about a session (STARTTLS)
     session_ended(session, when)
     flush()                                     after each chunk's messages
     close()                                     once, when the tool ends
@@ -31,6 +32,9 @@ class Output:
         pass
 
     def message(self, session, direction, when, message, line):
+        pass
+
+    def notice(self, session, when, text):
         pass
 
     def session_ended(self, session, when):
@@ -150,14 +154,21 @@ class SpyOutput(Output):
         several sessions are open."""
         key = (session, direction, when, len(self.open_sessions) > 1)
         if key != self._header_key:
-            tag = '[#%d]' % session.number if key[3] else '   '
-            clock = datetime.datetime.fromtimestamp(when).strftime('%H:%M:%S.%f')
-            text = '%s %s %s' % (tag, clock, ARROWS[direction])
+            text = '%s %s' % (self._stamp(session, when, key[3]), ARROWS[direction])
             if self.colour:
                 text = COLOURS[direction] + text + RESET
             self._header_key = key
             self._header = (text + '\n').encode('utf-8')
         return self._header
+
+    def _stamp(self, session, when, tagged):
+        tag = '[#%d]' % session.number if tagged else '   '
+        return '%s %s' % (tag, datetime.datetime.fromtimestamp(when).strftime('%H:%M:%S.%f'))
+
+    def notice(self, session, when, text):
+        """'    13:01:02.123456 -- STARTTLS: ...': a line of its own, between messages."""
+        line = '%s -- %s' % (self._stamp(session, when, len(self.open_sessions) > 1), text)
+        self.stream.write(line.encode('utf-8') + b'\n')
 
     def chunk(self, session, direction, when, data):
         if self.raw:

@@ -1,24 +1,30 @@
 """Relay: accept CTI clients, connect each to the server, and pump bytes both ways.
 
-Every byte is forwarded first and unchanged; only then is a copy handed to the
-observer (the analysis side), which may not alter or delay what was forwarded
-beyond its own bounded buffer.
+Every byte is forwarded unchanged.  Just before a chunk is forwarded, it is handed
+to the observer (the analysis side), which only queues it: no decoding happens on
+the relay's path, and queueing first keeps the analysis in causal order (a request
+is queued before its answer can exist).  The queue is bounded; only when it is full
+does the relay wait.
 
-The observer gets four calls, from the session's threads:
+The observer gets these calls, from the session's threads:
     session_opened(session)            the client is connected to the server
     received(session, direction, when, data)   data came from direction's side
+    encrypted(session, direction, when)         what follows from that side is TLS (STARTTLS)
+    notice(session, when, text)                 something to tell the user about the session
     direction_ended(session, direction)         that side will send nothing more
     session_closed(session)            both directions are over
 """
 
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
 import traceback
 
 from .filters import CLIENT, SERVER
+from .tls import PlainConnection, StarttlsWatch, TlsConnection, TlsFailure, TlsOptions, tls_reason
 
 CHUNK_SIZE = 256 * 1024
 
@@ -53,10 +59,19 @@ class Upstream:
         """Raise OSError (socket.gaierror) if the host name cannot be resolved."""
         socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)
 
-    def connect(self):
+    def connect(self, tls):
+        """Return (socket, connection): TLS from the first byte with --tls, else plain."""
         sock = socket.create_connection((self.host, self.port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
+        if not tls.to_server:
+            return sock, PlainConnection(sock)
+        connection = TlsConnection(sock, tls.server_context, server_side=False, server_hostname=self.host)
+        try:
+            connection.handshake()
+        except BaseException:
+            sock.close()
+            raise
+        return sock, connection
 
 
 def dual_stack_available():
@@ -106,35 +121,58 @@ def describe_error(error):
     """A short reason for a socket error: 'Connection refused', not '[Errno 111] ...'."""
     if isinstance(error, socket.timeout):
         return 'timed out'
+    if isinstance(error, ssl.SSLError):
+        return 'TLS: ' + tls_reason(error)
     return error.strerror or str(error) or error.__class__.__name__
 
 
 class Session(socketserver.BaseRequestHandler):
-    """One client, its own connection to the server, and a pump thread for each direction."""
+    """One client, its own connection to the server, and a pump thread for each direction.
+
+    Each pump reads its side's connection and writes to the other side's.  When the
+    server confirms STARTTLS, the pumps change connections at that exact byte: with
+    the tool's certificate each side gets its own TLS session and the pumps go on
+    with clear text; without, the bytes flow on as they are and the analysis is told
+    that they are encrypted.
+    """
 
     def setup(self):
         self.number = self.server.new_session_number()
         self.upstream = self.server.upstream
         self.log = self.server.log
+        self.observer = self.server.observer
+        self.tls = self.server.tls
         self.client_sock = self.request
         self.server_sock = None
+        self.connections = {}
         self.opened = None
+        self.closed = None
+        self.watch = StarttlsWatch(hide_offer=self.tls.hide_offer)
+        self._client_tls_expected = False   # the server confirmed STARTTLS: the client's TLS comes next
+        self._writable = {CLIENT: threading.Event(), SERVER: threading.Event()}   # cleared while upgrading
+        for event in self._writable.values():
+            event.set()
         self._ending = threading.Lock()
         self._aborted = False
 
     def handle(self):
         self.log.event('session #%d: client %s connected' % (self.number, peer_name(self.client_address)))
-        try:
-            self.server_sock = self.upstream.connect()
-        except OSError as error:
-            self.server.report_connect_failure(self, error)
-            return
         self.client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self.connections[CLIENT] = self._accept_client()
+        except TlsFailure as failure:
+            self.server.report_failure(self, str(failure))
+            return
+        try:
+            self.server_sock, self.connections[SERVER] = self.upstream.connect(self.tls)
+        except OSError as error:
+            self.server.report_failure(self, 'cannot connect to server %s: %s' % (self.upstream, describe_error(error)))
+            return
         self.opened = time.time()
         self.log.event('session #%d: connected to server %s' % (self.number, self.upstream))
         self.server.session_started(self)
         try:
-            self.server.observer.session_opened(self)
+            self.observer.session_opened(self)
             pumps = [threading.Thread(target=self._pump, name='pump-%d-%s' % (self.number, side),
                                       args=(side,), daemon=True)
                      for side in (CLIENT, SERVER)]
@@ -144,31 +182,53 @@ class Session(socketserver.BaseRequestHandler):
                 pump.join()
         finally:
             self.server_sock.close()
+            self.closed = time.time()
             self.log.event('session #%d: closed' % self.number)
-            self.server.observer.session_closed(self)
+            self.observer.session_closed(self)
 
     def finish(self):
         self.server.session_finished(self)
 
+    def _accept_client(self):
+        if not self.tls.from_client:
+            return PlainConnection(self.client_sock)
+        connection = TlsConnection(self.client_sock, self.tls.client_context, server_side=True)
+        self._handshake(connection, 'the client %s' % peer_name(self.client_address))
+        return connection
+
+    def _handshake(self, connection, who):
+        try:
+            connection.handshake()
+        except OSError as error:     # ssl.SSLError is an OSError
+            raise TlsFailure('TLS handshake with %s failed: %s' % (who, tls_reason(error)))
+        self.log.event('session #%d: TLS with %s (%s)' % (self.number, who, connection.describe()))
+
     def _pump(self, side):
         """Relay what side sends to the other side until side ends or the session aborts."""
-        if side == CLIENT:
-            source, destination, other = self.client_sock, self.server_sock, SERVER
-        else:
-            source, destination, other = self.server_sock, self.client_sock, CLIENT
-        received = self.server.observer.received
+        other = SERVER if side == CLIENT else CLIENT
+        received = self.observer.received
+        connections = self.connections
+        writable = self._writable[other]
         try:
             while True:
                 at_fault = side
-                data = source.recv(CHUNK_SIZE)
+                data = connections[side].recv(CHUNK_SIZE)
                 if not data:
                     break
                 when = time.time()
                 at_fault = other
-                try:
-                    destination.sendall(data)
-                finally:
-                    received(self, side, when, data)
+                if side == SERVER and self.watch.watching:
+                    self._relay_server_opening(data, when)
+                    continue
+                if side == CLIENT and self._client_tls_expected and data[:1] == TLS_HANDSHAKE_RECORD:
+                    if self._client_starts_tls(data, when):
+                        continue
+                received(self, side, when, data)
+                writable.wait()
+                connections[other].sendall(data)
+        except TlsFailure as failure:
+            self.log.error('session #%d: %s' % (self.number, failure))
+            self.abort()
         except OSError as error:
             if not self._aborted:
                 self.log.event('session #%d: %s connection failed: %s' % (self.number, at_fault, describe_error(error)))
@@ -176,9 +236,55 @@ class Session(socketserver.BaseRequestHandler):
         else:
             if not self._aborted:
                 self.log.event('session #%d: %s ended its sending' % (self.number, side))
-            _quietly(destination.shutdown, socket.SHUT_WR)
+            _quietly(connections[other].shutdown_write)
         finally:
-            self.server.observer.direction_ended(self, side)
+            self.observer.direction_ended(self, side)
+
+    def _relay_server_opening(self, data, when):
+        """Relay the server's opening lines, where STARTTLS may be offered and confirmed."""
+        forward, confirmed = self.watch.feed(data)
+        if confirmed is None:
+            self.observer.received(self, SERVER, when, data)
+            self.connections[CLIENT].sendall(forward)
+            return
+        # Everything after `confirmed` is TLS, and the client starts its handshake as soon as it
+        # has the confirmation: be ready for it before sending it.
+        clear, encrypted = forward[:confirmed], forward[confirmed:]
+        seeing_through = self.tls.sees_through_starttls
+        if seeing_through:
+            self._writable[CLIENT].clear()
+            self._writable[SERVER].clear()
+        self._client_tls_expected = True
+        self.observer.received(self, SERVER, when, clear)
+        self.connections[CLIENT].sendall(clear)
+        if seeing_through:
+            connection = TlsConnection(self.server_sock, self.tls.server_context, server_side=False,
+                                       server_hostname=self.upstream.host, received=encrypted)
+            self._handshake(connection, 'the server %s (STARTTLS)' % self.upstream)
+            self.connections[SERVER] = connection
+            self.observer.notice(self, time.time(), 'STARTTLS: the tool decrypts this session with its certificate')
+            self._writable[SERVER].set()
+        else:
+            self.observer.encrypted(self, SERVER, when)
+            self.observer.notice(self, when, 'STARTTLS: the session is now encrypted and cannot be shown '
+                                             '(give the tool --cert and --key to see through it)')
+            if encrypted:
+                self.observer.received(self, SERVER, when, encrypted)
+                self.connections[CLIENT].sendall(encrypted)
+
+    def _client_starts_tls(self, data, when):
+        """The client's first TLS record after the server's STARTTLS confirmation.
+
+        Return True when the tool took it for its own TLS session with the client."""
+        self._client_tls_expected = False
+        if not self.tls.sees_through_starttls:
+            self.observer.encrypted(self, CLIENT, when)
+            return False
+        connection = TlsConnection(self.client_sock, self.tls.client_context, server_side=True, received=data)
+        self._handshake(connection, 'the client %s (STARTTLS)' % peer_name(self.client_address))
+        self.connections[CLIENT] = connection
+        self._writable[CLIENT].set()
+        return True
 
     def abort(self):
         """End the session now: wake both pumps and close both connections."""
@@ -187,6 +293,11 @@ class Session(socketserver.BaseRequestHandler):
             for sock in (self.client_sock, self.server_sock):
                 if sock is not None:
                     _quietly(sock.shutdown, socket.SHUT_RDWR)
+            for event in self._writable.values():
+                event.set()
+
+
+TLS_HANDSHAKE_RECORD = b'\x16'
 
 
 def peer_name(address):
@@ -204,13 +315,14 @@ class RelayServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, listen, upstream, observer, log):
+    def __init__(self, listen, upstream, observer, log, tls=None):
         self.listen = listen
         self.upstream = upstream
+        self.tls = tls or TlsOptions()
         self.observer = observer
         self.log = log
         self.address_family = listen.family
-        self.connect_failures = []     # (session number, error) for each server connection that failed
+        self.failures = 0              # sessions that could not start
         self._lock = threading.Condition()
         self._numbers = 0
         self._running = 0              # sessions accepted and not finished
@@ -245,10 +357,11 @@ class RelayServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         with self._lock:
             self._sessions.add(session)
 
-    def report_connect_failure(self, session, error):
+    def report_failure(self, session, reason):
+        """A session could not start (no server, a failed TLS handshake): say why on one line."""
         with self._lock:
-            self.connect_failures.append((session.number, error))
-        self.log.error('cannot connect to server %s: %s' % (session.upstream, describe_error(error)))
+            self.failures += 1
+        self.log.error(reason if not self.log.verbose else 'session #%d: %s' % (session.number, reason))
 
     def session_finished(self, session):
         with self._lock:

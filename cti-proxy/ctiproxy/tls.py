@@ -1,0 +1,233 @@
+"""TLS: connections that one thread reads while another writes, and STARTTLS spotting.
+
+OpenSSL's state must not be used by two threads at once, and each session has a
+reading pump and a writing pump on every connection.  So TLS runs over memory
+buffers (ssl.SSLObject): the TLS state is touched under a lock, while the socket is
+read and written outside it.
+"""
+
+import json
+import socket
+import ssl
+import threading
+
+CHUNK_SIZE = 256 * 1024
+
+
+class PlainConnection:
+    """A socket as the pumps use it."""
+
+    encrypted = False
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.recv = sock.recv
+        self.sendall = sock.sendall
+
+    def shutdown_write(self):
+        self.sock.shutdown(socket.SHUT_WR)
+
+
+class TlsConnection:
+    """TLS over a socket, for one reading thread and one writing thread at once.
+
+    received: bytes already read from the socket that belong to the TLS stream
+    (a ClientHello that arrived with the plain traffic).
+    """
+
+    encrypted = True
+
+    def __init__(self, sock, context, server_side, server_hostname=None, received=b''):
+        self.sock = sock
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
+                                     server_hostname=server_hostname)
+        self._state = threading.Lock()     # guards the TLS state
+        self._sending = threading.Lock()   # keeps TLS records in order on the socket
+        if received:
+            self._incoming.write(received)
+
+    def handshake(self):
+        """Complete the TLS handshake; raise ssl.SSLError or OSError if it fails."""
+        while True:
+            with self._state:
+                try:
+                    self._tls.do_handshake()
+                    done = True
+                except ssl.SSLWantReadError:
+                    done = False
+            self._flush()
+            if done:
+                return
+            if not self._receive():
+                raise ConnectionError('the peer closed the connection during the TLS handshake')
+
+    def recv(self, size):
+        """Decrypted bytes, b'' at the end of the stream."""
+        while True:
+            with self._state:
+                try:
+                    data = self._tls.read(size)
+                except ssl.SSLWantReadError:
+                    data = None
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    data = b''
+                pending = self._outgoing.pending
+            if pending:
+                self._flush()                  # e.g. an answer to a TLS 1.3 key update
+            if data is not None:
+                return data
+            if not self._receive():
+                return b''
+
+    def sendall(self, data):
+        view = memoryview(data)
+        with self._sending:
+            while view:
+                with self._state:
+                    written = self._tls.write(view)
+                    encrypted = self._outgoing.read()
+                view = view[written:]
+                self.sock.sendall(encrypted)
+
+    def shutdown_write(self):
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def _receive(self):
+        """Move bytes from the socket into the TLS state; False at the socket's end."""
+        data = self.sock.recv(CHUNK_SIZE)
+        if not data:
+            return False
+        with self._state:
+            self._incoming.write(data)
+        return True
+
+    def _flush(self):
+        with self._sending:
+            with self._state:
+                encrypted = self._outgoing.read()
+            if encrypted:
+                self.sock.sendall(encrypted)
+
+    def describe(self):
+        return '%s, %s' % (self._tls.version(), self._tls.cipher()[0])
+
+
+def tls_reason(error):
+    """A short reason for a TLS failure."""
+    if isinstance(error, ssl.SSLCertVerificationError) and getattr(error, 'verify_message', None):
+        return 'certificate verify failed: %s' % error.verify_message
+    if isinstance(error, ssl.SSLError):
+        return error.reason or str(error)
+    return error.strerror or str(error) or error.__class__.__name__
+
+
+class TlsOptions:
+    """What a tool does with TLS; by default, nothing."""
+
+    def __init__(self, server_context=None, to_server=False, client_context=None, from_client=False,
+                 hide_offer=False):
+        self.server_context = server_context   # checks the server: for --tls, and to see through STARTTLS
+        self.to_server = to_server             # --tls: TLS to the server from the first byte
+        self.client_context = client_context   # the tool's certificate: --listen-tls, STARTTLS seen through
+        self.from_client = from_client         # --listen-tls: TLS from the client from the first byte
+        self.hide_offer = hide_offer           # --no-starttls
+
+    @property
+    def sees_through_starttls(self):
+        return self.client_context is not None and self.server_context is not None
+
+
+class TlsFailure(Exception):
+    """A TLS handshake failed; the message names the side and the reason."""
+
+
+# -- STARTTLS --
+
+OFFER = 'offer'
+CONFIRMED = 'confirmed'
+
+
+def starttls_kind(line):
+    """OFFER for the server's {"class": "starttls"}, CONFIRMED for its {"class": "starttls",
+    "starttls": true}, None for any other line."""
+    if b'starttls' not in line:
+        return None
+    try:
+        message = json.loads(line.decode('utf-8'))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(message, dict) or message.get('class') != 'starttls':
+        return None
+    if message.get('starttls') is True:
+        return CONFIRMED
+    if 'starttls' not in message and 'status' not in message:
+        return OFFER
+    return None
+
+
+class StarttlsWatch:
+    """Reads the server's opening lines in the relay, for the STARTTLS offer and confirmation.
+
+    STARTTLS happens before the login, so the watch ends after WATCH_LIMIT bytes of
+    the server's traffic (or at the confirmation): the rest of the session costs
+    nothing.  With hide_offer, the offer is removed from what the client gets, and
+    an unfinished short line is held back until its end shows whether it is one.
+    """
+
+    WATCH_LIMIT = 1024 * 1024
+    SHORT_LINE = 4096          # a STARTTLS line is much shorter
+
+    def __init__(self, hide_offer=False):
+        self.hide_offer = hide_offer
+        self.watching = True
+        self._seen = 0
+        self._partial = b''        # the unfinished line (held back when hiding offers)
+        self._long_line = False    # the unfinished line is too long to be a STARTTLS line
+
+    def feed(self, data):
+        """Return (bytes to forward, offset in them just past the confirmation, or None)."""
+        if not self.watching:
+            return data, None
+        self._seen += len(data)
+        forward = [] if self.hide_offer else [data]
+        confirmed = None
+        start = 0
+        while True:
+            end = data.find(b'\n', start)
+            if end < 0:
+                break
+            piece = data[start:end + 1]
+            start = end + 1
+            if self._long_line:
+                self._long_line = False
+                if self.hide_offer:
+                    forward.append(piece)
+                continue
+            line = self._partial + piece
+            self._partial = b''
+            kind = starttls_kind(line)
+            if self.hide_offer and kind != OFFER:
+                forward.append(line)
+            if kind == CONFIRMED:
+                confirmed = end + 1 if not self.hide_offer else sum(len(part) for part in forward)
+                self.watching = False
+                break
+        rest = data[start:]
+        if not self.watching or self._seen > self.WATCH_LIMIT:
+            self.watching = False
+            rest, self._partial = self._partial + rest, b''
+            if self.hide_offer:
+                forward.append(rest)
+        elif self._long_line:
+            if self.hide_offer:
+                forward.append(rest)
+        else:
+            self._partial += rest
+            if len(self._partial) > self.SHORT_LINE:
+                if self.hide_offer:
+                    forward.append(self._partial)
+                self._partial = b''
+                self._long_line = True
+        return b''.join(forward), confirmed
