@@ -6,8 +6,10 @@ import re
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 
@@ -166,3 +168,110 @@ def parse_spy_output(text):
         while entry[2] and entry[2][-1] == '':
             entry[2].pop()
     return entries
+
+
+# -- helpers for the relay, spy and command-line tests --
+
+def closed_port():
+    """A loopback port where nothing listens (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def reset(sock):
+    """Close a socket with a TCP reset (SO_LINGER 0) instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    sock.close()
+
+
+def recv_until_eof_or_reset(sock, timeout=TIMEOUT):
+    """Receive until the peer ends its sending or resets the connection; return what came."""
+    sock.settimeout(timeout)
+    parts = []
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except ConnectionResetError:
+            return b''.join(parts)
+        if not data:
+            return b''.join(parts)
+        parts.append(data)
+
+
+def exchange(client, server, to_server, to_client, rng, most=64):
+    """Send both ways at once, in random pieces, while receiving; return (server got, client got)."""
+    pieces = {'client': random_cuts(to_server, rng, most), 'server': random_cuts(to_client, rng, most)}
+    results, errors = {}, []
+
+    def send(sock, side):
+        try:
+            for piece in pieces[side]:
+                sock.sendall(piece)
+        except Exception as error:      # reported by the caller's thread
+            errors.append(error)
+
+    def receive(sock, side, size):
+        try:
+            results[side] = recv_exactly(sock, size)
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=send, args=(client, 'client')),
+               threading.Thread(target=send, args=(server, 'server')),
+               threading.Thread(target=receive, args=(server, 'server', len(to_server))),
+               threading.Thread(target=receive, args=(client, 'client', len(to_client)))]
+    for thread in threads:
+        thread.daemon = True
+        thread.start()
+    deadline = time.monotonic() + TIMEOUT
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            raise AssertionError('the exchange did not end in time')
+    if errors:
+        raise errors[0]
+    return results['server'], results['client']
+
+
+def read_fd_until_all(fd, needles, timeout=TIMEOUT, already=b''):
+    """Read a file descriptor (by select) until every needle has appeared in already + what was read;
+    return already + what was read."""
+    deadline = time.monotonic() + timeout
+    got = already
+    while not all(needle in got for needle in needles):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError('%r not all seen in the output: %r' % (needles, got[-500:]))
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            try:
+                data = os.read(fd, 1 << 16)
+            except OSError:         # a pty whose other end is closed
+                data = b''
+            if not data:
+                raise AssertionError('output ended before %r: %r' % (needles, got[-500:]))
+            got += data
+    return got
+
+
+RAW_HEADER = re.compile(br'^(?:\[#\d+\]|   ) \d\d:\d\d:\d\d\.\d{6} (Client > Server|Server > Client)\n', re.M)
+
+
+def parse_raw_output(data):
+    """Split ctispy --raw output (bytes) into [(direction, chunk)]: each chunk is followed by b'\\n'."""
+    headers = list(RAW_HEADER.finditer(data))
+    first = headers[0].start() if headers else len(data)
+    assert first == 0, 'output before the first header: %r' % data[:200]
+    chunks = []
+    for number, header in enumerate(headers):
+        end = headers[number + 1].start() if number + 1 < len(headers) else len(data)
+        body = data[header.end():end]
+        assert body.endswith(b'\n'), body[-200:]
+        chunks.append((header.group(1).decode(), body[:-1]))
+    return chunks
+
+
+def notes(err):
+    """The tool's stderr lines after its start line."""
+    return [line for line in err.splitlines()[1:] if line]
