@@ -4,6 +4,7 @@ import argparse
 import io
 import os
 import signal
+import ssl
 import sys
 
 from . import __version__
@@ -14,6 +15,7 @@ from .outputs import JsonLinesOutput, SaveOutput, SpyOutput
 from .recording import RecordingError, read_records, replay
 from .relay import ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
+from .tls import TlsOptions, tls_reason
 
 DEFAULT_PORT = 5003
 DEFAULT_LISTEN_PORT = 50030
@@ -111,6 +113,46 @@ def add_relay_options(parser):
                             'and still relayed whole (default: 64M)')
     group.add_argument('-v', '--verbose', action='store_true', help='report connection events on stderr')
     group.add_argument('--version', action='version', version='%(prog)s (cti-proxy) ' + __version__)
+    tls = parser.add_argument_group('encryption')
+    tls.add_argument('--tls', action='store_true',
+                     help='connect to the server with TLS (for port 5013); its certificate is checked '
+                          'against the system\'s CAs')
+    tls.add_argument('--tls-ca', metavar='FILE',
+                     help='trust this certificate or CA for the server (XiVO uses a self-signed one)')
+    tls.add_argument('--tls-no-verify', action='store_true', help='do not check the server\'s certificate')
+    tls.add_argument('--listen-tls', action='store_true',
+                     help='accept clients with TLS, with --cert and --key')
+    tls.add_argument('--cert', metavar='FILE',
+                     help='the tool\'s certificate (PEM), for --listen-tls and to see through STARTTLS')
+    tls.add_argument('--key', metavar='FILE', help='the private key (PEM) of --cert')
+    tls.add_argument('--no-starttls', action='store_true',
+                     help='hide the server\'s STARTTLS offer from the client, so that the session stays '
+                          'in clear text (this changes the traffic)')
+
+
+def tls_options(parser, args, log):
+    """The TLS settings that the options ask for; a file that cannot be used is a UsageError."""
+    if bool(args.cert) != bool(args.key):
+        parser.error('--cert and --key go together')
+    if args.listen_tls and not args.cert:
+        parser.error('--listen-tls needs --cert and --key')
+    client_context = server_context = None
+    if args.cert:
+        client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            client_context.load_cert_chain(args.cert, args.key)
+        except (OSError, ValueError) as error:
+            raise UsageError('cannot use --cert %s and --key %s: %s' % (args.cert, args.key, tls_reason(error)))
+    if args.tls or client_context is not None:
+        try:
+            server_context = ssl.create_default_context(cafile=args.tls_ca)
+        except (OSError, ValueError) as error:
+            raise UsageError('cannot use --tls-ca %s: %s' % (args.tls_ca, tls_reason(error)))
+        if args.tls_no_verify:
+            server_context.check_hostname = False
+            server_context.verify_mode = ssl.CERT_NONE
+            log.error('warning: --tls-no-verify: the server\'s certificate is not checked')
+    return TlsOptions(server_context, args.tls, client_context, args.listen_tls, args.no_starttls)
 
 
 def add_filter_options(parser):
@@ -212,6 +254,7 @@ def spy_tool(argv):
         parser.error('--raw shows bytes as received: --strip, --include and --exclude do not apply to it')
     if args.raw and args.read:
         parser.error('--raw shows bytes as received: a recording holds messages, not bytes')
+    args.tls_options = tls_options(parser, args, Log('ctispy'))
     if args.json_lines:
         output = JsonLinesOutput(sys.stdout.buffer)
     else:
@@ -221,7 +264,9 @@ def spy_tool(argv):
 
 
 def save_tool(argv):
-    args = parse(save_parser(), argv)
+    parser = save_parser()
+    args = parse(parser, argv)
+    args.tls_options = tls_options(parser, args, Log('ctisave'))
     try:
         output = SaveOutput(args.client_file, args.server_file)
     except OSError as error:
@@ -230,7 +275,9 @@ def save_tool(argv):
 
 
 def stat_tool(argv):
-    args = parse(stat_parser(), argv)
+    parser = stat_parser()
+    args = parse(parser, argv)
+    args.tls_options = tls_options(parser, args, Log('ctistat'))
     return args, StatOutput(sys.stdout.buffer, as_json=args.json), MessageFilter()
 
 
@@ -302,14 +349,16 @@ class Proxy:
             log.error('cannot use listen address %r: %s' % (args.listen_addr, describe_error(error)))
             return 1
         try:
-            server = RelayServer(listen, upstream, self.analyzer, log)
+            server = RelayServer(listen, upstream, self.analyzer, log, args.tls_options)
         except OSError as error:
             log.error('cannot listen on %s: %s' % (listen.describe(), describe_error(error)))
             return 1
         status = 0
         try:
             self.analyzer.start()
-            log.error('listening on %s; relaying each client to %s' % (listen.describe(server.port), upstream))
+            log.error('listening on %s%s; relaying each client to %s%s' % (
+                listen.describe(server.port), ' (TLS)' if args.listen_tls else '',
+                upstream, ' (TLS)' if args.tls else ''))
             status = self._serve(server)
         except KeyboardInterrupt:
             pass

@@ -92,6 +92,16 @@ class TlsConnection:
                 self.sock.sendall(encrypted)
 
     def shutdown_write(self):
+        """Say close_notify, then end the socket's sending; the other direction goes on."""
+        with self._sending:
+            with self._state:
+                try:
+                    self._tls.unwrap()
+                except ssl.SSLError:
+                    pass                # SSLWantReadError: we do not wait for the peer's close_notify
+                encrypted = self._outgoing.read()
+            if encrypted:
+                self.sock.sendall(encrypted)
         self.sock.shutdown(socket.SHUT_WR)
 
     def _receive(self):
