@@ -28,13 +28,16 @@ class LineSplitter:
         self._overlong = False  # the unfinished line already gave up a Fragment
 
     def feed(self, data):
-        """Return the lines that data completes, without their b'\\n'."""
+        """Return the lines that data completes, without their b'\\n'.
+
+        A line longer than max_line_size comes as Fragment pieces, whatever the cuts."""
+        limit = self.max_line_size
         lines = data.split(b'\n')
         tail = lines.pop()
         if lines and (self._held or self._overlong):
             self._held.append(lines[0])
             first = self._take_held()
-            if self._overlong:
+            if self._overlong or len(first) > limit:
                 self._overlong = False
                 if first:
                     lines[0] = Fragment(first)
@@ -42,10 +45,12 @@ class LineSplitter:
                     del lines[0]
             else:
                 lines[0] = first
+        if len(data) > limit:               # only then can a whole line in data be overlong
+            lines = [Fragment(line) if len(line) > limit else line for line in lines]
         if tail:
             self._held.append(tail)
             self._held_size += len(tail)
-            if self._held_size >= self.max_line_size:
+            if self._held_size > limit:
                 lines.append(Fragment(self._take_held()))
                 self._overlong = True
         return lines
