@@ -13,7 +13,7 @@ from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
 from .outputs import JsonLinesOutput, SaveOutput, SpyOutput
 from .recording import RecordingError, read_records, replay
-from .relay import ListenAddress, Log, RelayServer, Upstream, describe_error
+from .relay import SWITCH_INTERVAL, ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
 from .tls import TlsOptions, tls_reason
 
@@ -63,10 +63,10 @@ def byte_size(text):
     unit = number[-1:] if number[-1:] in _UNITS else ''
     try:
         size = int(float(number[:len(number) - len(unit)]) * _UNITS[unit])
-    except ValueError:
+    except (ValueError, OverflowError):     # not a number; inf
         size = 0
-    if size < 1024:
-        raise argparse.ArgumentTypeError('not a size of 1K or more: %r' % text)
+    if not 1024 <= size <= 2 ** 62:
+        raise argparse.ArgumentTypeError('not a size from 1K to 4E: %r' % text)
     return size
 
 
@@ -76,25 +76,27 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the examples in --help as written."""
 
 
-def base_parser(prog, description, examples):
+def replays(argv):
+    """Whether argv asks to replay a recording (--read FILE), which takes the place of HOST."""
+    return any(arg == '--read' or arg.startswith('--read=') for arg in argv)
+
+
+def base_parser(prog, description, examples, argv):
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=HelpFormatter,
         epilog='examples:\n' + '\n'.join('  ' + line for line in examples.strip().splitlines()))
-    parser.add_argument('host', metavar='HOST', nargs='?', help='the CTI server (a host name or address)')
+    if not replays(argv):
+        parser.add_argument('host', metavar='HOST', help='the CTI server (a host name or address)')
     parser.add_argument('--read', metavar='FILE',
-                        help='instead of listening, replay a recording made with ctispy --json-lines '
+                        help='instead of HOST, replay a recording made with ctispy --json-lines '
                              '(- for stdin)')
+    parser.set_defaults(host=None)
     return parser
 
 
 def parse(parser, argv):
-    """Parse argv; HOST is required unless --read replays a recording."""
-    args = parser.parse_intermixed_args(argv)     # ctisave HOST --strip x CLIENTFILE SERVERFILE
-    if args.host is None and args.read is None:
-        parser.error('the following arguments are required: HOST (or --read FILE)')
-    if args.host is not None and args.read is not None:
-        parser.error('--read replays a recording: give no HOST with it')
-    return args
+    """Parse argv, options and operands in any order (ctisave HOST --strip x CLIENTFILE SERVERFILE)."""
+    return parser.parse_intermixed_args(argv)
 
 
 def add_relay_options(parser):
@@ -195,8 +197,8 @@ ctistat --read session.jsonl          a report from a ctispy --json-lines record
 '''
 
 
-def spy_parser():
-    parser = base_parser('ctispy', 'Show the messages between a CTI client and server, live.', SPY_EXAMPLES)
+def spy_parser(argv=()):
+    parser = base_parser('ctispy', 'Show the messages between a CTI client and server, live.', SPY_EXAMPLES, argv)
     display = parser.add_argument_group('display')
     style = display.add_mutually_exclusive_group()
     style.add_argument('--pretty-print', action='store_true',
@@ -213,9 +215,9 @@ def spy_parser():
     return parser
 
 
-def save_parser():
+def save_parser(argv=()):
     parser = base_parser('ctisave', 'Save each direction\'s messages to its own file, pretty-printed with '
-                         'sorted keys, to compare sessions with vimdiff.', SAVE_EXAMPLES)
+                         'sorted keys, to compare sessions with vimdiff.', SAVE_EXAMPLES, argv)
     parser.add_argument('client_file', metavar='CLIENTFILE', help='where to save what the client sends')
     parser.add_argument('server_file', metavar='SERVERFILE', help='where to save what the server sends')
     add_filter_options(parser)
@@ -223,8 +225,8 @@ def save_parser():
     return parser
 
 
-def stat_parser():
-    parser = base_parser('ctistat', 'Print statistics about each CTI session when it ends.', STAT_EXAMPLES)
+def stat_parser(argv=()):
+    parser = base_parser('ctistat', 'Print statistics about each CTI session when it ends.', STAT_EXAMPLES, argv)
     parser.add_argument('--json', action='store_true',
                         help='print each report as one JSON document on one line, and nothing else on stdout')
     add_relay_options(parser)
@@ -248,7 +250,7 @@ class UsageError(Exception):
 
 
 def spy_tool(argv):
-    parser = spy_parser()
+    parser = spy_parser(argv)
     args = parse(parser, argv)
     if args.raw and (args.strip or args.include or args.exclude):
         parser.error('--raw shows bytes as received: --strip, --include and --exclude do not apply to it')
@@ -264,7 +266,7 @@ def spy_tool(argv):
 
 
 def save_tool(argv):
-    parser = save_parser()
+    parser = save_parser(argv)
     args = parse(parser, argv)
     args.tls_options = tls_options(parser, args, Log('ctisave'))
     try:
@@ -275,7 +277,7 @@ def save_tool(argv):
 
 
 def stat_tool(argv):
-    parser = stat_parser()
+    parser = stat_parser(argv)
     args = parse(parser, argv)
     args.tls_options = tls_options(parser, args, Log('ctistat'))
     return args, StatOutput(sys.stdout.buffer, as_json=args.json), MessageFilter()
@@ -354,6 +356,7 @@ class Proxy:
             log.error('cannot listen on %s: %s' % (listen.describe(), describe_error(error)))
             return 1
         status = 0
+        sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             self.analyzer.start()
             log.error('listening on %s%s; relaying each client to %s%s' % (
