@@ -16,15 +16,25 @@ from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE, LineSplitter, parse_message
 
 BUFFER_SIZE = 64 * 1024 * 1024
+NAP = 0.001
 
 
 class ByteBoundedQueue:
-    """A FIFO of events that holds at most `limit` bytes of payload; put() waits beyond that."""
+    """A FIFO of events holding at most `limit` bytes of payload; put() waits beyond that.
 
-    def __init__(self, limit):
+    Its one consumer works in batches: finding the queue empty, it first naps for
+    `nap` seconds, during which put() appends without waking it, and only then
+    sleeps until a put() wakes it.  Waking a thread for every small message would
+    make it compete with the relay for the interpreter in the middle of a request
+    and its answer; this way the analysis catches up at most `nap` later.
+    """
+
+    def __init__(self, limit, nap=0.0):
         self.limit = limit
+        self.nap = nap
         self._items = collections.deque()
         self._size = 0
+        self._sleeping = False
         lock = threading.Lock()
         self._not_empty = threading.Condition(lock)
         self._not_full = threading.Condition(lock)
@@ -35,12 +45,17 @@ class ByteBoundedQueue:
                 self._not_full.wait()
             self._items.append((item, size))
             self._size += size
-            self._not_empty.notify()
+            if self._sleeping:
+                self._not_empty.notify()
 
     def get(self):
         with self._not_empty:
+            if not self._items and self.nap:
+                self._not_empty.wait(self.nap)       # nobody wakes a napping consumer
             while not self._items:
+                self._sleeping = True
                 self._not_empty.wait()
+            self._sleeping = False
             item, size = self._items.popleft()
             if size:
                 self._size -= size
@@ -77,7 +92,7 @@ class Analyzer:
         self.max_line_size = max_line_size
         self.on_output_closed = on_output_closed
         self.output_closed = False
-        self._queue = ByteBoundedQueue(buffer_size)
+        self._queue = ByteBoundedQueue(buffer_size, NAP)
         self._streams = {}
         self._thread = threading.Thread(target=self._run, name='analysis', daemon=True)
 

@@ -26,7 +26,12 @@ import traceback
 from .filters import CLIENT, SERVER
 from .tls import PlainConnection, StarttlsWatch, TlsConnection, TlsFailure, TlsOptions, tls_reason
 
-CHUNK_SIZE = 256 * 1024
+CHUNK_SIZE = 1024 * 1024     # big reads: fewer trips through the interpreter for a burst
+
+# The pumps and the analysis share one interpreter lock.  While the analysis is busy,
+# a pump that has data to forward waits for the lock at most this long (Python's
+# default is 5 ms, which would let a busy analysis hold back the wire).
+SWITCH_INTERVAL = 0.0001
 
 
 class Log:
@@ -236,6 +241,8 @@ class Session(socketserver.BaseRequestHandler):
         else:
             if not self._aborted:
                 self.log.event('session #%d: %s ended its sending' % (self.number, side))
+            if side == SERVER and self.watch.watching:
+                _quietly(connections[CLIENT].sendall, self.watch.finish())
             _quietly(connections[other].shutdown_write)
         finally:
             self.observer.direction_ended(self, side)

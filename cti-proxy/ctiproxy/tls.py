@@ -11,7 +11,7 @@ import socket
 import ssl
 import threading
 
-CHUNK_SIZE = 256 * 1024
+CHUNK_SIZE = 1024 * 1024
 
 
 class PlainConnection:
@@ -201,8 +201,35 @@ class StarttlsWatch:
         if not self.watching:
             return data, None
         self._seen += len(data)
+        if b'starttls' in data or b'starttls' in self._partial + data[:8]:
+            forward, confirmed = self._read_lines(data)
+        else:                               # no STARTTLS line ends here: no line to read
+            last = data.rfind(b'\n') + 1
+            forward = [data]
+            if last:
+                if self.hide_offer:
+                    forward = [b'' if self._long_line else self._partial, data[:last]]
+                self._partial, self._long_line = b'', False
+            elif self.hide_offer:
+                forward = []
+            forward.append(self._keep_unfinished(data[last:]))
+            confirmed = None
+        if self._seen > self.WATCH_LIMIT and self.watching:
+            self.watching = False
+            if self.hide_offer:
+                forward.append(self._partial)
+            self._partial = b''
+        return b''.join(forward), confirmed
+
+    def finish(self):
+        """The server ended: return what is still held back (hiding offers), to forward now."""
+        held = self._partial if self.hide_offer else b''
+        self._partial, self.watching = b'', False
+        return held
+
+    def _read_lines(self, data):
+        """Read each line that data completes; return (pieces to forward, confirmation offset)."""
         forward = [] if self.hide_offer else [data]
-        confirmed = None
         start = 0
         while True:
             end = data.find(b'\n', start)
@@ -215,29 +242,25 @@ class StarttlsWatch:
                 if self.hide_offer:
                     forward.append(piece)
                 continue
-            line = self._partial + piece
-            self._partial = b''
+            line, self._partial = self._partial + piece, b''
             kind = starttls_kind(line)
             if self.hide_offer and kind != OFFER:
                 forward.append(line)
-            if kind == CONFIRMED:
-                confirmed = end + 1 if not self.hide_offer else sum(len(part) for part in forward)
+            if kind == CONFIRMED:       # the rest is TLS: stop reading
                 self.watching = False
-                break
-        rest = data[start:]
-        if not self.watching or self._seen > self.WATCH_LIMIT:
-            self.watching = False
-            rest, self._partial = self._partial + rest, b''
-            if self.hide_offer:
-                forward.append(rest)
-        elif self._long_line:
-            if self.hide_offer:
-                forward.append(rest)
-        else:
-            self._partial += rest
-            if len(self._partial) > self.SHORT_LINE:
-                if self.hide_offer:
-                    forward.append(self._partial)
-                self._partial = b''
-                self._long_line = True
-        return b''.join(forward), confirmed
+                if not self.hide_offer:
+                    return forward, end + 1
+                forward.append(data[start:])
+                return forward, sum(len(part) for part in forward[:-1])
+        forward.append(self._keep_unfinished(data[start:]))
+        return forward, None
+
+    def _keep_unfinished(self, rest):
+        """Keep the start of an unfinished line; return what of it to forward now."""
+        if self._long_line:
+            return rest if self.hide_offer else b''
+        self._partial += rest
+        if len(self._partial) <= self.SHORT_LINE:
+            return b''                  # held back when hiding offers; already forwarded otherwise
+        held, self._partial, self._long_line = self._partial, b'', True
+        return held if self.hide_offer else b''
