@@ -12,4 +12,4 @@ bench:
 	$(PYTHON) tests/bench.py
 
 demo:
-	$(PYTHON) cti-proxy/ctidemo
+	$(PYTHON) cti-proxy/ctisim demo

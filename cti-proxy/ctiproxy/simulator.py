@@ -1,0 +1,738 @@
+"""ctisim: a simulated XiVO CTI server and client, to try the tools without a XiVO.
+
+The server speaks a small subset of the CTI protocol (one JSON object per line, after a
+plain-text banner): the login sequence, getlist for users, phones, queues and agents,
+ipbxcommand dial and hangup, history, directory and keepalive.  Answers carry the request's
+commandid as replyid; every server message carries timenow.  The client plays one short
+session against a server (or a proxy in front of one); `ctisim demo` runs both with ctispy
+in between.
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import queue
+import random
+import re
+import signal
+import socket
+import socketserver
+import string
+import subprocess
+import sys
+import threading
+import time
+import unicodedata
+
+from . import __version__
+from .cli import HelpFormatter, listen_port, port_number
+from .relay import ListenAddress, Log, describe_error, peer_name
+
+BANNER = 'XiVO CTI Server Version 1.2.3 (simulated)'
+XIVO_VERSION = '1.2'
+IPBX_ID = 'xivo'
+LISTNAMES = ('users', 'phones', 'queues', 'agents')
+DEFAULT_PORT = 5003
+DEFAULT_PROXY_PORT = 50030
+DEFAULT_USERS = 5
+DEFAULT_EVENT_INTERVAL = 10.0
+TIMEOUT = 10.0                 # seconds the client and the demo wait for any one thing
+TOOLS_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+
+PEOPLE = [('Alice', 'Martin', 'alice'), ('H\u00e9l\u00e8ne', 'Dupr\u00e9', 'helene'),
+          ('J\u00fcrgen', 'Gro\u00df', 'jurgen'), ('Zo\u00eb', '\U0001f600', 'zoe'), ('Bob', 'Smith', 'bob'),
+          ('\u0141ukasz', '\u017b\u00f3\u0142w', 'lukasz'), ('Ana', 'N\u00fa\u00f1ez', 'ana'),
+          ('S\u00f8ren', '\u00d8deg\u00e5rd', 'soren')]
+QUEUES = [('support', 'Support'), ('sales', 'Sales'), ('accueil', 'Accueil \u2014 R\u00e9ception')]
+CONTACTS = [('H\u00e9l\u00e8ne Dupr\u00e9', '1002', 'Simulated Inc.', 'helene@example.com'),
+            ('J\u00fcrgen Gro\u00df', '+49 30 1234567', 'Gro\u00df & S\u00f6hne', 'jurgen@example.de'),
+            ('Zo\u00eb \U0001f600', '+33 6 12 34 56 78', '', 'zoe@example.fr'),
+            ('Fran\u00e7ois Lef\u00e8vre', '+33 1 23 45 67 89', 'Caf\u00e9 de la Gare', ''),
+            ('\u674e\u5a1c (Li Na)', '+86 10 1234 5678', '\u5317\u4eac', 'lina@example.cn'),
+            ('Bob Smith', '1005', 'Simulated Inc.', 'bob@example.com')]
+DIRECTORY_HEADERS = ['Name', 'Number', 'Company', 'E-mail']
+USER_STATUSES = {
+    'available': ('Available', '#08FD20'), 'away': ('Away', '#FDE50A'),
+    'outtolunch': ('Out to lunch', '#001AFF'), 'donotdisturb': ('Do not disturb', '#FF032D'),
+    'berightback': ('Be right back', '#FFB545'), 'disconnected': ('Disconnected', '#202020')}
+PHONE_STATUSES = {'-2': ('Does not exist', '#030303'), '-1': ('Deactivated', '#000000'),
+                  '0': ('Available', '#0DFF25'), '1': ('On the phone', '#FF032D'), '2': ('Busy', '#FF0008'),
+                  '4': ('Unavailable', '#FFFFFF'), '8': ('Ringing', '#1B0AFF'),
+                  '9': ('On the phone and ringing', '#FF0526'), '16': ('On hold', '#F7FF05')}
+PRESENCE_CYCLE = ['away', 'donotdisturb', 'outtolunch', 'berightback', 'available']
+SERVICES = ['enablednd', 'fwdunc', 'fwdbusy', 'fwdrna']
+
+
+def encode(message):
+    """One message on the wire, as a Python CTI server writes it: ASCII JSON and a newline."""
+    return (json.dumps(message) + '\n').encode('ascii')
+
+
+def folded(text):
+    """Text for matching a directory search: case and accents ignored ('zoe' finds 'Zo\u00eb')."""
+    decomposed = unicodedata.normalize('NFKD', text.casefold())
+    return ''.join(char for char in decomposed if not unicodedata.combining(char))
+
+
+# -- the simulated telephony system --
+
+class FakePBX:
+    """The simulated system's configuration: users, phones, agents (one each per user) and queues."""
+
+    def __init__(self, users=DEFAULT_USERS):
+        self.size = {'users': users, 'phones': users, 'agents': users, 'queues': (users + 3) // 4}
+
+    def ids(self, listname):
+        """The ids of a list, as strings, as the server sends them."""
+        return [str(number) for number in range(1, self.size[listname] + 1)]
+
+    def person(self, tid):
+        """(first name, last name, login) of user, phone owner or agent number tid."""
+        index = int(tid) - 1
+        first, last, login = PEOPLE[index % len(PEOPLE)]
+        round_ = index // len(PEOPLE)
+        if round_:
+            return first, '%s %d' % (last, round_ + 1), '%s%d' % (login, round_ + 1)
+        return first, last, login
+
+    def user_for_login(self, login):
+        """The id of the user with this login; user 1 for any other login (the simulator is lenient)."""
+        for tid in self.ids('users'):
+            if self.person(tid)[2] == login:
+                return tid
+        return '1'
+
+    def fullname(self, tid):
+        """'First Last' of user tid."""
+        first, last, _ = self.person(tid)
+        return '%s %s' % (first, last)
+
+    def phone_for_number(self, number):
+        """The id of the phone with this number, or None."""
+        for tid in self.ids('phones'):
+            if str(1000 + int(tid)) == number:
+                return tid
+        return None
+
+    def config(self, listname, tid):
+        """What getlist updateconfig says about one item."""
+        number = int(tid)
+        if listname == 'users':
+            first, last, login = self.person(tid)
+            return {'firstname': first, 'lastname': last, 'fullname': self.fullname(tid), 'loginclient': login,
+                    'mobilephonenumber': '+33 6 00 00 %02d %02d' % (number // 100 % 100, number % 100),
+                    'enablednd': False, 'enableunc': False, 'destunc': '', 'enablebusy': False, 'destbusy': '',
+                    'enablerna': False, 'destrna': '', 'linelist': ['%s/%s' % (IPBX_ID, tid)], 'agentid': tid}
+        if listname == 'phones':
+            return {'number': str(1000 + number), 'context': 'default', 'protocol': 'sip',
+                    'identity': 'SIP/sim%d' % number, 'iduserfeatures': number}
+        if listname == 'agents':
+            first, last, _ = self.person(tid)
+            return {'firstname': first, 'lastname': last, 'number': str(2000 + number), 'context': 'default'}
+        name, displayname = QUEUES[(number - 1) % len(QUEUES)]
+        round_ = (number - 1) // len(QUEUES)
+        if round_:
+            name, displayname = '%s%d' % (name, round_ + 1), '%s %d' % (displayname, round_ + 1)
+        return {'name': name, 'displayname': displayname, 'number': str(3000 + number), 'context': 'default'}
+
+    def status(self, listname, tid):
+        """What getlist updatestatus says about one item before anything happened."""
+        number = int(tid)
+        if listname == 'users':
+            return {'availstate': PRESENCE_CYCLE[number % len(PRESENCE_CYCLE)], 'connection': 'no'}
+        if listname == 'phones':
+            return {'hintstatus': '0', 'channels': []}
+        if listname == 'agents':
+            queue_ids = self.ids('queues')
+            return {'availability': 'available' if number % 2 else 'logged_out',
+                    'queues': [queue_ids[(number - 1) % len(queue_ids)]]}
+        members = [agent for agent in self.ids('agents') if (int(agent) - 1) % self.size['queues'] == number - 1]
+        return {'agentmembers': members, 'phonemembers': []}
+
+    def history(self, userid, mode, size):
+        """A deterministic call history of size entries for user userid."""
+        users = self.ids('users')
+        base = datetime.datetime.now().replace(minute=0, second=0, microsecond=0)
+        entries = []
+        for step in range(size):
+            other = users[(int(userid) + step) % len(users)]
+            entries.append({'calldate': (base - datetime.timedelta(hours=step)).strftime('%Y-%m-%dT%H:%M:%S'),
+                            'duration': 30 + 17 * step, 'fullname': self.fullname(other),
+                            'extension': str(1000 + int(other)), 'mode': mode})
+        return entries
+
+
+def capabilities():
+    """The capas of the login_capas answer: what the user may do and the statuses it will see."""
+    return {'regcommands': {}, 'ipbxcommands': {}, 'preferences': False,
+            'userstatus': {name: {'longname': longname, 'color': colour, 'allowed': list(USER_STATUSES),
+                                  'actions': {'enablednd': 'true' if name == 'donotdisturb' else 'false'}}
+                           for name, (longname, colour) in USER_STATUSES.items()},
+            'phonestatus': {code: {'longname': longname, 'color': colour}
+                            for code, (longname, colour) in PHONE_STATUSES.items()},
+            'services': list(SERVICES)}
+
+
+def directory_search(pattern):
+    """The directory's lines (fields joined by ';') whose name contains pattern, case and accents ignored."""
+    wanted = folded(pattern)
+    return [';'.join(contact) for contact in CONTACTS if wanted in folded(contact[0])]
+
+
+# -- the server --
+
+class SimulatedSession(socketserver.StreamRequestHandler):
+    """One client of the simulated server: the banner, then an answer to each request line."""
+
+    HANDLERS = {'login_id': 'login_id', 'login_pass': 'login_pass', 'login_capas': 'login_capas',
+                'getlist': 'getlist', 'ipbxcommand': 'ipbxcommand', 'history': 'history',
+                'directory': 'directory', 'keepalive': 'keepalive'}
+
+    def setup(self):
+        super().setup()
+        self.pbx = self.server.pbx
+        self.log = self.server.log
+        self.number = self.server.new_session_number()
+        self.userid = '1'
+        self.overrides = {}            # (listname, tid) -> status fields changed in this session
+        self.events = 0                # presence changes sent so far
+        self.calls = 0
+        self.call = None               # (caller phone, callee phone or None, channel)
+        self.stopped = threading.Event()
+        self._lock = threading.RLock()
+
+    def handle(self):
+        self.log.event('session #%d: client %s connected' % (self.number, peer_name(self.client_address)))
+        try:
+            self.wfile.write((BANNER + '\n').encode('ascii'))
+            for line in self.rfile:
+                if line.endswith(b'\n') and line.strip():
+                    self.handle_line(line)
+        except OSError as error:
+            self.log.event('session #%d: connection failed: %s' % (self.number, describe_error(error)))
+        finally:
+            self.stopped.set()
+            self.log.event('session #%d: closed' % self.number)
+
+    def handle_line(self, line):
+        """Answer one request line."""
+        try:
+            request = json.loads(line.decode('utf-8'))
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            self.send({'class': 'error', 'error_string': 'not a JSON object'})
+            return
+        handler = self.HANDLERS.get(request.get('class'))
+        if handler is None:
+            self.error(request, 'unknown class')
+        else:
+            getattr(self, handler)(request)
+
+    # sending
+
+    def send(self, message):
+        """Send one message, stamped with timenow; safe from any thread."""
+        message['timenow'] = round(time.time(), 3)
+        with self._lock:
+            self.wfile.write(encode(message))
+
+    def answer(self, request, **fields):
+        """Send the answer to request: its class, fields, and replyid if the request had a commandid."""
+        message = {'class': request.get('class')}
+        message.update(fields)
+        if 'commandid' in request:
+            message['replyid'] = request['commandid']
+        self.send(message)
+
+    def error(self, request, text):
+        """Answer request with an error_string, as the server does for what it cannot do."""
+        self.answer(request, error_string=text)
+
+    def status(self, listname, tid):
+        """An item's status as this session sees it."""
+        current = self.pbx.status(listname, tid)
+        with self._lock:
+            current.update(self.overrides.get((listname, tid), {}))
+        return current
+
+    def push(self, function, listname, tid):
+        """Send an unsolicited getlist updateconfig or updatestatus for one item."""
+        key, value = (('config', self.pbx.config(listname, tid)) if function == 'updateconfig'
+                      else ('status', self.status(listname, tid)))
+        self.send({'class': 'getlist', 'function': function, 'listname': listname, 'tipbxid': IPBX_ID,
+                   'tid': tid, key: value})
+
+    def change_status(self, listname, tid, **fields):
+        """Change an item's status in this session and tell the client."""
+        with self._lock:
+            self.overrides.setdefault((listname, tid), {}).update(fields)
+            self.push('updatestatus', listname, tid)
+
+    def presence_change(self):
+        """The next presence change: another user (in turn) moves to the next state (in turn)."""
+        with self._lock:
+            self.events += 1
+            users = self.pbx.ids('users')
+            tid = users[(int(self.userid) - 1 + self.events) % len(users)]
+            self.change_status('users', tid, availstate=PRESENCE_CYCLE[(self.events - 1) % len(PRESENCE_CYCLE)])
+
+    def tick(self, interval):
+        """Send a presence change every interval seconds until the session ends."""
+        while not self.stopped.wait(interval):
+            try:
+                self.presence_change()
+            except (OSError, ValueError):
+                return
+
+    # the requests
+
+    def login_id(self, request):
+        """Who logs in: the user, and a session id for the password hash."""
+        self.userid = self.pbx.user_for_login(str(request.get('userlogin', '')))
+        rng = random.Random('%d-%s' % (self.number, self.userid))
+        sessionid = ''.join(rng.choice(string.ascii_letters + string.digits) for _ in range(10))
+        self.answer(request, sessionid=sessionid, xivoversion=XIVO_VERSION)
+
+    def login_pass(self, request):
+        """Any password is right: the user gets capability profile 1."""
+        self.answer(request, capalist=[1])
+
+    def login_capas(self, request):
+        """The capabilities, then the user's own config and status, unasked."""
+        state = str(request.get('state') or 'available')
+        self.overrides[('users', self.userid)] = {'availstate': state, 'connection': 'yes'}
+        self.answer(request, userid=self.userid, ipbxid=IPBX_ID, appliname='Client', presence=state,
+                    capas=capabilities(),
+                    capaxlets=[['identity', 'grid'], ['dial', 'grid'], ['search', 'tab'], ['history', 'tab']])
+        self.push('updateconfig', 'users', self.userid)
+        self.push('updatestatus', 'users', self.userid)
+        interval = self.server.event_interval
+        if interval:
+            threading.Thread(target=self.tick, args=(interval,), name='events-%d' % self.number,
+                             daemon=True).start()
+
+    def getlist(self, request):
+        """listid, updateconfig or updatestatus of users, phones, queues or agents."""
+        function, listname = request.get('function'), request.get('listname')
+        if listname not in LISTNAMES:
+            return self.error(request, 'unknown listname')
+        ids = self.pbx.ids(listname)
+        common = {'function': function, 'listname': listname, 'tipbxid': IPBX_ID}
+        if function == 'listid':
+            return self.answer(request, list=ids, **common)
+        if function not in ('updateconfig', 'updatestatus'):
+            return self.error(request, 'unknown function')
+        tid = str(request.get('tid'))
+        if tid not in ids:
+            return self.error(request, 'unknown id')
+        if function == 'updateconfig':
+            return self.answer(request, tid=tid, config=self.pbx.config(listname, tid), **common)
+        return self.answer(request, tid=tid, status=self.status(listname, tid), **common)
+
+    def ipbxcommand(self, request):
+        """dial (the phones ring) and hangup (the phones are free again)."""
+        command = request.get('command')
+        if command == 'dial':
+            self.hang_up()
+            number = str(request.get('destination', '')).rpartition('/')[2].rpartition(':')[2]
+            self.calls += 1
+            caller = self.userid if self.userid in self.pbx.ids('phones') else '1'
+            self.call = (caller, self.pbx.phone_for_number(number), 'SIP/sim%s-%08x' % (caller, self.calls))
+            self.answer(request, command='dial', ipbxreply='ok')
+            self.change_status('phones', caller, hintstatus='1', channels=[self.call[2]])
+            if self.call[1] is not None and self.call[1] != caller:
+                self.change_status('phones', self.call[1], hintstatus='8', channels=[])
+        elif command == 'hangup':
+            self.answer(request, command='hangup', ipbxreply='ok')
+            self.hang_up()
+        else:
+            self.error(request, 'unknown command')
+
+    def hang_up(self):
+        """End this session's call, if any, and tell the client the phones are free."""
+        if self.call is not None:
+            caller, callee, _ = self.call
+            self.call = None
+            for phone in sorted({caller, callee} - {None}):
+                self.change_status('phones', phone, hintstatus='0', channels=[])
+
+    def history(self, request):
+        """The last calls of the user."""
+        try:
+            size = min(max(int(request.get('size', 8)), 0), 100)
+            mode = int(request.get('mode', 0))
+        except (TypeError, ValueError):
+            return self.error(request, 'bad mode or size')
+        self.answer(request, mode=mode, history=self.pbx.history(self.userid, mode, size))
+
+    def directory(self, request):
+        """The contacts whose name contains the pattern, with non-ASCII names."""
+        results = directory_search(str(request.get('pattern', '')))
+        self.answer(request, headers=DIRECTORY_HEADERS, resultlist=results, status='ok')
+
+    def keepalive(self, request):
+        """An empty answer, then a presence change: something happens now and then."""
+        self.answer(request)
+        self.presence_change()
+
+
+class SimulatorServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """The simulated CTI server: a SimulatedSession for each client, each on its own thread."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, listen, users=DEFAULT_USERS, event_interval=None, log=None):
+        self.listen = listen
+        self.pbx = FakePBX(users)
+        self.event_interval = event_interval
+        self.log = log or Log('ctisim')
+        self.address_family = listen.family
+        self._numbers = 0
+        self._lock = threading.Lock()
+        super().__init__((listen.addr, listen.port), SimulatedSession)
+
+    @property
+    def port(self):
+        """The port listened on (the one picked when 0 was asked)."""
+        return self.socket.getsockname()[1]
+
+    def server_bind(self):
+        """Accept IPv4 clients on the IPv6 socket too, when listening on all interfaces."""
+        if self.listen.dual_stack:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+    def new_session_number(self):
+        """1 for the first client, 2 for the next..."""
+        with self._lock:
+            self._numbers += 1
+            return self._numbers
+
+
+# -- the client --
+
+class ProtocolError(Exception):
+    """The server said something the simulated client did not expect."""
+
+
+class SimulatedClient:
+    """Plays one short CTI client session against a server (or a proxy in front of one)."""
+
+    def __init__(self, host, port, login='alice', password='secret', timeout=TIMEOUT):
+        self.host, self.port = host, port
+        self.login, self.password = login, password
+        self.timeout = timeout
+        self.commandid = 0
+        self.banner = None
+        self.userid = None
+        self.unsolicited = []          # server messages that answered no request
+        self.sock = None
+        self.reader = None
+
+    def run(self):
+        """The whole session; return (requests answered, unsolicited messages)."""
+        self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        try:
+            self.reader = self.sock.makefile('rb')
+            self.banner = self.read_line().decode('utf-8', 'replace').rstrip('\r\n')
+            self.log_in()
+            self.read_lists()
+            self.call('1002')
+            self.request('history', mode='0', size='8', xuserid='%s/%s' % (IPBX_ID, self.userid))
+            self.request('directory', pattern='e')
+            self.request('keepalive')
+            self.quit()
+        finally:
+            self.sock.close()
+        return self.commandid, len(self.unsolicited)
+
+    def log_in(self):
+        """login_id, login_pass (with the password hashed with the session id), login_capas."""
+        answer = self.request('login_id', userlogin=self.login, company='default', ident='ctisim-client',
+                              xivoversion=XIVO_VERSION, version='9999', git_hash='simulated')
+        hashed = hashlib.sha1(('%s:%s' % (answer['sessionid'], self.password)).encode('utf-8')).hexdigest()
+        answer = self.request('login_pass', hashedpassword=hashed)
+        answer = self.request('login_capas', capaid=answer['capalist'][0], state='available',
+                              lastconnwins=False, loginkind='user')
+        self.userid = answer['userid']
+
+    def read_lists(self, per_list=2):
+        """Each list's ids, then the config and status of its first few items."""
+        for listname in LISTNAMES:
+            ids = self.request('getlist', function='listid', listname=listname, tipbxid=IPBX_ID)['list']
+            for tid in ids[:per_list]:
+                for function in ('updateconfig', 'updatestatus'):
+                    self.request('getlist', function=function, listname=listname, tipbxid=IPBX_ID, tid=tid)
+
+    def call(self, number):
+        """Dial number, then hang up the channel the server reported."""
+        self.request('ipbxcommand', command='dial', destination='exten:%s/%s' % (IPBX_ID, number))
+        first = len(self.unsolicited)
+        status = self.wait_for(lambda message: message.get('listname') == 'phones'
+                               and message.get('status', {}).get('channels'), first)
+        channel = status['status']['channels'][-1]
+        self.request('ipbxcommand', command='hangup', channelids='chan:%s/%s' % (IPBX_ID, channel))
+
+    def wait_for(self, wanted, first=0):
+        """The first unsolicited message from index first on that wanted(message) accepts, reading as needed."""
+        index = first
+        while True:
+            while index < len(self.unsolicited):
+                message = self.unsolicited[index]
+                if isinstance(message, dict) and wanted(message):
+                    return message
+                index += 1
+            self.unsolicited.append(self.read_message())
+
+    def request(self, class_, **fields):
+        """Send one request with the next commandid; return its answer, keeping what came before it."""
+        self.commandid += 1
+        message = {'class': class_, 'commandid': self.commandid}
+        message.update(fields)
+        self.sock.sendall(encode(message))
+        while True:
+            received = self.read_message()
+            if isinstance(received, dict) and received.get('replyid') == self.commandid:
+                if 'error_string' in received:
+                    raise ProtocolError('the server refused %s: %s' % (class_, received['error_string']))
+                return received
+            self.unsolicited.append(received)
+
+    def read_message(self):
+        """The next line from the server, as JSON."""
+        line = self.read_line()
+        try:
+            return json.loads(line.decode('utf-8'))
+        except ValueError:
+            raise ProtocolError('the server sent a line that is not JSON: %r' % line[:80])
+
+    def read_line(self):
+        """The next line from the server; a ProtocolError if it ends first."""
+        line = self.reader.readline()
+        if not line.endswith(b'\n'):
+            raise ProtocolError('the server ended the connection')
+        return line
+
+    def quit(self):
+        """End the session as a client does: stop sending, and read what is left until the server closes."""
+        self.sock.shutdown(socket.SHUT_WR)
+        for line in self.reader:
+            try:
+                self.unsolicited.append(json.loads(line.decode('utf-8')))
+            except ValueError:
+                self.unsolicited.append(line)
+
+
+# -- the demo --
+
+def start_spy(server_port):
+    """Start ctispy between the simulated client and server; return (process, queue of its port)."""
+    command = [sys.executable, os.path.join(TOOLS_DIR, 'ctispy'), '127.0.0.1', '--port', str(server_port),
+               '--listen-port', '0', '--listen-addr', '127.0.0.1', '--pretty-print']
+    spy = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ports = queue.Queue()
+    threading.Thread(target=relay_spy_stderr, args=(spy.stderr, ports), name='ctispy-stderr', daemon=True).start()
+    return spy, ports
+
+
+def relay_spy_stderr(stream, ports):
+    """Copy ctispy's stderr to ours; put the port of its start line, then None at its end, on ports."""
+    for line in stream:
+        match = re.search(rb'listening on port (\d+)', line)
+        if match:
+            ports.put(int(match.group(1)))
+        sys.stderr.buffer.write(line)
+        sys.stderr.flush()
+    ports.put(None)
+
+
+def run_demo(args, log):
+    """The simulated server, ctispy in front of it, and the simulated client through ctispy."""
+    server = SimulatorServer(ListenAddress('127.0.0.1', 0), users=args.users, log=log)
+    threading.Thread(target=server.serve_forever, name='simulator', daemon=True).start()
+    spy = None
+    try:
+        log.error('simulated CTI server on 127.0.0.1:%d; starting ctispy in front of it' % server.port)
+        spy, ports = start_spy(server.port)
+        try:
+            spy_port = ports.get(timeout=TIMEOUT)
+        except queue.Empty:
+            spy_port = None
+        if spy_port is None:
+            log.error('ctispy did not start')
+            return 1
+        try:
+            requests, unsolicited = SimulatedClient('127.0.0.1', spy_port).run()
+        except (ProtocolError, OSError) as error:
+            reason = describe_error(error) if isinstance(error, OSError) else str(error)
+            log.error('the session through ctispy failed: %s' % reason)
+            return 1
+        try:
+            status = spy.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.error('ctispy did not exit at the end of the session')
+            return 1
+        if status != 0:
+            log.error('ctispy exited with status %d' % status)
+            return 1
+        log.error('demo done: %d requests answered and %d messages from the server unasked, all shown above '
+                  'by ctispy' % (requests, unsolicited))
+        return 0
+    finally:
+        if spy is not None and spy.poll() is None:
+            spy.kill()
+            spy.wait()
+        server.shutdown()
+        server.server_close()
+
+
+# -- the command line --
+
+def positive_int(text):
+    """--users: 1 to 100000."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100000:
+        raise argparse.ArgumentTypeError('not a number from 1 to 100000: %r' % text)
+    return value
+
+
+def seconds(text):
+    """--events: 0 to 86400 seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError('not a number of seconds (0 to 86400): %r' % text)
+    return value
+
+
+def examples(text):
+    """The examples ending a --help, indented."""
+    return 'examples:\n' + '\n'.join('  ' + line for line in text.strip().splitlines())
+
+
+MAIN_EXAMPLES = '''
+ctisim demo                           server, ctispy and client: a whole session on the terminal
+ctisim server --port 5003 --users 50  a simulated CTI server for a real CTI client or the tools
+ctisim client 127.0.0.1               one client session through a tool listening on port 50030
+'''
+
+SERVER_EXAMPLES = '''
+ctisim server                                   listen on port 5003 of all interfaces
+ctisim server --port 0 --listen-addr 127.0.0.1  a free port on loopback, said on start
+ctisim server --users 200 --events 2            200 users; a presence change every 2 seconds
+Then: ctispy 127.0.0.1 --port 5003, and a CTI client (or ctisim client) on port 50030.
+'''
+
+CLIENT_EXAMPLES = '''
+ctisim client 127.0.0.1                through a tool listening on port 50030 (ctispy, ctisave, ctistat)
+ctisim client 127.0.0.1 --port 5003    straight to a (simulated) server
+'''
+
+DEMO_EXAMPLES = '''
+ctisim demo
+ctisim demo --users 20
+'''
+
+
+def parser():
+    """The options of ctisim and of its three commands."""
+    main_parser = argparse.ArgumentParser(
+        prog='ctisim', formatter_class=HelpFormatter, epilog=examples(MAIN_EXAMPLES),
+        description='A simulated XiVO CTI server and client, to try cti-proxy without a XiVO.')
+    main_parser.add_argument('--version', action='version', version='%(prog)s (cti-proxy) ' + __version__)
+    commands = main_parser.add_subparsers(dest='command', metavar='COMMAND', title='commands')
+    commands.required = True
+
+    server = commands.add_parser('server', help='run a simulated CTI server until Ctrl-C',
+                                 description='Run a simulated CTI server, several clients at once, until Ctrl-C.',
+                                 formatter_class=HelpFormatter, epilog=examples(SERVER_EXAMPLES))
+    server.add_argument('--port', type=listen_port, default=DEFAULT_PORT,
+                        help='the port to listen on (default: %(default)s; 0 picks a free one, said on start)')
+    server.add_argument('--listen-addr', metavar='ADDR',
+                        help='the address to listen on (default: all interfaces, IPv4 and IPv6)')
+    add_users_option(server)
+    server.add_argument('--events', type=seconds, default=DEFAULT_EVENT_INTERVAL, metavar='SECONDS',
+                        help='after login, a presence change every SECONDS (default: %(default)g; 0: never)')
+    server.add_argument('-v', '--verbose', action='store_true', help='report connections on stderr')
+
+    client = commands.add_parser('client', help='play one CTI client session against HOST',
+                                 description='Play one CTI client session: log in, read the lists, dial,\n'
+                                             'hang up, search the directory, send a keepalive, quit.',
+                                 formatter_class=HelpFormatter, epilog=examples(CLIENT_EXAMPLES))
+    client.add_argument('host', metavar='HOST', help='the CTI server, or a tool in front of it')
+    client.add_argument('--port', type=port_number, default=DEFAULT_PROXY_PORT,
+                        help='its port (default: %(default)s, where the tools listen)')
+
+    demo = commands.add_parser('demo', help='a simulated server and client with ctispy in between',
+                               description='Start a simulated server on loopback, ctispy --pretty-print in front '
+                                           'of it,\nand a simulated client through ctispy: ctispy shows the session.',
+                               formatter_class=HelpFormatter, epilog=examples(DEMO_EXAMPLES))
+    add_users_option(demo)
+    return main_parser
+
+
+def add_users_option(command):
+    """--users, for server and demo."""
+    command.add_argument('--users', type=positive_int, default=DEFAULT_USERS, metavar='N',
+                         help='N users, phones and agents, and a queue for every 4 users (default: %(default)s)')
+
+
+def run_server(args, log):
+    """Serve until Ctrl-C or SIGTERM."""
+    try:
+        listen = ListenAddress(args.listen_addr, args.port)
+    except OSError as error:
+        log.error('cannot use listen address %r: %s' % (args.listen_addr, describe_error(error)))
+        return 1
+    try:
+        server = SimulatorServer(listen, users=args.users, event_interval=args.events or None, log=log)
+    except OSError as error:
+        log.error('cannot listen on %s: %s' % (listen.describe(), describe_error(error)))
+        return 1
+    log.error('simulated CTI server listening on %s; %d users' % (listen.describe(server.port), args.users))
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.server_close()
+    return 0
+
+
+def run_client(args, log):
+    """One client session; a one-line summary on stderr."""
+    requests, unsolicited = SimulatedClient(args.host, args.port).run()
+    log.error('session done: %d requests answered, %d messages from the server unasked'
+              % (requests, unsolicited))
+    return 0
+
+
+COMMANDS = {'server': run_server, 'client': run_client, 'demo': run_demo}
+
+
+def main(argv=None):
+    """Run ctisim; return its exit status."""
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    log = Log('ctisim', verbose=getattr(args, 'verbose', False))
+    try:
+        return COMMANDS[args.command](args, log)
+    except ProtocolError as error:
+        log.error(str(error))
+    except OSError as error:
+        where = ' to %s:%d' % (args.host, args.port) if args.command == 'client' else ''
+        log.error('connection%s failed: %s' % (where, describe_error(error)))
+    except KeyboardInterrupt:
+        return 130
+    return 1
