@@ -132,7 +132,7 @@ def add_relay_options(parser):
                           'in clear text (this changes the traffic)')
 
 
-def tls_options(parser, args, log):
+def tls_options(parser, args):
     """The TLS settings that the options ask for; a file that cannot be used is a UsageError."""
     if bool(args.cert) != bool(args.key):
         parser.error('--cert and --key go together')
@@ -145,7 +145,8 @@ def tls_options(parser, args, log):
             client_context.load_cert_chain(args.cert, args.key)
         except (OSError, ValueError) as error:
             raise UsageError('cannot use --cert %s and --key %s: %s' % (args.cert, args.key, tls_reason(error)))
-    if args.tls or client_context is not None:
+    warnings = []
+    if args.tls or args.tls_ca or args.tls_no_verify or client_context is not None:
         try:
             server_context = ssl.create_default_context(cafile=args.tls_ca)
         except (OSError, ValueError) as error:
@@ -153,8 +154,8 @@ def tls_options(parser, args, log):
         if args.tls_no_verify:
             server_context.check_hostname = False
             server_context.verify_mode = ssl.CERT_NONE
-            log.error('warning: --tls-no-verify: the server\'s certificate is not checked')
-    return TlsOptions(server_context, args.tls, client_context, args.listen_tls, args.no_starttls)
+            warnings.append('warning: --tls-no-verify: the server\'s certificate is not checked')
+    return TlsOptions(server_context, args.tls, client_context, args.listen_tls, args.no_starttls, warnings)
 
 
 def add_filter_options(parser):
@@ -256,7 +257,7 @@ def spy_tool(argv):
         parser.error('--raw shows bytes as received: --strip, --include and --exclude do not apply to it')
     if args.raw and args.read:
         parser.error('--raw shows bytes as received: a recording holds messages, not bytes')
-    args.tls_options = tls_options(parser, args, Log('ctispy'))
+    args.tls_options = tls_options(parser, args)
     if args.json_lines:
         output = JsonLinesOutput(sys.stdout.buffer)
     else:
@@ -268,7 +269,7 @@ def spy_tool(argv):
 def save_tool(argv):
     parser = save_parser(argv)
     args = parse(parser, argv)
-    args.tls_options = tls_options(parser, args, Log('ctisave'))
+    args.tls_options = tls_options(parser, args)
     try:
         output = SaveOutput(args.client_file, args.server_file)
     except OSError as error:
@@ -279,7 +280,7 @@ def save_tool(argv):
 def stat_tool(argv):
     parser = stat_parser(argv)
     args = parse(parser, argv)
-    args.tls_options = tls_options(parser, args, Log('ctistat'))
+    args.tls_options = tls_options(parser, args)
     return args, StatOutput(sys.stdout.buffer, as_json=args.json), MessageFilter()
 
 
@@ -288,7 +289,10 @@ TOOLS = {'ctispy': spy_tool, 'ctisave': save_tool, 'ctistat': stat_tool}
 
 def main(prog, argv=None):
     """Run one of the tools; return its exit status (0 when stopped by Ctrl-C or SIGTERM)."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)    # SIGTERM stops as Ctrl-C does
+    # Ctrl-C and SIGTERM stop the tool cleanly, even when started with SIGINT ignored (a script's
+    # background job): a debugging tool that ignores the user's Ctrl-C is no use.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     log = Log(prog)
     try:
         args, output, chosen = TOOLS[prog](sys.argv[1:] if argv is None else argv)
@@ -362,6 +366,8 @@ class Proxy:
             log.error('listening on %s%s; relaying each client to %s%s' % (
                 listen.describe(server.port), ' (TLS)' if args.listen_tls else '',
                 upstream, ' (TLS)' if args.tls else ''))
+            for warning in args.tls_options.warnings:
+                log.error(warning)
             status = self._serve(server)
         except KeyboardInterrupt:
             pass

@@ -232,7 +232,8 @@ class Session(socketserver.BaseRequestHandler):
                 writable.wait()
                 connections[other].sendall(data)
         except TlsFailure as failure:
-            self.log.error('session #%d: %s' % (self.number, failure))
+            if not self._aborted:           # not the echo of the other side's failure
+                self.server.report_failure(self, str(failure))
             self.abort()
         except OSError as error:
             if not self._aborted:
@@ -365,7 +366,7 @@ class RelayServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             self._sessions.add(session)
 
     def report_failure(self, session, reason):
-        """A session could not start (no server, a failed TLS handshake): say why on one line."""
+        """A session could not start or go on (no server, a failed TLS handshake): say why on one line."""
         with self._lock:
             self.failures += 1
         self.log.error(reason if not self.log.verbose else 'session #%d: %s' % (session.number, reason))

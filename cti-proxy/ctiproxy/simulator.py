@@ -186,6 +186,8 @@ def directory_search(pattern):
 class SimulatedSession(socketserver.StreamRequestHandler):
     """One client of the simulated server: the banner, then an answer to each request line."""
 
+    disable_nagle_algorithm = True     # an answer and the events after it go out at once
+
     HANDLERS = {'login_id': 'login_id', 'login_pass': 'login_pass', 'login_capas': 'login_capas',
                 'getlist': 'getlist', 'ipbxcommand': 'ipbxcommand', 'history': 'history',
                 'directory': 'directory', 'keepalive': 'keepalive'}
@@ -437,6 +439,7 @@ class SimulatedClient:
     def run(self):
         """The whole session; return (requests answered, unsolicited messages)."""
         self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             self.reader = self.sock.makefile('rb')
             self.banner = self.read_line().decode('utf-8', 'replace').rstrip('\r\n')

@@ -137,7 +137,8 @@ class TlsOptions:
     """What a tool does with TLS; by default, nothing."""
 
     def __init__(self, server_context=None, to_server=False, client_context=None, from_client=False,
-                 hide_offer=False):
+                 hide_offer=False, warnings=()):
+        self.warnings = list(warnings)         # to say on stderr once the tool listens
         self.server_context = server_context   # checks the server: for --tls, and to see through STARTTLS
         self.to_server = to_server             # --tls: TLS to the server from the first byte
         self.client_context = client_context   # the tool's certificate: --listen-tls, STARTTLS seen through
