@@ -62,6 +62,18 @@ def send_in_pieces(sock, data, rng, most=64):
         sock.sendall(piece)
 
 
+def read_line_unbuffered(fd):
+    """Read one line from a pipe, taking no byte beyond it (a buffered readline() may take the
+    next lines, which communicate() then never sees)."""
+    line = b''
+    while not line.endswith(b'\n'):
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        line += byte
+    return line
+
+
 class Tool:
     """A tool running as a process, relaying to a scripted server socket of the test's own.
 
@@ -85,7 +97,7 @@ class Tool:
         full_env.update(env or {})
         self.process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE,
                                         stdin=subprocess.DEVNULL, env=full_env)
-        self.start_line = self.process.stderr.readline().decode('utf-8', 'replace')
+        self.start_line = read_line_unbuffered(self.process.stderr.fileno()).decode('utf-8', 'replace')
         match = re.search(r'listening on port (\d+)', self.start_line)
         self.port = int(match.group(1)) if match else None
 
