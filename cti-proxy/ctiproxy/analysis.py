@@ -136,7 +136,8 @@ class Analyzer:
         while True:
             kind, session, direction, when, data = self._queue.get()
             if kind == _STOP:
-                self._call(self.output.close)
+                if not self.output_closed:
+                    self._call(self.output.close)
                 return
             if self.output_closed:
                 continue                   # keep draining, so that the relay never waits on us
@@ -157,9 +158,9 @@ class Analyzer:
         try:
             handler(*args)
         except BrokenPipeError:
-            self.output_closed = True
-            if self.on_output_closed:
+            if not self.output_closed and self.on_output_closed:
                 self.on_output_closed()
+            self.output_closed = True
         except Exception:
             sys.stderr.write('internal error while showing traffic; please report:\n')
             traceback.print_exc()

@@ -338,8 +338,9 @@ class Proxy:
         self.args = args
         self.log = log
         self.output = output
+        self.stopping = False
         self.analyzer = Analyzer(output, chosen_filter, args.max_message_size, BUFFER_SIZE,
-                                 on_output_closed=_stop_main_thread)
+                                 on_output_closed=self._output_closed)
 
     def run(self):
         args, log = self.args, self.log
@@ -372,6 +373,7 @@ class Proxy:
         except KeyboardInterrupt:
             pass
         finally:
+            self.stopping = True
             signal.signal(signal.SIGINT, signal.SIG_DFL)   # a second Ctrl-C or SIGTERM ends the tool at once
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             self._stop(server)
@@ -388,6 +390,12 @@ class Proxy:
         server.wait_sessions()
         return 1 if server.failures else 0
 
+    def _output_closed(self):
+        """stdout's reader went away: stop as Ctrl-C does (a real signal wakes the main thread
+        from any wait), unless the tool is stopping already."""
+        if not self.stopping:
+            os.kill(os.getpid(), signal.SIGINT)
+
     def _stop(self, server):
         server.server_close()
         server.abort_sessions()
@@ -395,9 +403,6 @@ class Proxy:
         self.analyzer.finish()
 
 
-def _stop_main_thread():
-    """Stop the tool as Ctrl-C does (a real signal wakes the main thread from any wait)."""
-    os.kill(os.getpid(), signal.SIGINT)
 
 
 def _silence_stdout():
