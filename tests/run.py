@@ -13,7 +13,9 @@ def main():
     pattern = sys.argv[1] if len(sys.argv) > 1 else 'test*.py'
     suite = unittest.defaultTestLoader.discover(os.path.join(ROOT, 'tests'), pattern=pattern, top_level_dir=ROOT)
     result = unittest.TextTestRunner(verbosity=2).run(suite)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    # A test with failing subtests is one failed test, however many of its subtests failed.
+    failed = len({getattr(test, 'test_case', test).id()
+                  for test, _ in result.failures + result.errors}) + len(result.unexpectedSuccesses)
     skipped = len(result.skipped)
     passed = result.testsRun - failed - skipped
     print('tests: %d passed, %d failed, %d skipped' % (passed, failed, skipped))
