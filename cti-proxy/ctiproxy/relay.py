@@ -229,7 +229,8 @@ class Session(socketserver.BaseRequestHandler):
                     if self._client_starts_tls(data, when):
                         continue
                 received(self, side, when, data)
-                writable.wait()
+                if not writable.is_set():   # the other side's STARTTLS upgrade is under way
+                    writable.wait()
                 connections[other].sendall(data)
         except TlsFailure as failure:
             if not self._aborted:           # not the echo of the other side's failure
