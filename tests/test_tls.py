@@ -19,8 +19,8 @@ import threading
 import time
 import unittest
 
-from tests.harness import (TIMEOUT, Tool, read_line_unbuffered, exchange, parse_spy_output, read_fd_until_all, recv_exactly,
-                           recv_until_eof, recv_until_eof_or_reset, seeded_rng, send_in_pieces)
+from tests.harness import (TIMEOUT, Tool, exchange, parse_spy_output, read_fd_until_all, read_line_unbuffered,
+                           recv_exactly, recv_until_eof, recv_until_eof_or_reset, seeded_rng, send_in_pieces)
 
 CERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'certs')
 
@@ -587,7 +587,6 @@ class StarttlsSeenThroughTest(unittest.TestCase):
 
         self.check_shown(*self.session(upgrade))
 
-
     def test_ctisave_files_hold_the_messages_after_the_upgrade(self):
         def upgrade(test, client, server, rng):
             plain_part(test, client, server, rng)
@@ -774,7 +773,6 @@ class StarttlsPassedThroughTest(unittest.TestCase):
 
         out, _, _ = self.session(upgrade)
         self.check_shown(out)
-
 
     def test_ctistat_counts_every_byte_and_only_the_clear_messages(self):
         def upgrade(test, client, server, rng):

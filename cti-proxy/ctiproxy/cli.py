@@ -403,8 +403,6 @@ class Proxy:
         self.analyzer.finish()
 
 
-
-
 def _silence_stdout():
     """stdout's reader went away: drop what is left, quietly."""
     try:

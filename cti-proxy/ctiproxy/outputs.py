@@ -87,7 +87,6 @@ class Output:
         pass
 
 
-
 def _one_line_encoder():
     """json.dumps(message, ensure_ascii=False), with json's C encoder built once instead of per call."""
     make_encoder = getattr(json.encoder, 'c_make_encoder', None)

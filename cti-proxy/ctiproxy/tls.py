@@ -187,7 +187,7 @@ class StarttlsWatch:
     an unfinished short line is held back until its end shows whether it is one.
     """
 
-    WATCH_LIMIT = 1024 * 1024
+    WATCH_LIMIT = 64 * 1024    # the opening (banner, offer, answer, confirmation) is under 1 KiB
     SHORT_LINE = 4096          # a STARTTLS line is much shorter
 
     def __init__(self, hide_offer=False):
