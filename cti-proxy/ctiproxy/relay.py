@@ -317,35 +317,43 @@ def peer_name(address):
     return ('[%s]:%d' if ':' in host else '%s:%d') % (host, port)
 
 
-class RelayServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    """Listens for CTI clients and runs a Session for each, on its own thread."""
+class ListeningServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """A threaded TCP server on a ListenAddress: IPv4 and IPv6 at once on all interfaces."""
 
     allow_reuse_address = True
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, listen, upstream, observer, log, tls=None):
+    def __init__(self, listen, handler_class):
         self.listen = listen
-        self.upstream = upstream
-        self.tls = tls or TlsOptions()
-        self.observer = observer
-        self.log = log
         self.address_family = listen.family
-        self.failures = 0              # sessions that could not start
-        self._lock = threading.Condition()
-        self._numbers = 0
-        self._running = 0              # sessions accepted and not finished
-        self._sessions = set()         # sessions connected to the server
-        super().__init__((listen.addr, listen.port), Session)
+        super().__init__((listen.addr, listen.port), handler_class)
 
     @property
     def port(self):
+        """The port listened on (the one picked when 0 was asked)."""
         return self.socket.getsockname()[1]
 
     def server_bind(self):
         if self.listen.dual_stack:
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
+
+
+class RelayServer(ListeningServer):
+    """Listens for CTI clients and runs a Session for each, on its own thread."""
+
+    def __init__(self, listen, upstream, observer, log, tls=None):
+        self.upstream = upstream
+        self.tls = tls or TlsOptions()
+        self.observer = observer
+        self.log = log
+        self.failures = 0              # sessions that could not start
+        self._lock = threading.Condition()
+        self._numbers = 0
+        self._running = 0              # sessions accepted and not finished
+        self._sessions = set()         # sessions connected to the server
+        super().__init__(listen, Session)
 
     def process_request(self, request, client_address):
         with self._lock:

@@ -28,7 +28,7 @@ import unicodedata
 
 from . import __version__
 from .cli import HelpFormatter, listen_port, port_number
-from .relay import ListenAddress, Log, describe_error, peer_name
+from .relay import ListenAddress, ListeningServer, Log, describe_error, peer_name
 
 BANNER = 'XiVO CTI Server Version 1.2.3 (simulated)'
 XIVO_VERSION = '1.2'
@@ -381,33 +381,16 @@ class SimulatedSession(socketserver.StreamRequestHandler):
         self.presence_change()
 
 
-class SimulatorServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+class SimulatorServer(ListeningServer):
     """The simulated CTI server: a SimulatedSession for each client, each on its own thread."""
 
-    allow_reuse_address = True
-    daemon_threads = True
-    request_queue_size = 64
-
     def __init__(self, listen, users=DEFAULT_USERS, event_interval=None, log=None):
-        self.listen = listen
         self.pbx = FakePBX(users)
         self.event_interval = event_interval
         self.log = log or Log('ctisim')
-        self.address_family = listen.family
         self._numbers = 0
         self._lock = threading.Lock()
-        super().__init__((listen.addr, listen.port), SimulatedSession)
-
-    @property
-    def port(self):
-        """The port listened on (the one picked when 0 was asked)."""
-        return self.socket.getsockname()[1]
-
-    def server_bind(self):
-        """Accept IPv4 clients on the IPv6 socket too, when listening on all interfaces."""
-        if self.listen.dual_stack:
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+        super().__init__(listen, SimulatedSession)
 
     def new_session_number(self):
         """1 for the first client, 2 for the next..."""
