@@ -133,7 +133,7 @@ def add_relay_options(parser):
 
 
 def tls_options(parser, args):
-    """The TLS settings that the options ask for; a file that cannot be used is a UsageError."""
+    """The TLS settings that the options ask for; a file that cannot be used is a StartError."""
     if bool(args.cert) != bool(args.key):
         parser.error('--cert and --key go together')
     if args.listen_tls and not args.cert:
@@ -144,13 +144,13 @@ def tls_options(parser, args):
         try:
             client_context.load_cert_chain(args.cert, args.key)
         except (OSError, ValueError) as error:
-            raise UsageError('cannot use --cert %s and --key %s: %s' % (args.cert, args.key, tls_reason(error)))
+            raise StartError('cannot use --cert %s and --key %s: %s' % (args.cert, args.key, tls_reason(error)))
     warnings = []
     if args.tls or args.tls_ca or args.tls_no_verify or client_context is not None:
         try:
             server_context = ssl.create_default_context(cafile=args.tls_ca)
         except (OSError, ValueError) as error:
-            raise UsageError('cannot use --tls-ca %s: %s' % (args.tls_ca, tls_reason(error)))
+            raise StartError('cannot use --tls-ca %s: %s' % (args.tls_ca, tls_reason(error)))
         if args.tls_no_verify:
             server_context.check_hostname = False
             server_context.verify_mode = ssl.CERT_NONE
@@ -246,8 +246,8 @@ def wants_colour(stream):
 
 # -- the tools --
 
-class UsageError(Exception):
-    """A problem with what the user asked for, found after parsing (exit 1, one line)."""
+class StartError(Exception):
+    """A file or setting that cannot be used, found before the tool starts (one line, exit 1)."""
 
 
 def spy_tool(argv):
@@ -273,7 +273,7 @@ def save_tool(argv):
     try:
         output = SaveOutput(args.client_file, args.server_file)
     except OSError as error:
-        raise UsageError('cannot write %s: %s' % (error.filename, describe_error(error)))
+        raise StartError('cannot write %s: %s' % (error.filename, describe_error(error)))
     return args, output, message_filter(args)
 
 
@@ -299,8 +299,8 @@ def main(prog, argv=None):
         log.verbose = args.verbose
         if args.read is not None:
             return replay_recording(args, output, chosen, log)
-        return Proxy(prog, args, output, chosen, log).run()
-    except UsageError as error:
+        return Proxy(args, output, chosen, log).run()
+    except StartError as error:
         log.error(str(error))
         return 1
     except KeyboardInterrupt:
@@ -333,11 +333,9 @@ def replay_recording(args, output, chosen_filter, log):
 class Proxy:
     """One run of a tool: listen, relay sessions into the analysis, and stop cleanly."""
 
-    def __init__(self, prog, args, output, chosen_filter, log):
-        self.prog = prog
+    def __init__(self, args, output, chosen_filter, log):
         self.args = args
         self.log = log
-        self.output = output
         self.stopping = False
         self.analyzer = Analyzer(output, chosen_filter, args.max_message_size, BUFFER_SIZE,
                                  on_output_closed=self._output_closed)

@@ -33,6 +33,8 @@ CHUNK_SIZE = 1024 * 1024     # big reads: fewer trips through the interpreter fo
 # default is 5 ms, which would let a busy analysis hold back the wire).
 SWITCH_INTERVAL = 0.0001
 
+CONNECT_TIMEOUT = 15.0      # seconds to reach the server
+
 
 class Log:
     """One-line notes on stderr: errors always, connection events with --verbose."""
@@ -65,14 +67,18 @@ class Upstream:
         socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)
 
     def connect(self, tls):
-        """Return (socket, connection): TLS from the first byte with --tls, else plain."""
-        sock = socket.create_connection((self.host, self.port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if not tls.to_server:
-            return sock, PlainConnection(sock)
-        connection = TlsConnection(sock, tls.server_context, server_side=False, server_hostname=self.host)
+        """Return (socket, connection): TLS from the first byte with --tls, else plain.
+
+        Connecting (and the TLS handshake) may take CONNECT_TIMEOUT seconds: a server
+        behind a firewall that drops packets is reported, not waited for for minutes."""
+        sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
         try:
-            connection.handshake()
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = PlainConnection(sock)
+            if tls.to_server:
+                connection = TlsConnection(sock, tls.server_context, server_side=False, server_hostname=self.host)
+                connection.handshake()
+            sock.settimeout(None)
         except BaseException:
             sock.close()
             raise
