@@ -1,5 +1,6 @@
 """Run the real tools as processes between a scripted CTI client and server on loopback."""
 
+import json
 import os
 import random
 import re
@@ -214,36 +215,16 @@ def recv_until_eof_or_reset(sock, timeout=TIMEOUT):
 def exchange(client, server, to_server, to_client, rng, most=64):
     """Send both ways at once, in random pieces, while receiving; return (server got, client got)."""
     pieces = {'client': random_cuts(to_server, rng, most), 'server': random_cuts(to_client, rng, most)}
-    results, errors = {}, []
 
     def send(sock, side):
-        try:
-            for piece in pieces[side]:
-                sock.sendall(piece)
-        except Exception as error:      # reported by the caller's thread
-            errors.append(error)
+        for piece in pieces[side]:
+            sock.sendall(piece)
 
-    def receive(sock, side, size):
-        try:
-            results[side] = recv_exactly(sock, size)
-        except Exception as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=send, args=(client, 'client')),
-               threading.Thread(target=send, args=(server, 'server')),
-               threading.Thread(target=receive, args=(server, 'server', len(to_server))),
-               threading.Thread(target=receive, args=(client, 'client', len(to_client)))]
-    for thread in threads:
-        thread.daemon = True
-        thread.start()
-    deadline = time.monotonic() + TIMEOUT
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            raise AssertionError('the exchange did not end in time')
-    if errors:
-        raise errors[0]
-    return results['server'], results['client']
+    _, _, got_server, got_client = in_parallel(
+        lambda: send(client, 'client'), lambda: send(server, 'server'),
+        lambda: recv_exactly(server, len(to_server)), lambda: recv_exactly(client, len(to_client)),
+        what='the exchange')
+    return got_server, got_client
 
 
 def read_fd_until_all(fd, needles, timeout=TIMEOUT, already=b''):
@@ -287,3 +268,79 @@ def parse_raw_output(data):
 def notes(err):
     """The tool's stderr lines after its start line."""
     return [line for line in err.splitlines()[1:] if line]
+
+
+# -- helpers shared by several test files --
+
+def close_session(test, client, server):
+    """End a session the ordinary way: the client ends its sending, then the server; both see the end."""
+    client.shutdown(socket.SHUT_WR)
+    test.assertEqual(recv_until_eof(server), b'')
+    server.close()
+    test.assertEqual(recv_until_eof(client), b'')
+    client.close()
+
+
+def in_parallel(*actions, what='a step run in parallel'):
+    """Run each action on its own thread; return their results, or raise the first error (bounded wait)."""
+    results, errors = [None] * len(actions), []
+
+    def run(number, action):
+        try:
+            results[number] = action()
+        except BaseException as error:      # re-raised on the caller's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(number, action), daemon=True)
+               for number, action in enumerate(actions)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + TIMEOUT
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            raise AssertionError('%s did not end in time' % what)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def exchange_all(sessions, traffic, rngs, most=64):
+    """exchange() on every session at once, each on its own thread: sessions[i] is (client, server), traffic[i]
+    (bytes to the server, bytes to the client); return [(server got, client got)] in the same order."""
+    return in_parallel(*[lambda index=index: exchange(sessions[index][0], sessions[index][1], traffic[index][0],
+                                                      traffic[index][1], rngs[index], most)
+                         for index in range(len(sessions))], what='a session\'s exchange')
+
+
+def oracle_message(line):
+    """The JSON object a line holds, or None (the README's rule, written without the tools' code)."""
+    try:
+        message = json.loads(line.decode('utf-8'))
+    except (ValueError, RecursionError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def run_tool(name, *args, timeout=TIMEOUT):
+    """Run a tool to its end with exactly these arguments; return (exit code, stdout bytes, stderr text)."""
+    env = dict(os.environ)
+    env.pop('NO_COLOR', None)
+    done = subprocess.run([sys.executable, tool_path(name)] + list(args), stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=timeout)
+    return done.returncode, done.stdout, done.stderr.decode('utf-8', 'replace')
+
+
+_saved_sigint = []
+
+
+def sigint_not_ignored():
+    """A tool started while SIGINT is ignored would ignore it too: make sure it is not (a setUpModule)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        _saved_sigint.append(signal.signal(signal.SIGINT, signal.default_int_handler))
+
+
+def sigint_restored():
+    """Undo sigint_not_ignored() (a tearDownModule)."""
+    while _saved_sigint:
+        signal.signal(signal.SIGINT, _saved_sigint.pop())

@@ -1,41 +1,29 @@
-"""ctispy's command line: options, usage errors, start line, verbose events, signals, a closed output."""
+"""The command line: ctispy's options, usage errors of all three tools; ctispy's start line, verbose events,
+signals, a closed output."""
 
+import concurrent.futures
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import unittest
 
 from ctiproxy import __version__
 from ctiproxy.cli import spy_parser
 from tests.harness import (TIMEOUT, Tool, notes, parse_spy_output, recv_exactly, recv_until_eof,
-                           recv_until_eof_or_reset, tool_path)
+                           recv_until_eof_or_reset, run_tool, sigint_not_ignored, sigint_restored, tool_path)
 
-_saved_sigint = None
-
-
-def setUpModule():
-    """A tool started while SIGINT is ignored would ignore it too: make sure it is not."""
-    global _saved_sigint
-    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        _saved_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def tearDownModule():
-    if _saved_sigint is not None:
-        signal.signal(signal.SIGINT, _saved_sigint)
+setUpModule, tearDownModule = sigint_not_ignored, sigint_restored
 
 
 def run_spy(*args):
     """Run ctispy to its end with these arguments; return (exit code, stdout text, stderr text)."""
-    env = dict(os.environ)
-    env.pop('NO_COLOR', None)
-    done = subprocess.run([sys.executable, tool_path('ctispy')] + list(args), stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=TIMEOUT)
-    return done.returncode, done.stdout.decode('utf-8', 'replace'), done.stderr.decode('utf-8', 'replace')
+    status, out, err = run_tool('ctispy', *args)
+    return status, out.decode('utf-8', 'replace'), err
 
 
 def start_spy(*args):
@@ -117,44 +105,66 @@ class OptionValuesTest(unittest.TestCase):
         self.assertEqual((args.listen_port, args.port, args.verbose), (0, 1, True))
 
 
-class UsageErrorTest(unittest.TestCase):
-    """A bad command line: argparse's usage and message on stderr, exit code 2, no traceback."""
+ALL_THREE, FILTERING, SPY = ('ctispy', 'ctisave', 'ctistat'), ('ctispy', 'ctisave'), ('ctispy',)
+BAD_SIZES = ('0', '10', '1023', '1000B', 'abc', 'lots', '1X', 'M', '', ' ', '-5', 'nan', 'inf', '1e400', '-inf')
 
-    CASES = [
-        (['xivo', '--port', '0'], '--port'),
-        (['xivo', '--port', '65536'], '--port'),
-        (['xivo', '--port', 'abc'], '--port'),
-        (['xivo', '--port', '-1'], '--port'),
-        (['xivo', '--port', ''], '--port'),
-        (['xivo', '--port'], '--port'),
-        (['xivo', '--listen-port', '65536'], '--listen-port'),
-        (['xivo', '--listen-port', '-1'], '--listen-port'),
-        (['xivo', '--listen-port', 'http'], '--listen-port'),
-        (['xivo', '--include', 'class'], '--include'),
-        (['xivo', '--include', '=getlist'], '--include'),
-        (['xivo', '--exclude', 'class'], '--exclude'),
-        (['xivo', '--strip', ''], '--strip'),
-        (['xivo', '--no-client', '--no-server'], '--no-'),
-        (['xivo', '--raw', '--pretty-print'], '--raw'),
-        (['xivo', '--raw', '--strip', 'timenow'], '--raw'),
-        (['xivo', '--strip', 'timenow', '--raw'], '--raw'),
-        (['xivo', '--raw', '--include', 'class=getlist'], '--raw'),
-        (['xivo', '--raw', '--exclude', 'class=getlist'], '--raw'),
-        ([], 'HOST'),
-        (['xivo', 'other'], 'other'),
-        (['xivo', '--no-such-option'], '--no-such-option'),
-    ]
+# (the tools that have the option, the arguments after HOST (and ctisave's two files), what the error names)
+USAGE_ERRORS = [
+    (ALL_THREE, ['--port', '0'], '--port'),
+    (ALL_THREE, ['--port', '65536'], '--port'),
+    (ALL_THREE, ['--port', 'abc'], '--port'),
+    (ALL_THREE, ['--port', 'http'], '--port'),
+    (ALL_THREE, ['--port', '-1'], '--port'),
+    (ALL_THREE, ['--port', ''], '--port'),
+    (ALL_THREE, ['--port'], '--port'),
+    (ALL_THREE, ['--listen-port', '65536'], '--listen-port'),
+    (ALL_THREE, ['--listen-port', '70000'], '--listen-port'),
+    (ALL_THREE, ['--listen-port', '-1'], '--listen-port'),
+    (ALL_THREE, ['--listen-port', 'http'], '--listen-port'),
+] + [(ALL_THREE, ['--max-message-size=' + size], '--max-message-size') for size in BAD_SIZES] + [
+    (ALL_THREE, ['--cert', 'c.pem'], '--key'),
+    (ALL_THREE, ['--key', 'k.pem'], '--cert'),
+    (ALL_THREE, ['--listen-tls'], '--listen-tls'),
+    (ALL_THREE, ['--listen-tls', '--key', 'k.pem'], '--cert'),
+    (ALL_THREE, ['other'], 'other'),
+    (ALL_THREE, ['--no-such-option'], '--no-such-option'),
+    (FILTERING, ['--include', 'class'], '--include'),
+    (FILTERING, ['--include', '=getlist'], '--include'),
+    (FILTERING, ['--exclude', 'class'], '--exclude'),
+    (FILTERING, ['--strip', ''], '--strip'),
+    (SPY, ['--no-client', '--no-server'], '--no-'),
+    (SPY, ['--raw', '--pretty-print'], '--raw'),
+    (SPY, ['--raw', '--strip', 'timenow'], '--raw'),
+    (SPY, ['--strip', 'timenow', '--raw'], '--raw'),
+    (SPY, ['--raw', '--include', 'class=getlist'], '--raw'),
+    (SPY, ['--raw', '--exclude', 'class=getlist'], '--raw'),
+]
+
+
+class UsageErrorTest(unittest.TestCase):
+    """A bad command line, for each tool that has the option: argparse's usage and message on stderr, exit
+    code 2, no traceback."""
 
     def test_usage_errors(self):
-        for args, needle in self.CASES:
-            with self.subTest(args=args):
-                status, out, err = run_spy(*args)
+        with tempfile.TemporaryDirectory() as folder:
+            files = {'ctisave': [os.path.join(folder, 'client'), os.path.join(folder, 'server')]}
+            cases = [(name, ['xivo'] + files.get(name, []) + args, needle)
+                     for tools, args, needle in USAGE_ERRORS for name in tools]
+            cases += [(name, [], 'CLIENTFILE' if name == 'ctisave' else 'HOST') for name in ALL_THREE]
+            cases += [('ctisave', ['xivo'], 'CLIENTFILE'),             # HOST given: the error names the missing file
+                      ('ctisave', ['xivo', 'client-only'], 'SERVERFILE')]
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:     # each run is mostly Python starting up
+                results = list(pool.map(lambda case: run_tool(case[0], *case[1]), cases))
+            self.assertEqual(os.listdir(folder), [])
+        for (name, args, needle), (status, out, err) in zip(cases, results):
+            with self.subTest(tool=name, args=args):
                 self.assertEqual(status, 2, err)
-                self.assertEqual(out, '')
+                self.assertEqual(out, b'')
                 self.assertNotIn('Traceback', err)
-                self.assertTrue(err.startswith('usage: ctispy'), err)
+                self.assertNotIn('internal error', err)
+                self.assertTrue(err.startswith('usage: %s' % name), err)
                 message = err.strip().splitlines()[-1]
-                self.assertTrue(message.startswith('ctispy: error: '), err)
+                self.assertTrue(message.startswith('%s: error: ' % name), err)
                 self.assertIn(needle, message)
 
 

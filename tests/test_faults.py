@@ -26,39 +26,19 @@ import time
 import unittest
 
 from ctiproxy.cli import save_parser, spy_parser, stat_parser
-from tests.harness import (HEADER, TIMEOUT, Tool, closed_port, exchange, parse_spy_output, recv_exactly, recv_until_eof,
-                           recv_until_eof_or_reset, reset, seeded_rng, send_in_pieces, tool_path)
+from tests.harness import (HEADER, TIMEOUT, Tool, close_session, closed_port, exchange, exchange_all, oracle_message,
+                           parse_spy_output, recv_exactly, recv_until_eof, recv_until_eof_or_reset, reset, run_tool,
+                           seeded_rng, send_in_pieces, sigint_not_ignored, sigint_restored, tool_path)
 
 CLIENT, SERVER = 'client', 'server'
 ARROWS = {'Client > Server': CLIENT, 'Server > Client': SERVER}
 STOP_BOUND = 5.0          # seconds a signalled tool may take to end: a bound on waiting, not a speed
 MiB = 1 << 20
 
-_saved_sigint = None
-
-
-def setUpModule():
-    """A tool started while SIGINT is ignored would ignore it too: make sure it is not."""
-    global _saved_sigint
-    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        _saved_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def tearDownModule():
-    if _saved_sigint is not None:
-        signal.signal(signal.SIGINT, _saved_sigint)
+setUpModule, tearDownModule = sigint_not_ignored, sigint_restored
 
 
 # -- the oracle: what a tool must show for what a side sent --
-
-def oracle_message(line):
-    """The JSON object a line holds, or None."""
-    try:
-        message = json.loads(line.decode('utf-8'))
-    except (ValueError, RecursionError):
-        return None
-    return message if isinstance(message, dict) else None
-
 
 def expected_lines(stream):
     """[(line bytes, message or None)] for a side's whole stream; what follows the last newline is text."""
@@ -292,15 +272,6 @@ def json_line(message):
     return json.dumps(message, ensure_ascii=False).encode('utf-8') + b'\n'
 
 
-def close_session(test, client, server):
-    """The client ends, then the server; both see the end."""
-    client.shutdown(socket.SHUT_WR)
-    test.assertEqual(recv_until_eof(server), b'')
-    server.close()
-    test.assertEqual(recv_until_eof(client), b'')
-    client.close()
-
-
 def memory_of(pid):
     """(VmRSS, VmHWM) of a process, in bytes."""
     with open('/proc/%d/status' % pid) as status:
@@ -404,18 +375,6 @@ class MaxMessageSizeTest(unittest.TestCase):
                            ('64mb', 64 * MiB), ('1G', 1 << 30), ('1e3K', 1024000)):
             with self.subTest(size=text):
                 self.assertEqual(parser.parse_args(['xivo', '--max-message-size', text]).max_message_size, size)
-
-    def test_bad_sizes_are_usage_errors(self):
-        for text in ('0', '1023', '1000B', 'abc', '1X', 'M', '', ' ', '-5', 'nan', 'inf', '1e400', '-inf'):
-            with self.subTest(size=text):
-                done = subprocess.run([sys.executable, tool_path('ctispy'), 'xivo', '--max-message-size=' + text],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      timeout=TIMEOUT)
-                err = done.stderr.decode('utf-8', 'replace')
-                self.assertNotIn('Traceback', err)
-                self.assertEqual(done.returncode, 2, err)
-                self.assertEqual(done.stdout, b'')
-                self.assertRegex(err.strip().splitlines()[-1], r'^ctispy: error: .*--max-message-size')
 
     def test_line_that_never_ends(self):
         """200 MiB without a newline, sent as fast as it goes, with --max-message-size 1M: every byte is
@@ -724,21 +683,8 @@ class ManySessionsTest(unittest.TestCase):
                 hello = json_line({'class': 'hello', 'session': number})
                 server.sendall(hello)
                 self.assertEqual(recv_exactly(client, len(hello)), hello)
-            results, errors = [None] * count, []
-
-            def run(index):
-                try:
-                    client, server = sessions[index]
-                    results[index] = exchange(client, server, traffic[index][CLIENT], traffic[index][SERVER],
-                                              random_rng(rng, index), 2048)
-                except Exception as error:
-                    errors.append(error)
-            threads = [threading.Thread(target=run, args=(index,), daemon=True) for index in range(count)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(TIMEOUT)
-            self.assertEqual(errors, [])
+            rngs = [random_rng(rng, index) for index in range(count)]
+            results = exchange_all(sessions, [(sides[CLIENT], sides[SERVER]) for sides in traffic], rngs, 2048)
             for index in range(count):
                 self.assertTrue(results[index] == (traffic[index][CLIENT], traffic[index][SERVER]),
                                 'session %d was not relayed intact' % (index + 1))
@@ -854,14 +800,9 @@ class ClosedOutputTest(unittest.TestCase):
 
 # -- start-up errors --
 
-def run_command(name, *args, timeout=TIMEOUT):
-    done = subprocess.run([sys.executable, tool_path(name)] + list(args), stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
-    return done.returncode, done.stdout, done.stderr.decode('utf-8', 'replace')
-
-
 class StartErrorTest(unittest.TestCase):
-    """A tool that cannot start says why on one line naming the thing at fault; exit 1, or 2 for usage."""
+    """A tool that cannot start says why on one line naming the thing at fault; exit 1 (usage errors, exit 2:
+    test_cli.UsageErrorTest)."""
 
     def setUp(self):
         self.folder = tempfile.mkdtemp(prefix='cti-faults-')
@@ -899,7 +840,7 @@ class StartErrorTest(unittest.TestCase):
             for name in ('ctispy', 'ctisave', 'ctistat'):
                 for args, needles in cases:
                     with self.subTest(tool=name, args=args[1:]):
-                        status, out, err = run_command(name, *(args[:1] + self.files(name) + args[1:]))
+                        status, out, err = run_tool(name, *(args[:1] + self.files(name) + args[1:]))
                         self.check_one_line(name, status, out, err, *needles)
 
     def test_unwritable_save_path(self):
@@ -907,8 +848,8 @@ class StartErrorTest(unittest.TestCase):
         open(below_a_file, 'w').close()
         for client_path in (os.path.join(self.folder, 'no', 'such'), os.path.join(below_a_file, 'x'), self.folder):
             with self.subTest(path=client_path):
-                status, out, err = run_command('ctisave', '127.0.0.1', client_path, os.path.join(self.folder, 's'),
-                                               '--listen-port', '0', '--listen-addr', '127.0.0.1')
+                status, out, err = run_tool('ctisave', '127.0.0.1', client_path, os.path.join(self.folder, 's'),
+                                            '--listen-port', '0', '--listen-addr', '127.0.0.1')
                 self.check_one_line('ctisave', status, out, err, client_path)
 
     def test_unreachable_server(self):
@@ -928,44 +869,6 @@ class StartErrorTest(unittest.TestCase):
                 self.assertTrue(lines[0].startswith(name + ': '), lines[0])
                 self.assertIn('127.0.0.1:%d' % port, lines[0])
                 self.assertIn('refused', lines[0].lower())
-
-    def test_usage_errors(self):
-        cases = [
-            (['xivo', '--port', '0'], '--port'),
-            (['xivo', '--port', 'http'], '--port'),
-            (['xivo', '--listen-port', '70000'], '--listen-port'),
-            (['xivo', '--max-message-size', '10'], '--max-message-size'),
-            (['xivo', '--max-message-size', 'lots'], '--max-message-size'),
-            (['xivo', '--max-message-size', 'inf'], '--max-message-size'),
-            (['xivo', '--no-such-option'], '--no-such-option'),
-            (['xivo', '--cert', 'c.pem'], '--key'),
-            (['xivo', '--listen-tls'], '--listen-tls'),
-            ([], 'HOST'),
-        ]
-        for name in ('ctispy', 'ctisave', 'ctistat'):
-            for args, needle in cases:
-                full = args[:1] + self.files(name) + args[1:] if args else []
-                if name == 'ctisave' and not args:
-                    needle = 'CLIENTFILE'
-                with self.subTest(tool=name, args=full):
-                    status, out, err = run_command(name, *full)
-                    self.check_usage(name, status, out, err, needle)
-
-    def test_ctisave_without_its_files(self):
-        """HOST is given: the error names the missing file, not HOST."""
-        for args, needle in ((['xivo'], 'CLIENTFILE'), (['xivo', 'client-only'], 'SERVERFILE')):
-            with self.subTest(args=args):
-                status, out, err = run_command('ctisave', *args)
-                self.check_usage('ctisave', status, out, err, needle)
-
-    def check_usage(self, name, status, out, err, needle):
-        self.assertNotIn('Traceback', err)
-        self.assertEqual(status, 2, err)
-        self.assertEqual(out, b'')
-        self.assertTrue(err.startswith('usage: %s' % name), err)
-        message = err.strip().splitlines()[-1]
-        self.assertTrue(message.startswith('%s: error: ' % name), err)
-        self.assertIn(needle, message)
 
 
 # -- secrets --

@@ -9,7 +9,7 @@ Consecutive Fragment pieces are compared joined, since where a piece ends depend
 import json
 import unittest
 
-from tests.harness import random_cuts, seeded_rng
+from tests.harness import oracle_message, random_cuts, seeded_rng
 from ctiproxy.framing import Fragment, LineSplitter, parse_message
 
 WORDS = ['a', 'class', 'getlist', 'H\u00e9l\u00e8ne', '\U0001f600', 'say "hi"', 'tab\there', 'back\\slash',
@@ -94,14 +94,6 @@ def random_stream(rng, lines):
     if rng.random() < 0.5:
         stream += rng.choice([message_line(rng), bad_line(rng)]) or b'x'
     return stream
-
-
-def oracle_message(line):
-    try:
-        message = json.loads(line.decode('utf-8'))
-    except (ValueError, RecursionError):
-        return None
-    return message if isinstance(message, dict) else None
 
 
 def expected_lines(stream, max_line_size):

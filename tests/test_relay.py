@@ -6,12 +6,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import unittest
 
-from tests.harness import (TIMEOUT, Tool, closed_port, exchange, notes, parse_spy_output, read_fd_until_all,
-                           recv_exactly, recv_until_eof, recv_until_eof_or_reset, reset, seeded_rng, send_in_pieces,
-                           tool_path)
+from tests.harness import (TIMEOUT, Tool, close_session, closed_port, exchange, exchange_all, notes, parse_spy_output,
+                           read_fd_until_all, recv_exactly, recv_until_eof, recv_until_eof_or_reset, reset, seeded_rng,
+                           send_in_pieces, tool_path)
 
 BANNER = b'XiVO CTI Server Version 1.2.3\r\n'
 
@@ -34,15 +33,6 @@ def shown_messages(entries, direction, tag=None, any_tag=False):
     """The JSON messages shown for one direction (and one session tag)."""
     return [json.loads(body[0]) for entry_tag, entry_direction, body in entries
             if entry_direction == direction and (any_tag or entry_tag == tag)]
-
-
-def close_session(test, client, server):
-    """End a session cleanly: the client ends, then the server; both see EOF."""
-    client.shutdown(socket.SHUT_WR)
-    test.assertEqual(recv_until_eof(server), b'')
-    server.close()
-    test.assertEqual(recv_until_eof(client), b'')
-    client.close()
 
 
 def ended_cleanly(test, status, err):
@@ -143,49 +133,37 @@ class HalfCloseTest(unittest.TestCase):
         self.assertEqual(len(entries), 5002)
         self.assertEqual(entries[-1][2], ['{"class": "last"}'])
 
-    def test_client_keeps_sending_after_server_ends(self):
+    def check_keeps_sending(self, ending):
+        """`ending` sends 50 messages and ends its sending; the other side then sends 2000, all relayed."""
         rng = seeded_rng(self)
-        to_client = messages_bytes('server', 50, 'before')
-        to_server = messages_bytes('client', 2000, 'after')
+        other = 'client' if ending == 'server' else 'server'
+        first, then = messages_bytes(ending, 50, 'before'), messages_bytes(other, 2000, 'after')
         with Tool('ctispy') as tool:
             client, server = tool.connect()
-            send_in_pieces(server, to_client, rng, 512)
-            server.shutdown(socket.SHUT_WR)
-            self.assertEqual(recv_until_eof(client), to_client)
-            got_server, _ = exchange(client, server, to_server, b'', rng, 512)
-            self.assertEqual(got_server, to_server)
-            client.shutdown(socket.SHUT_WR)
-            self.assertEqual(recv_until_eof(server), b'')
+            ender, receiver = (server, client) if ending == 'server' else (client, server)
+            send_in_pieces(ender, first, rng, 512)
+            ender.shutdown(socket.SHUT_WR)
+            self.assertEqual(recv_until_eof(receiver), first)
+            to_server, to_client = (then, b'') if other == 'client' else (b'', then)
+            self.assertEqual(exchange(client, server, to_server, to_client, rng, 512), (to_server, to_client))
+            receiver.shutdown(socket.SHUT_WR)
+            self.assertEqual(recv_until_eof(ender), b'')
             server.close()
             client.close()
             status, out, err = tool.finish()
         ended_cleanly(self, status, err)
         entries = parse_spy_output(out.decode('utf-8'))
-        self.assertEqual(len(shown_messages(entries, 'Server > Client')), 50)
-        self.assertEqual([message['commandid'] for message in shown_messages(entries, 'Client > Server')],
+        directions = {'client': 'Client > Server', 'server': 'Server > Client'}
+        key = 'commandid' if other == 'client' else 'replyid'
+        self.assertEqual(len(shown_messages(entries, directions[ending])), 50)
+        self.assertEqual([message[key] for message in shown_messages(entries, directions[other])],
                          list(range(2000)))
 
+    def test_client_keeps_sending_after_server_ends(self):
+        self.check_keeps_sending('server')
+
     def test_server_keeps_sending_after_client_ends(self):
-        rng = seeded_rng(self)
-        to_server = messages_bytes('client', 50, 'before')
-        to_client = messages_bytes('server', 2000, 'after')
-        with Tool('ctispy') as tool:
-            client, server = tool.connect()
-            send_in_pieces(client, to_server, rng, 512)
-            client.shutdown(socket.SHUT_WR)
-            self.assertEqual(recv_until_eof(server), to_server)
-            _, got_client = exchange(client, server, b'', to_client, rng, 512)
-            self.assertEqual(got_client, to_client)
-            server.shutdown(socket.SHUT_WR)
-            self.assertEqual(recv_until_eof(client), b'')
-            server.close()
-            client.close()
-            status, out, err = tool.finish()
-        ended_cleanly(self, status, err)
-        entries = parse_spy_output(out.decode('utf-8'))
-        self.assertEqual(len(shown_messages(entries, 'Client > Server')), 50)
-        self.assertEqual([message['replyid'] for message in shown_messages(entries, 'Server > Client')],
-                         list(range(2000)))
+        self.check_keeps_sending('client')
 
 
 class ResetTest(unittest.TestCase):
@@ -369,21 +347,7 @@ class SessionsTest(unittest.TestCase):
             seen = read_fd_until_all(tool.process.stdout.fileno(), [hello[:-1] for hello in hellos])
             traffic = [(messages_bytes('client', 40, str(number + 1)), messages_bytes('server', 60, str(number + 1)))
                        for number in range(count)]
-            results, errors = [None] * count, []
-
-            def run(number):
-                try:
-                    client, server = sessions[number]
-                    results[number] = exchange(client, server, traffic[number][0], traffic[number][1],
-                                               rngs[number], 128)
-                except Exception as error:
-                    errors.append(error)
-            threads = [threading.Thread(target=run, args=(number,), daemon=True) for number in range(count)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(TIMEOUT)
-            self.assertEqual(errors, [])
+            results = exchange_all(sessions, traffic, rngs, 128)
             self.assertEqual(results, traffic)
             # every message shown before any session ends, so that all carry their session's tag
             lasts = [line.rstrip(b'\r\n') for client_bytes, server_bytes in traffic

@@ -14,7 +14,7 @@ import tempfile
 import time
 import unittest
 
-from tests.harness import TIMEOUT, Tool, recv_exactly, recv_until_eof, seeded_rng, send_in_pieces, tool_path
+from tests.harness import TIMEOUT, Tool, close_session, recv_exactly, seeded_rng, send_in_pieces, tool_path
 
 # Each item: (what goes on the wire, what the file must hold for it: the message, or the raw line).
 SERVER_ITEMS = [
@@ -150,15 +150,6 @@ def exchange(test, client, server, rng, client_traffic, server_traffic):
     test.assertEqual(recv_exactly(client, len(server_traffic)), server_traffic)
     send_in_pieces(client, client_traffic, rng)
     test.assertEqual(recv_exactly(server, len(client_traffic)), client_traffic)
-
-
-def close_session(test, client, server):
-    """End a session the ordinary way: the client ends its sending, then the server closes."""
-    client.shutdown(socket.SHUT_WR)
-    test.assertEqual(recv_until_eof(server), b'')
-    server.close()
-    test.assertEqual(recv_until_eof(client), b'')
-    client.close()
 
 
 class SaveTestCase(unittest.TestCase):

@@ -9,8 +9,8 @@ import socket
 import time
 import unittest
 
-from tests.harness import (Tool, parse_raw_output, parse_spy_output, read_fd_until_all, recv_exactly, recv_until_eof,
-                           recv_until_eof_or_reset, reset, seeded_rng, send_in_pieces)
+from tests.harness import (Tool, close_session, parse_raw_output, parse_spy_output, read_fd_until_all, recv_exactly,
+                           recv_until_eof, recv_until_eof_or_reset, reset, seeded_rng, send_in_pieces)
 
 SERVER_TRAFFIC = (b'XiVO CTI Server Version 1.2.3\n'
                   b'{"class": "login_id", "replyid": 1, "timenow": 1732712345.5, "sessionid": "abc"}\n'
@@ -29,11 +29,7 @@ def run_session(test, *args, client_traffic=CLIENT_TRAFFIC, server_traffic=SERVE
         test.assertEqual(recv_exactly(client, len(server_traffic)), server_traffic)
         send_in_pieces(client, client_traffic, rng, most)
         test.assertEqual(recv_exactly(server, len(client_traffic)), client_traffic)
-        client.shutdown(socket.SHUT_WR)
-        test.assertEqual(recv_until_eof(server), b'')
-        server.close()
-        test.assertEqual(recv_until_eof(client), b'')
-        client.close()
+        close_session(test, client, server)
         status, out, err = tool.finish()
     test.assertEqual(status, 0, err)
     test.assertNotIn('Traceback', err)

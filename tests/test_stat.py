@@ -7,7 +7,7 @@ import signal
 import socket
 import unittest
 
-from tests.harness import Tool, random_cuts, recv_exactly, recv_until_eof, seeded_rng
+from tests.harness import Tool, close_session, random_cuts, recv_exactly, seeded_rng
 
 C, S = 'client', 'server'
 
@@ -68,12 +68,7 @@ class Traffic:
             self.sends[side] += len(pieces)
 
     def close(self):
-        client, server = self.sockets[C]
-        client.shutdown(socket.SHUT_WR)
-        self.test.assertEqual(recv_until_eof(server), b'')
-        server.close()
-        self.test.assertEqual(recv_until_eof(client), b'')
-        client.close()
+        close_session(self.test, *self.sockets[C])
 
 
 # -- reading the human report --

@@ -16,11 +16,11 @@ import socket
 import ssl
 import tempfile
 import threading
-import time
 import unittest
 
-from tests.harness import (TIMEOUT, Tool, exchange, parse_spy_output, read_fd_until_all, read_line_unbuffered,
-                           recv_exactly, recv_until_eof, recv_until_eof_or_reset, seeded_rng, send_in_pieces)
+from tests.harness import (TIMEOUT, Tool, exchange, in_parallel, parse_spy_output, read_fd_until_all,
+                           read_line_unbuffered, recv_exactly, recv_until_eof, recv_until_eof_or_reset, seeded_rng,
+                           send_in_pieces)
 
 CERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'certs')
 
@@ -247,30 +247,6 @@ def spy_view(out):
     return shown, notices
 
 
-def in_parallel(*actions):
-    """Run each action on its own thread; return their results, or raise the first error (bounded wait)."""
-    results, errors = [None] * len(actions), []
-
-    def run(number, action):
-        try:
-            results[number] = action()
-        except BaseException as error:      # re-raised on the test's thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(number, action), daemon=True)
-               for number, action in enumerate(actions)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + TIMEOUT
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            raise AssertionError('a TLS step did not end in time')
-    if errors:
-        raise errors[0]
-    return results
-
-
 def end_sending(end):
     if isinstance(end, TlsEnd):
         end.shutdown_write()
@@ -299,9 +275,10 @@ def plain_part(test, client, server, rng):
         test.assertEqual(recv_exactly(receiver, len(line)), line)
 
 
-def upgrade_at_once(test, client, server, client_context):
+def upgrade_at_once(test, client, server, client_context, pieces_rng=None):
     """The server confirms and starts TLS; the client starts TLS as soon as it has the confirmation, both at
-    once.  Return (client TlsEnd, server TlsEnd)."""
+    once; with pieces_rng, the client's ClientHello goes out in small pieces, the first one byte long.
+    Return (client TlsEnd, server TlsEnd)."""
     def server_side():
         server.sendall(CONFIRM)
         end = TlsEnd(server, serving(), server_side=True)
@@ -311,33 +288,25 @@ def upgrade_at_once(test, client, server, client_context):
     def client_side():
         test.assertEqual(recv_exactly(client, len(CONFIRM)), CONFIRM)
         end = TlsEnd(client, client_context)
+        if pieces_rng is not None:
+            hello = end.first_flight()
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.sendall(hello[:1])
+            send_in_pieces(client, hello[1:], pieces_rng, 50)
         end.handshake()
         return end
 
-    server_end, client_end = in_parallel(server_side, client_side)
+    server_end, client_end = in_parallel(server_side, client_side, what='a TLS step')
     return client_end, server_end
 
 
-def upgrade_in_pieces(test, client, server, client_context, rng):
-    """As upgrade_at_once, but the client's ClientHello goes out in small pieces, the first one byte long."""
-    def server_side():
-        server.sendall(CONFIRM)
-        end = TlsEnd(server, serving(), server_side=True)
-        end.handshake()
-        return end
-
-    def client_side():
-        test.assertEqual(recv_exactly(client, len(CONFIRM)), CONFIRM)
-        end = TlsEnd(client, client_context)
-        hello = end.first_flight()
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.sendall(hello[:1])
-        send_in_pieces(client, hello[1:], rng, 50)
-        end.handshake()
-        return end
-
-    server_end, client_end = in_parallel(server_side, client_side)
-    return client_end, server_end
+def starttls(trusted, in_pieces=False):
+    """An upgrade for a test's session(): STARTTLS in clear text, then upgrade_at_once, the client trusting
+    the certificate `trusted` (its ClientHello in pieces if in_pieces)."""
+    def upgrade(test, client, server, rng):
+        plain_part(test, client, server, rng)
+        return upgrade_at_once(test, client, server, trusting(trusted), rng if in_pieces else None)
+    return upgrade
 
 
 class TlsToServerTest(unittest.TestCase):
@@ -536,11 +505,7 @@ class StarttlsSeenThroughTest(unittest.TestCase):
         self.assertEqual(len([text for text in notices if 'STARTTLS' in text]), 1, notices)
 
     def test_client_starts_tls_at_once(self):
-        def upgrade(test, client, server, rng):
-            plain_part(test, client, server, rng)
-            return upgrade_at_once(test, client, server, trusting('tool'))
-
-        self.check_shown(*self.session(upgrade))
+        self.check_shown(*self.session(starttls('tool')))
 
     def test_client_first_its_message_waits_for_the_server(self):
         """The client's handshake and first message come before the server even starts TLS."""
@@ -581,31 +546,19 @@ class StarttlsSeenThroughTest(unittest.TestCase):
         self.check_shown(out, to_server, [json.loads(first.decode())] + to_client)
 
     def test_client_hello_in_pieces(self):
-        def upgrade(test, client, server, rng):
-            plain_part(test, client, server, rng)
-            return upgrade_in_pieces(test, client, server, trusting('tool'), rng)
-
-        self.check_shown(*self.session(upgrade))
+        self.check_shown(*self.session(starttls('tool', in_pieces=True)))
 
     def test_ctisave_files_hold_the_messages_after_the_upgrade(self):
-        def upgrade(test, client, server, rng):
-            plain_part(test, client, server, rng)
-            return upgrade_at_once(test, client, server, trusting('tool'))
-
         with tempfile.TemporaryDirectory() as folder:
             client_file, server_file = os.path.join(folder, 'client'), os.path.join(folder, 'server')
-            out, to_server, to_client = self.session(upgrade, 'ctisave', client_file, server_file,
+            out, to_server, to_client = self.session(starttls('tool'), 'ctisave', client_file, server_file,
                                                      big_client=3000, big_server=3000)
             saved = {side: json_documents(path) for side, path in (('client', client_file), ('server', server_file))}
         self.assertEqual(saved['client'], [ANSWER_MESSAGE] + to_server)
         self.assertEqual(saved['server'], [OFFER_MESSAGE, CONFIRM_MESSAGE] + to_client + ['the server says goodbye'])
 
     def test_ctistat_counts_the_messages_after_the_upgrade(self):
-        def upgrade(test, client, server, rng):
-            plain_part(test, client, server, rng)
-            return upgrade_at_once(test, client, server, trusting('tool'))
-
-        out, to_server, to_client = self.session(upgrade, 'ctistat', '--json')
+        out, to_server, to_client = self.session(starttls('tool'), 'ctistat', '--json')
         reports = [json.loads(line) for line in out.decode('utf-8').splitlines() if line]
         self.assertEqual(len(reports), 1, out)
         report = reports[0]
@@ -759,27 +712,15 @@ class StarttlsPassedThroughTest(unittest.TestCase):
         self.assertIn('encrypted', said[0])
 
     def test_encrypted_session_works_and_is_announced_once(self):
-        def upgrade(test, client, server, rng):
-            plain_part(test, client, server, rng)
-            return upgrade_at_once(test, client, server, trusting('server'))
-
-        out, _, _ = self.session(upgrade)
+        out, _, _ = self.session(starttls('server'))
         self.check_shown(out)
 
     def test_client_hello_in_pieces(self):
-        def upgrade(test, client, server, rng):
-            plain_part(test, client, server, rng)
-            return upgrade_in_pieces(test, client, server, trusting('server'), rng)
-
-        out, _, _ = self.session(upgrade)
+        out, _, _ = self.session(starttls('server', in_pieces=True))
         self.check_shown(out)
 
     def test_ctistat_counts_every_byte_and_only_the_clear_messages(self):
-        def upgrade(test, client, server, rng):
-            plain_part(test, client, server, rng)
-            return upgrade_at_once(test, client, server, trusting('server'))
-
-        out, client_end, server_end = self.session(upgrade, 'ctistat', '--json')
+        out, client_end, server_end = self.session(starttls('server'), 'ctistat', '--json')
         reports = [json.loads(line) for line in out.decode('utf-8').splitlines() if line]
         self.assertEqual(len(reports), 1, out)
         report = reports[0]
@@ -830,7 +771,7 @@ class NoStarttlsTest(unittest.TestCase):
 
 
 class TlsUsageTest(unittest.TestCase):
-    """Options that do not go together, and files that cannot be used."""
+    """Files that cannot be used (options that need others are in test_cli.UsageErrorTest)."""
 
     def run_tool(self, *args):
         with TlsTool('ctispy', *args) as tool:
@@ -839,14 +780,6 @@ class TlsUsageTest(unittest.TestCase):
         check_clean(self, err)
         self.assertEqual(out, b'')
         return status, err
-
-    def test_options_that_need_others(self):
-        cases = [('--cert', pem('tool')), ('--key', key('tool')), ('--listen-tls',),
-                 ('--listen-tls', '--key', key('tool'))]
-        for args in cases:
-            with self.subTest(args=args):
-                status, err = self.run_tool(*args)
-                self.assertEqual(status, 2, err)
 
     def test_files_that_cannot_be_used(self):
         missing = os.path.join(CERTS, 'missing.pem')
