@@ -228,7 +228,8 @@ class Run:
             for side in (CLIENT, SERVER):
                 got = [('message', record['message']) if 'message' in record else ('text', record['text'])
                        for record in records if record['session'] == number and record['direction'] == side]
-                expected = [('message', message) if message is not None else ('text', shown_text(line))
+                expected = [('message', message) if message is not None
+                            else ('text', line.decode('utf-8', 'surrogateescape'))
                             for line, message in expected_lines(sent[side])]
                 self.assertSame(got, expected, 'session %d, %s records' % (number, side))
         self.test.assertEqual(len(records), sum(len(expected_lines(sent[side])) for sent in sessions
@@ -923,3 +924,65 @@ class SecretsTest(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class StuckOutputTest(unittest.TestCase):
+    """Nobody reads stdout (ctispy xivo | less, left alone): SIGTERM still ends the tool at once,
+    saying that the output is incomplete (it used to wait for ever on the blocked write)."""
+
+    def test_sigterm_with_stdout_blocked(self):
+        batch = b''.join(b'{"class": "getlist", "tid": %d, "pad": "%s"}\n' % (number, b'x' * 200)
+                         for number in range(10000))          # 2.3 MB: far more than a pipe holds
+        with Tool('ctispy') as tool:
+            client, server = tool.connect()
+            server.sendall(batch)
+            self.assertEqual(recv_exactly(client, len(batch)), batch)   # the relay is not held up
+            tool.process.send_signal(signal.SIGTERM)
+            status = tool.process.wait(5)                      # a bound, well above the tool's own second
+            err = tool.start_line + tool.process.stderr.read().decode('utf-8', 'replace')
+            client.close()
+            server.close()
+        self.assertEqual(status, 0, err)
+        self.assertIn('the output is incomplete', err)
+        self.assertNotIn('Traceback', err)
+
+
+class SaveFileFailureTest(unittest.TestCase):
+    """A file that ctisave cannot open later (--loop) is one line naming it, exit 1, no traceback."""
+
+    def test_second_session_file_cannot_be_opened(self):
+        with tempfile.TemporaryDirectory() as folder:
+            client_file, server_file = os.path.join(folder, 'client'), os.path.join(folder, 'server')
+            os.mkdir(server_file + '.2')                      # where the second session would save
+            with Tool('ctisave', client_file, server_file, '--loop') as tool:
+                client, server = tool.connect()
+                server.sendall(b'{"class": "hello", "n": 1}\n')
+                recv_exactly(client, len(b'{"class": "hello", "n": 1}\n'))
+                close_session(self, client, server)
+                client, server = tool.connect()           # the second session: its files cannot be opened
+                status = tool.process.wait(TIMEOUT)
+                client.close()
+                server.close()
+                err = tool.start_line + tool.process.stderr.read().decode('utf-8', 'replace')
+            with open(server_file, 'rb') as file:
+                self.assertEqual(json.loads(file.read()), {'class': 'hello', 'n': 1})
+            self.assertEqual(os.path.getsize(client_file + '.2'), 0)   # opened first, then closed empty
+        self.assertEqual(status, 1, err)
+        lines = [line for line in err.splitlines() if line.startswith('ctisave: ') and 'listening' not in line]
+        self.assertEqual(lines, ['ctisave: cannot write %s.2: Is a directory' % server_file], err)
+        self.assertNotIn('Traceback', err)
+
+
+class MalformedHostTest(unittest.TestCase):
+    """Names the IDNA codec rejects (an empty or 64-character label) are one line, exit 1."""
+
+    def test_malformed_names(self):
+        for args, needle in ((['a..b'], "cannot find server host 'a..b'"),
+                             (['x' * 64 + '.example'], 'cannot find server host'),
+                             (['127.0.0.1', '--listen-addr', 'a..b'], "cannot use listen address 'a..b'")):
+            with self.subTest(args=args):
+                status, out, err = run_tool('ctispy', *args)
+                self.assertEqual(status, 1, err)
+                self.assertEqual(err.count('\n'), 1, err)
+                self.assertIn(needle, err)
+                self.assertNotIn('Traceback', err)

@@ -91,7 +91,7 @@ class RecordingTest(unittest.TestCase):
             else:
                 self.assertEqual(set(record), {'time', 'session', 'direction', 'text'})
         self.assertEqual(self.records[0]['text'], 'XiVO CTI Server Version 1.2.3')
-        self.assertEqual(self.records[5]['text'], 'not JSON \\xff')
+        self.assertEqual(self.records[5]['text'], 'not JSON \udcff')      # the byte 0xff, restored by --read
         times = [datetime.datetime.fromisoformat(record['time']) for record in self.records]
         self.assertEqual(times, sorted(times))
 
@@ -137,8 +137,8 @@ class RecordingTest(unittest.TestCase):
                     contents[kind] = file.read()
                 self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         self.assertEqual(contents['read-c'], contents['live-c'])
-        # The non-UTF-8 byte is recorded as the text \xff, so the replayed file shows it so.
-        self.assertEqual(contents['read-s'], contents['live-s'].replace(b'\xff', b'\\xff'))
+        self.assertEqual(contents['read-s'], contents['live-s'])
+        self.assertIn(b'not JSON \xff\n', contents['read-s'])
         self.assertIn(b'"sessionid": "abc"', contents['read-s'])
 
     def test_ctistat_replay_counts_what_live_counted(self):
@@ -179,10 +179,31 @@ class RecordingTest(unittest.TestCase):
         self.assertEqual([report['unanswered'] for report in reports], [0, 0])
 
 
+class NoticeRecordTest(unittest.TestCase):
+    """A notice (STARTTLS) is a record of its own, and a replay shows it where live showed it."""
+
+    LINES = [
+        {'time': '2026-11-27T13:00:00.000000', 'session': 1, 'direction': 'server',
+         'message': {'class': 'starttls', 'starttls': True}},
+        {'time': '2026-11-27T13:00:00.100000', 'session': 1, 'notice': 'STARTTLS: the session is now encrypted'},
+    ]
+
+    def recording(self):
+        return ('\n'.join(json.dumps(line) for line in self.LINES) + '\n').encode()
+
+    def test_ctispy_shows_the_notice_and_records_it_again(self):
+        status, out, err = replay('ctispy', '-', stdin=self.recording())
+        self.assertEqual(status, 0, err)
+        self.assertTrue(out.decode().endswith('    13:00:00.100000 -- STARTTLS: the session is now encrypted\n'), out)
+        status, out, err = replay('ctispy', '-', '--json-lines', stdin=self.recording())
+        self.assertEqual([json.loads(line) for line in out.decode().splitlines()], self.LINES)
+
+
 class BadRecordingTest(unittest.TestCase):
 
     CASES = [
         (b'not json\n', 'line 1: not a JSON record'),
+        (b'[' * 100000 + b']' * 100000 + b'\n', 'line 1: not a JSON record'),
         (b'[1]\n', 'line 1: a record must be a JSON object'),
         (b'{"time": "2026-11-27T13:00:00.000000", "session": "1", "direction": "client", "text": ""}\n',
          'line 1: "session"'),

@@ -280,6 +280,15 @@ class SimulatorServerTest(unittest.TestCase):
         answer, _ = self.talk.ask('keepalive')
         self.assertEqual(answer['replyid'], 1)
 
+    def test_odd_class_or_deep_nesting_then_goes_on(self):
+        """A class that is not a string, or JSON nested too deep to read, is answered, not a crash."""
+        self.talk.send({'class': ['getlist']})
+        self.assertEqual(self.talk.read_message()['error_string'], 'unknown class')
+        self.talk.sock.sendall(b'[' * 100000 + b']' * 100000 + b'\n')
+        self.assertEqual(self.talk.read_message()['error_string'], 'not a JSON object')
+        answer, _ = self.talk.ask('keepalive')
+        self.assertEqual(answer['class'], 'keepalive')
+
     def test_no_commandid_no_replyid(self):
         self.talk.send({'class': 'keepalive'})
         answer = self.talk.read_message()

@@ -802,3 +802,34 @@ class TlsUsageTest(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class StarttlsClientThatDoesNotStartTest(unittest.TestCase):
+    """Seen through: a client that does not start TLS after the confirmation ends the session (it used
+    to leave the server's pump waiting for ever)."""
+
+    def check(self, misbehave, reason):
+        rng = seeded_rng(self)
+        with TlsTool('ctispy', '--cert', pem('tool'), '--key', key('tool'), '--tls-ca', pem('server')) as tool:
+            client, server = tool.connect()
+            plain_part(self, client, server, rng)
+            server.sendall(CONFIRM)
+            self.assertEqual(recv_exactly(client, len(CONFIRM)), CONFIRM)
+            misbehave(client)
+            recv_until_eof_or_reset(server)   # the tool hangs up on the server (after its own ClientHello)
+            status, _, err = tool.finish()
+            client.close()
+            server.close()
+        check_clean(self, err)
+        self.assertEqual(status, 1, err)
+        errors = error_lines(err)
+        self.assertEqual(len(errors), 1, err)
+        self.assertIn(reason, errors[0])
+
+    def test_client_closes(self):
+        self.check(lambda client: client.shutdown(socket.SHUT_WR),
+                   'STARTTLS: the client ended before its TLS handshake')
+
+    def test_client_sends_clear_text(self):
+        self.check(lambda client: client.sendall(b'{"class": "keepalive"}\n'),
+                   'sent clear text instead of starting TLS')

@@ -14,6 +14,7 @@ import traceback
 
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE, LineSplitter, parse_message
+from .outputs import OutputError
 
 BUFFER_SIZE = 64 * 1024 * 1024
 NAP = 0.001
@@ -87,6 +88,8 @@ class Analyzer:
 
     def __init__(self, output, message_filter=None, max_line_size=MAX_LINE_SIZE,
                  buffer_size=BUFFER_SIZE, on_output_closed=None):
+        """on_output_closed(reason) is called once if the output cannot go on: reason is None
+        for a closed pipe, else a one-line message."""
         self.output = output
         self.filter = message_filter or MessageFilter()
         self.max_line_size = max_line_size
@@ -157,13 +160,21 @@ class Analyzer:
     def _call(self, handler, *args):
         try:
             handler(*args)
-        except BrokenPipeError:
-            if not self.output_closed and self.on_output_closed:
-                self.on_output_closed()
-            self.output_closed = True
+        except BrokenPipeError:             # stdout's reader went away: end quietly
+            self._output_ended(None)
+        except OutputError as error:        # a file that cannot be written
+            self._output_ended(str(error))
+        except OSError as error:            # stdout on a full disk, say
+            self._output_ended('cannot write the output: %s' % (error.strerror or error))
         except Exception:
             sys.stderr.write('internal error while showing traffic; please report:\n')
             traceback.print_exc()
+
+    def _output_ended(self, reason):
+        """The output cannot go on: stop the tool (once), saying why unless it is a closed pipe."""
+        if not self.output_closed and self.on_output_closed:
+            self.on_output_closed(reason)
+        self.output_closed = True
 
     # -- the analysis itself: on the analysis thread, or called directly to replay a recording --
 
@@ -214,8 +225,9 @@ class Analyzer:
         """From here on, direction's bytes are TLS: show what came before, then only count."""
         self.end_direction(session, direction, when)
         stream = self._streams.get((session, direction))
-        if stream is not None:
+        if stream is not None and self.filter.shows_direction(direction):
             stream.encrypted = True
+            self.output.encrypted(session, direction, when)
 
     def close_session(self, session, when):
         for side in (CLIENT, SERVER):

@@ -11,7 +11,7 @@ from . import __version__
 from .analysis import BUFFER_SIZE, Analyzer
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
-from .outputs import JsonLinesOutput, SaveOutput, SpyOutput
+from .outputs import JsonLinesOutput, OutputError, SaveOutput, SpyOutput
 from .recording import RecordingError, read_records, replay
 from .relay import SWITCH_INTERVAL, ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
@@ -19,6 +19,11 @@ from .tls import TlsOptions, tls_reason
 
 DEFAULT_PORT = 5003
 DEFAULT_LISTEN_PORT = 50030
+
+# After Ctrl-C or SIGTERM, sessions get this long to close and the output this long to catch up,
+# so that the tool ends within a second; an output still behind then is said to be incomplete.
+SESSIONS_GRACE = 0.4
+STOP_GRACE = 0.5
 
 
 # -- option values --
@@ -66,7 +71,7 @@ def byte_size(text):
     except (ValueError, OverflowError):     # not a number; inf
         size = 0
     if not 1024 <= size <= 2 ** 62:
-        raise argparse.ArgumentTypeError('not a size from 1K to 4E: %r' % text)
+        raise argparse.ArgumentTypeError('not a size of at least 1K: %r (bytes, or with K, M or G)' % text)
     return size
 
 
@@ -138,24 +143,24 @@ def tls_options(parser, args):
         parser.error('--cert and --key go together')
     if args.listen_tls and not args.cert:
         parser.error('--listen-tls needs --cert and --key')
-    client_context = server_context = None
+    listen_context = upstream_context = None
     if args.cert:
-        client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        listen_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
-            client_context.load_cert_chain(args.cert, args.key)
+            listen_context.load_cert_chain(args.cert, args.key)
         except (OSError, ValueError) as error:
             raise StartError('cannot use --cert %s and --key %s: %s' % (args.cert, args.key, tls_reason(error)))
     warnings = []
-    if args.tls or args.tls_ca or args.tls_no_verify or client_context is not None:
+    if args.tls or args.tls_ca or args.tls_no_verify or listen_context is not None:
         try:
-            server_context = ssl.create_default_context(cafile=args.tls_ca)
+            upstream_context = ssl.create_default_context(cafile=args.tls_ca)
         except (OSError, ValueError) as error:
             raise StartError('cannot use --tls-ca %s: %s' % (args.tls_ca, tls_reason(error)))
         if args.tls_no_verify:
-            server_context.check_hostname = False
-            server_context.verify_mode = ssl.CERT_NONE
+            upstream_context.check_hostname = False
+            upstream_context.verify_mode = ssl.CERT_NONE
             warnings.append('warning: --tls-no-verify: the server\'s certificate is not checked')
-    return TlsOptions(server_context, args.tls, client_context, args.listen_tls, args.no_starttls, warnings)
+    return TlsOptions(upstream_context, args.tls, listen_context, args.listen_tls, args.no_starttls, warnings)
 
 
 def add_filter_options(parser):
@@ -272,8 +277,8 @@ def save_tool(argv):
     args.tls_options = tls_options(parser, args)
     try:
         output = SaveOutput(args.client_file, args.server_file)
-    except OSError as error:
-        raise StartError('cannot write %s: %s' % (error.filename, describe_error(error)))
+    except OutputError as error:
+        raise StartError(str(error))
     return args, output, message_filter(args)
 
 
@@ -324,7 +329,7 @@ def replay_recording(args, output, chosen_filter, log):
             return 0
         log.error('cannot read %s: %s' % (name, describe_error(error)))
         return 1
-    except RecordingError as error:
+    except (RecordingError, OutputError) as error:
         log.error(str(error))
         return 1
     return 0
@@ -337,6 +342,7 @@ class Proxy:
         self.args = args
         self.log = log
         self.stopping = False
+        self.output_failed = False
         self.analyzer = Analyzer(output, chosen_filter, args.max_message_size, BUFFER_SIZE,
                                  on_output_closed=self._output_closed)
 
@@ -345,12 +351,12 @@ class Proxy:
         upstream = Upstream(args.host, args.port)
         try:
             upstream.check_resolves()
-        except OSError as error:
+        except (OSError, UnicodeError) as error:
             log.error('cannot find server host %r: %s' % (args.host, describe_error(error)))
             return 1
         try:
             listen = ListenAddress(args.listen_addr, args.listen_port)
-        except OSError as error:
+        except (OSError, UnicodeError) as error:
             log.error('cannot use listen address %r: %s' % (args.listen_addr, describe_error(error)))
             return 1
         try:
@@ -359,6 +365,7 @@ class Proxy:
             log.error('cannot listen on %s: %s' % (listen.describe(), describe_error(error)))
             return 1
         status = 0
+        signalled = False
         sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             self.analyzer.start()
@@ -369,12 +376,17 @@ class Proxy:
                 log.error(warning)
             status = self._serve(server)
         except KeyboardInterrupt:
-            pass
+            signalled = True
         finally:
             self.stopping = True
             signal.signal(signal.SIGINT, signal.SIG_DFL)   # a second Ctrl-C or SIGTERM ends the tool at once
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            self._stop(server)
+            complete = self._stop(server, STOP_GRACE if signalled else None)
+        if self.output_failed:
+            status = 1
+        if not complete:
+            log.error('stopped before all the traffic was shown or saved: the output is incomplete')
+            os._exit(status)            # the analysis thread may be stuck writing to stdout: don't wait
         if self.analyzer.output_closed:
             _silence_stdout()
         return status
@@ -388,17 +400,22 @@ class Proxy:
         server.wait_sessions()
         return 1 if server.failures else 0
 
-    def _output_closed(self):
-        """stdout's reader went away: stop as Ctrl-C does (a real signal wakes the main thread
-        from any wait), unless the tool is stopping already."""
+    def _output_closed(self, reason):
+        """The output cannot go on (reason None: stdout's reader went away): stop as Ctrl-C does
+        (a real signal wakes the main thread from any wait), unless the tool is stopping already."""
+        if reason is not None:
+            self.log.error(reason)
+            self.output_failed = True
         if not self.stopping:
             os.kill(os.getpid(), signal.SIGINT)
 
-    def _stop(self, server):
+    def _stop(self, server, grace):
+        """Close every session, then let the output catch up (for at most grace seconds after a
+        signal); return whether it did."""
         server.server_close()
         server.abort_sessions()
-        server.wait_sessions(timeout=1.0)
-        self.analyzer.finish()
+        server.wait_sessions(timeout=SESSIONS_GRACE)
+        return self.analyzer.finish(grace)
 
 
 def _silence_stdout():

@@ -6,6 +6,7 @@ Each output reacts to named events, all called on the analysis thread:
     message(session, direction, when, message, line)
         a line: message is its JSON object, or None when the line is not one
     notice(session, when, text)                 news about a session (STARTTLS)
+    encrypted(session, direction, when)         what follows from direction's side is TLS
     session_ended(session, when)
     flush()                                     after each chunk's messages
     close()                                     once, when the tool ends
@@ -15,9 +16,13 @@ import datetime
 import json
 import os
 
-from .filters import CLIENT
+from .filters import CLIENT, SERVER
 from .framing import line_text
-from .recording import record
+from .recording import message_record, notice_record
+
+
+class OutputError(Exception):
+    """An output cannot go on (a file that cannot be written); the message names it and says why."""
 
 
 class BatchedStream:
@@ -31,8 +36,9 @@ class BatchedStream:
 
     BATCH = 256 * 1024
 
-    def __init__(self, stream):
+    def __init__(self, stream, name='stdout'):
         self.stream = stream
+        self.name = name
         self._parts = []
         self._size = 0
 
@@ -75,6 +81,9 @@ class Output:
         pass
 
     def notice(self, session, when, text):
+        pass
+
+    def encrypted(self, session, direction, when):
         pass
 
     def session_ended(self, session, when):
@@ -164,8 +173,8 @@ def as_received(line):
     return line
 
 
-ARROWS = {CLIENT: 'Client > Server', 'server': 'Server > Client'}
-COLOURS = {CLIENT: '\x1b[1;32m', 'server': '\x1b[1;36m'}
+ARROWS = {CLIENT: 'Client > Server', SERVER: 'Server > Client'}
+COLOURS = {CLIENT: '\x1b[1;32m', SERVER: '\x1b[1;36m'}
 RESET = '\x1b[0m'
 
 
@@ -227,13 +236,17 @@ class JsonLinesOutput(Output):
         self.stream = BatchedStream(stream)
 
     def message(self, session, direction, when, message, line):
-        text = None if message is not None else line_text(line)
-        entry = record(session.number, direction, when, message, text)
         try:
-            encoded = one_line_json(entry)
-        except (ValueError, RecursionError):
-            entry = record(session.number, direction, when, None, line_text(line))
-            encoded = one_line_json(entry)
+            encoded = one_line_json(message_record(session.number, direction, when, message, line))
+        except (ValueError, RecursionError):          # nested deeper than json can write
+            encoded = one_line_json(message_record(session.number, direction, when, None, line))
+        self._write(encoded)
+
+    def notice(self, session, when, text):
+        self._write(one_line_json(notice_record(session.number, when, text)))
+
+    def _write(self, encoded):
+        # A lone surrogate (a byte that was not UTF-8) comes out as the JSON escape \udcff.
         self.stream.write(encoded.encode('utf-8', 'backslashreplace') + b'\n')
 
     def flush(self):
@@ -245,52 +258,86 @@ def open_private(path):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)
-        return BatchedStream(os.fdopen(fd, 'wb'))
+        return BatchedStream(os.fdopen(fd, 'wb'), path)
     except BaseException:
         os.close(fd)
         raise
+
+
+def _cannot_write(path, error):
+    return OutputError('cannot write %s: %s' % (path, error.strerror or error))
 
 
 class SaveOutput(Output):
     """ctisave's files: each direction's messages, pretty-printed with sorted keys, in its own file.
 
     The first session writes CLIENTFILE and SERVERFILE; the Nth, CLIENTFILE.N and SERVERFILE.N.
+    A file that cannot be opened or written ends the tool (OutputError), rather than lose messages.
     """
 
     def __init__(self, client_path, server_path):
-        self.paths = {CLIENT: client_path, 'server': server_path}
+        self.paths = {CLIENT: client_path, SERVER: server_path}
         self.sessions_seen = 0
         self.files = {}
         # The first session's files are opened now, so that a bad path is known before listening.
-        self._next_files = {side: open_private(path) for side, path in self.paths.items()}
+        self._next_files = self._open_files('')
+
+    def _open_files(self, suffix):
+        files = {}
+        try:
+            for side, path in self.paths.items():
+                files[side] = open_private(path + suffix)
+        except OSError as error:
+            for file in files.values():
+                file.stream.close()
+            raise _cannot_write(error.filename or path + suffix, error)
+        return files
 
     def session_started(self, session):
         self.sessions_seen += 1
         if self._next_files is not None:
             files, self._next_files = self._next_files, None
         else:
-            suffix = '.%d' % self.sessions_seen
-            files = {side: open_private(path + suffix) for side, path in self.paths.items()}
+            files = self._open_files('.%d' % self.sessions_seen)
         for side, file in files.items():
             self.files[session, side] = file
 
     def message(self, session, direction, when, message, line):
-        self.files[session, direction].write(render(message, line, pretty_json, as_received) + b'\n')
+        file = self.files[session, direction]
+        self._do(file, file.write, render(message, line, pretty_json, as_received) + b'\n')
+
+    def encrypted(self, session, direction, when):
+        """Noted in the file, so that it does not stop unexplained."""
+        file = self.files[session, direction]
+        self._do(file, file.write, b'-- STARTTLS: encrypted from here on; nothing more can be saved\n')
 
     def session_ended(self, session, when):
-        for side in self.paths:
-            file = self.files.pop((session, side), None)
-            if file is not None:
-                file.close()
+        self._close([self.files.pop((session, side)) for side in self.paths if (session, side) in self.files])
 
     def flush(self):
         for file in self.files.values():
-            file.flush()
+            self._do(file, file.flush)
 
     def close(self):
-        for file in self.files.values():
-            file.close()
-        if self._next_files is not None:
-            for file in self._next_files.values():
-                file.close()
+        files = list(self.files.values()) + list((self._next_files or {}).values())
         self.files.clear()
+        self._next_files = None
+        self._close(files)
+
+    def _close(self, files):
+        """Close every file, then report the first that failed."""
+        failure = None
+        for file in files:
+            try:
+                file.close()
+            except OSError as error:
+                failure = failure or _cannot_write(file.name, error)
+        if failure is not None:
+            raise failure
+
+    @staticmethod
+    def _do(file, action, *args):
+        try:
+            action(*args)
+        except OSError as error:
+            raise _cannot_write(file.name, error)

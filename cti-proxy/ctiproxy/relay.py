@@ -63,7 +63,8 @@ class Upstream:
         return '%s:%d' % (self.host, self.port)
 
     def check_resolves(self):
-        """Raise OSError (socket.gaierror) if the host name cannot be resolved."""
+        """Raise OSError (socket.gaierror), or UnicodeError for a malformed name, if the host
+        name cannot be resolved."""
         socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)
 
     def connect(self, tls):
@@ -76,7 +77,7 @@ class Upstream:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = PlainConnection(sock)
             if tls.to_server:
-                connection = TlsConnection(sock, tls.server_context, server_side=False, server_hostname=self.host)
+                connection = TlsConnection(sock, tls.upstream_context, server_side=False, server_hostname=self.host)
                 connection.handshake()
             sock.settimeout(None)
         except BaseException:
@@ -134,7 +135,9 @@ def describe_error(error):
         return 'timed out'
     if isinstance(error, ssl.SSLError):
         return 'TLS: ' + tls_reason(error)
-    return error.strerror or str(error) or error.__class__.__name__
+    if isinstance(error, UnicodeError):       # a host name the IDNA codec rejects
+        return 'not a valid host name'
+    return getattr(error, 'strerror', None) or str(error) or error.__class__.__name__
 
 
 class Session(socketserver.BaseRequestHandler):
@@ -176,7 +179,7 @@ class Session(socketserver.BaseRequestHandler):
             return
         try:
             self.server_sock, self.connections[SERVER] = self.upstream.connect(self.tls)
-        except OSError as error:
+        except (OSError, UnicodeError) as error:
             self.server.report_failure(self, 'cannot connect to server %s: %s' % (self.upstream, describe_error(error)))
             return
         self.opened = time.time()
@@ -203,15 +206,20 @@ class Session(socketserver.BaseRequestHandler):
     def _accept_client(self):
         if not self.tls.from_client:
             return PlainConnection(self.client_sock)
-        connection = TlsConnection(self.client_sock, self.tls.client_context, server_side=True)
+        connection = TlsConnection(self.client_sock, self.tls.listen_context, server_side=True)
         self._handshake(connection, 'the client %s' % peer_name(self.client_address))
         return connection
 
     def _handshake(self, connection, who):
+        """Complete a TLS handshake in CONNECT_TIMEOUT seconds at most (nobody else uses the
+        socket meanwhile: the other pump waits for the upgrade)."""
+        connection.sock.settimeout(CONNECT_TIMEOUT)
         try:
             connection.handshake()
-        except OSError as error:     # ssl.SSLError is an OSError
+        except OSError as error:     # ssl.SSLError and socket.timeout are OSErrors
             raise TlsFailure('TLS handshake with %s failed: %s' % (who, tls_reason(error)))
+        finally:
+            connection.sock.settimeout(None)
         self.log.event('session #%d: TLS with %s (%s)' % (self.number, who, connection.describe()))
 
     def _pump(self, side):
@@ -231,7 +239,7 @@ class Session(socketserver.BaseRequestHandler):
                 if side == SERVER and self.watch.watching:
                     self._relay_server_opening(data, when)
                     continue
-                if side == CLIENT and self._client_tls_expected and data[:1] == TLS_HANDSHAKE_RECORD:
+                if side == CLIENT and self._client_tls_expected:
                     if self._client_starts_tls(data, when):
                         continue
                 received(self, side, when, data)
@@ -249,6 +257,10 @@ class Session(socketserver.BaseRequestHandler):
         else:
             if not self._aborted:
                 self.log.event('session #%d: %s ended its sending' % (self.number, side))
+            if not self._aborted and not self._writable[side].is_set():
+                # side ended before completing its STARTTLS upgrade: the other pump would wait for ever
+                self.server.report_failure(self, 'STARTTLS: the %s ended before its TLS handshake' % side)
+                self.abort()
             if side == SERVER and self.watch.watching:
                 _quietly(connections[CLIENT].sendall, self.watch.finish())
             _quietly(connections[other].shutdown_write)
@@ -257,7 +269,11 @@ class Session(socketserver.BaseRequestHandler):
 
     def _relay_server_opening(self, data, when):
         """Relay the server's opening lines, where STARTTLS may be offered and confirmed."""
+        hidden = self.watch.offers_hidden
         forward, confirmed = self.watch.feed(data)
+        if self.watch.offers_hidden > hidden:
+            self.observer.notice(self, when, 'STARTTLS: the server\'s offer was hidden from the client '
+                                             '(--no-starttls)')
         if confirmed is None:
             self.observer.received(self, SERVER, when, data)
             self.connections[CLIENT].sendall(forward)
@@ -270,10 +286,10 @@ class Session(socketserver.BaseRequestHandler):
             self._writable[CLIENT].clear()
             self._writable[SERVER].clear()
         self._client_tls_expected = True
-        self.observer.received(self, SERVER, when, clear)
+        self.observer.received(self, SERVER, when, data[:len(data) - len(encrypted)])   # what the server sent
         self.connections[CLIENT].sendall(clear)
         if seeing_through:
-            connection = TlsConnection(self.server_sock, self.tls.server_context, server_side=False,
+            connection = TlsConnection(self.server_sock, self.tls.upstream_context, server_side=False,
                                        server_hostname=self.upstream.host, received=encrypted)
             self._handshake(connection, 'the server %s (STARTTLS)' % self.upstream)
             self.connections[SERVER] = connection
@@ -288,14 +304,19 @@ class Session(socketserver.BaseRequestHandler):
                 self.connections[CLIENT].sendall(encrypted)
 
     def _client_starts_tls(self, data, when):
-        """The client's first TLS record after the server's STARTTLS confirmation.
+        """The client's first bytes after the server's STARTTLS confirmation: its TLS handshake.
 
-        Return True when the tool took it for its own TLS session with the client."""
+        Return True when the tool took them for its own TLS session with the client."""
+        if data[:1] != TLS_HANDSHAKE_RECORD:
+            if self.tls.sees_through_starttls:
+                raise TlsFailure('STARTTLS: the client %s sent clear text instead of starting TLS'
+                                 % peer_name(self.client_address))
+            return False                        # passed through: clear text until it does
         self._client_tls_expected = False
         if not self.tls.sees_through_starttls:
             self.observer.encrypted(self, CLIENT, when)
             return False
-        connection = TlsConnection(self.client_sock, self.tls.client_context, server_side=True, received=data)
+        connection = TlsConnection(self.client_sock, self.tls.listen_context, server_side=True, received=data)
         self._handshake(connection, 'the client %s (STARTTLS)' % peer_name(self.client_address))
         self.connections[CLIENT] = connection
         self._writable[CLIENT].set()

@@ -222,12 +222,13 @@ class SimulatedSession(socketserver.StreamRequestHandler):
         """Answer one request line."""
         try:
             request = json.loads(line.decode('utf-8'))
-        except ValueError:
+        except (ValueError, RecursionError):
             request = None
         if not isinstance(request, dict):
             self.send({'class': 'error', 'error_string': 'not a JSON object'})
             return
-        handler = self.HANDLERS.get(request.get('class'))
+        kind = request.get('class')
+        handler = self.HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
             self.error(request, 'unknown class')
         else:
@@ -677,7 +678,7 @@ def run_server(args, log):
     """Serve until Ctrl-C or SIGTERM."""
     try:
         listen = ListenAddress(args.listen_addr, args.port)
-    except OSError as error:
+    except (OSError, UnicodeError) as error:
         log.error('cannot use listen address %r: %s' % (args.listen_addr, describe_error(error)))
         return 1
     try:

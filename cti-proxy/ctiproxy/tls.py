@@ -136,18 +136,18 @@ def tls_reason(error):
 class TlsOptions:
     """What a tool does with TLS; by default, nothing."""
 
-    def __init__(self, server_context=None, to_server=False, client_context=None, from_client=False,
+    def __init__(self, upstream_context=None, to_server=False, listen_context=None, from_client=False,
                  hide_offer=False, warnings=()):
         self.warnings = list(warnings)         # to say on stderr once the tool listens
-        self.server_context = server_context   # checks the server: for --tls, and to see through STARTTLS
+        self.upstream_context = upstream_context   # TLS to the server, checking it: --tls, STARTTLS seen through
         self.to_server = to_server             # --tls: TLS to the server from the first byte
-        self.client_context = client_context   # the tool's certificate: --listen-tls, STARTTLS seen through
+        self.listen_context = listen_context   # TLS to clients, with the tool's certificate (--cert, --key)
         self.from_client = from_client         # --listen-tls: TLS from the client from the first byte
         self.hide_offer = hide_offer           # --no-starttls
 
     @property
     def sees_through_starttls(self):
-        return self.client_context is not None and self.server_context is not None
+        return self.listen_context is not None and self.upstream_context is not None
 
 
 class TlsFailure(Exception):
@@ -193,6 +193,7 @@ class StarttlsWatch:
     def __init__(self, hide_offer=False):
         self.hide_offer = hide_offer
         self.watching = True
+        self.offers_hidden = 0
         self._seen = 0
         self._partial = b''        # the unfinished line (held back when hiding offers)
         self._long_line = False    # the unfinished line is too long to be a STARTTLS line
@@ -245,8 +246,11 @@ class StarttlsWatch:
                 continue
             line, self._partial = self._partial + piece, b''
             kind = starttls_kind(line)
-            if self.hide_offer and kind != OFFER:
-                forward.append(line)
+            if self.hide_offer:
+                if kind == OFFER:
+                    self.offers_hidden += 1
+                else:
+                    forward.append(line)
             if kind == CONFIRMED:       # the rest is TLS: stop reading
                 self.watching = False
                 if not self.hide_offer:
