@@ -369,11 +369,11 @@ class Proxy:
         sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             self.analyzer.start()
-            log.error('listening on %s%s; relaying each client to %s%s' % (
+            log.say('listening on %s%s; relaying each client to %s%s' % (
                 listen.describe(server.port), ' (TLS)' if args.listen_tls else '',
                 upstream, ' (TLS)' if args.tls else ''))
             for warning in args.tls_options.warnings:
-                log.error(warning)
+                log.say(warning)
             status = self._serve(server)
         except KeyboardInterrupt:
             signalled = True

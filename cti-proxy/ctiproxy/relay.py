@@ -37,19 +37,22 @@ CONNECT_TIMEOUT = 15.0      # seconds to reach the server
 
 
 class Log:
-    """One-line notes on stderr: errors always, connection events with --verbose."""
+    """One-line notes on stderr, each after the tool's name: what the user must know (the start
+    line, warnings, errors) always; connection events with --verbose."""
 
     def __init__(self, prog, verbose=False):
         self.prog = prog
         self.verbose = verbose
 
-    def error(self, text):
+    def say(self, text):
         sys.stderr.write('%s: %s\n' % (self.prog, text))
         sys.stderr.flush()
 
+    error = say
+
     def event(self, text):
         if self.verbose:
-            self.error(text)
+            self.say(text)
 
 
 class Upstream:
