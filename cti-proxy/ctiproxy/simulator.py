@@ -711,6 +711,8 @@ COMMANDS = {'server': run_server, 'client': run_client, 'demo': run_demo}
 
 def main(argv=None):
     """Run ctisim; return its exit status."""
+    # Ctrl-C stops it even when started with SIGINT ignored (a script's background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     log = Log('ctisim', verbose=getattr(args, 'verbose', False))
     try:
