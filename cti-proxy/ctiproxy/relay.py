@@ -26,8 +26,6 @@ import traceback
 from .filters import CLIENT, SERVER
 from .tls import PlainConnection, StarttlsWatch, TlsConnection, TlsFailure, TlsOptions, tls_reason
 
-CHUNK_SIZE = 1024 * 1024     # big reads: fewer trips through the interpreter for a burst
-
 # The pumps and the analysis share one interpreter lock.  While the analysis is busy,
 # a pump that has data to forward waits for the lock at most this long (Python's
 # default is 5 ms, which would let a busy analysis hold back the wire).
@@ -234,7 +232,7 @@ class Session(socketserver.BaseRequestHandler):
         try:
             while True:
                 at_fault = side
-                data = connections[side].recv(CHUNK_SIZE)
+                data = connections[side].recv()
                 if not data:
                     break
                 when = time.time()

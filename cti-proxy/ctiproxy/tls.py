@@ -11,7 +11,24 @@ import socket
 import ssl
 import threading
 
-CHUNK_SIZE = 1024 * 1024
+
+class ReadSize:
+    """How much the next read asks for: a little for interactive traffic, a lot during a burst.
+
+    recv(n) allocates n bytes before it knows how many will come: asking for 1 MiB on
+    every read costs a small message tens of microseconds (a fresh mapping of memory
+    each time), while asking for 64 KiB during a burst costs many more trips through
+    the interpreter.  So a read that brought 64 KiB or more is followed by a large one.
+    """
+
+    SMALL = 64 * 1024
+    LARGE = 1024 * 1024
+
+    def __init__(self):
+        self.next = self.SMALL
+
+    def update(self, count):
+        self.next = self.LARGE if count >= self.SMALL else self.SMALL
 
 
 class PlainConnection:
@@ -21,8 +38,15 @@ class PlainConnection:
 
     def __init__(self, sock):
         self.sock = sock
-        self.recv = sock.recv
         self.sendall = sock.sendall
+        self._recv = sock.recv
+        self._size = ReadSize()
+
+    def recv(self):
+        """The next bytes received, b'' at the end of the stream."""
+        data = self._recv(self._size.next)
+        self._size.update(len(data))
+        return data
 
     def shutdown_write(self):
         self.sock.shutdown(socket.SHUT_WR)
@@ -45,6 +69,8 @@ class TlsConnection:
                                      server_hostname=server_hostname)
         self._state = threading.Lock()     # guards the TLS state
         self._sending = threading.Lock()   # keeps TLS records in order on the socket
+        self._raw_size = ReadSize()        # for reading the socket
+        self._size = ReadSize()            # for reading decrypted bytes
         if received:
             self._incoming.write(received)
 
@@ -63,12 +89,12 @@ class TlsConnection:
             if not self._receive():
                 raise ConnectionError('the peer closed the connection during the TLS handshake')
 
-    def recv(self, size):
+    def recv(self):
         """Decrypted bytes, b'' at the end of the stream."""
         while True:
             with self._state:
                 try:
-                    data = self._tls.read(size)
+                    data = self._tls.read(self._size.next)
                 except ssl.SSLWantReadError:
                     data = None
                 except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -77,6 +103,7 @@ class TlsConnection:
             if pending:
                 self._flush()                  # e.g. an answer to a TLS 1.3 key update
             if data is not None:
+                self._size.update(len(data))
                 return data
             if not self._receive():
                 return b''
@@ -106,7 +133,8 @@ class TlsConnection:
 
     def _receive(self):
         """Move bytes from the socket into the TLS state; False at the socket's end."""
-        data = self.sock.recv(CHUNK_SIZE)
+        data = self.sock.recv(self._raw_size.next)
+        self._raw_size.update(len(data))
         if not data:
             return False
         with self._state:
