@@ -161,7 +161,6 @@ class Session(socketserver.BaseRequestHandler):
         self.server_sock = None
         self.connections = {}
         self.opened = None
-        self.closed = None
         self.watch = StarttlsWatch(hide_offer=self.tls.hide_offer)
         self._client_tls_expected = False   # the server confirmed STARTTLS: the client's TLS comes next
         self._writable = {CLIENT: threading.Event(), SERVER: threading.Event()}   # cleared while upgrading
@@ -197,7 +196,6 @@ class Session(socketserver.BaseRequestHandler):
                 pump.join()
         finally:
             self.server_sock.close()
-            self.closed = time.time()
             self.log.event('session #%d: closed' % self.number)
             self.observer.session_closed(self)
 
