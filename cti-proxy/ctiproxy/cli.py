@@ -100,8 +100,11 @@ def base_parser(prog, description, examples, argv):
 
 
 def parse(parser, argv):
-    """Parse argv, options and operands in any order (ctisave HOST --strip x CLIENTFILE SERVERFILE)."""
-    return parser.parse_intermixed_args(argv)
+    """Parse argv, options and operands in any order (ctisave HOST --strip x CLIENTFILE SERVERFILE),
+    with the TLS settings its options ask for in args.tls_options."""
+    args = parser.parse_intermixed_args(argv)
+    args.tls_options = tls_options(parser, args)
+    return args
 
 
 def add_relay_options(parser):
@@ -262,7 +265,6 @@ def spy_tool(argv):
         parser.error('--raw shows bytes as received: --strip, --include and --exclude do not apply to it')
     if args.raw and args.read:
         parser.error('--raw shows bytes as received: a recording holds messages, not bytes')
-    args.tls_options = tls_options(parser, args)
     if args.json_lines:
         output = JsonLinesOutput(sys.stdout.buffer)
     else:
@@ -274,7 +276,6 @@ def spy_tool(argv):
 def save_tool(argv):
     parser = save_parser(argv)
     args = parse(parser, argv)
-    args.tls_options = tls_options(parser, args)
     try:
         output = SaveOutput(args.client_file, args.server_file)
     except OutputError as error:
@@ -285,7 +286,6 @@ def save_tool(argv):
 def stat_tool(argv):
     parser = stat_parser(argv)
     args = parse(parser, argv)
-    args.tls_options = tls_options(parser, args)
     return args, StatOutput(sys.stdout.buffer, as_json=args.json), MessageFilter()
 
 
