@@ -1,5 +1,6 @@
 """How ctisave treats the files it is told to save into: nothing touched before the tool can start,
-never one file for both directions, no link followed, nothing but a regular file written."""
+never one file for both directions, no link followed, nothing but a regular file written, and only
+the files that changed flushed."""
 
 import os
 import re
@@ -12,6 +13,8 @@ import tempfile
 import unittest
 
 from tests.harness import TIMEOUT, Tool, close_session, read_line_unbuffered, recv_exactly, tool_path
+from ctiproxy.filters import CLIENT, SERVER
+from ctiproxy.outputs import SaveOutput
 
 OLD = b'{\n    "class": "an earlier save"\n}\n'
 
@@ -294,6 +297,48 @@ class SaferFilesTest(FolderTestCase):
         lines = self.loop_until_refused(self.client_path, server_path)
         self.assertEqual(lines, ['ctisave: cannot write %s: this run already saved into it' % server_path])
         self.assertEqual(read(server_path), b'{\n    "class": "welcome"\n}\n')
+
+
+class Session:
+    def __init__(self, number):
+        self.number = number
+
+
+def noting_flushes(flush, flushed, key):
+    """flush, which first appends key to flushed."""
+    def noted():
+        flushed.append(key)
+        flush()
+    return noted
+
+
+class FlushTest(unittest.TestCase):
+    """After each chunk, only the files that were written to are flushed, not every open session's."""
+
+    def test_only_changed_files_flushed(self):
+        with tempfile.TemporaryDirectory() as folder:
+            output = SaveOutput(os.path.join(folder, 'client'), os.path.join(folder, 'server'))
+            output.start()
+            sessions = [Session(number) for number in range(1, 6)]
+            for session in sessions:
+                output.session_started(session)
+            flushed = []
+            for (session, side), file in output.files.items():
+                file.flush = noting_flushes(file.flush, flushed, (session.number, side))
+            busy = sessions[2]
+            output.message(busy, SERVER, 0.0, {'class': 'x'}, b'{"class": "x"}')
+            output.flush()
+            self.assertEqual(flushed, [(3, SERVER)])
+            self.assertEqual(read(os.path.join(folder, 'server.3')), b'{\n    "class": "x"\n}\n')
+            del flushed[:]
+            output.flush()
+            self.assertEqual(flushed, [])
+            output.message(busy, CLIENT, 0.0, None, b'text')
+            output.session_ended(busy, 0.0)
+            output.flush()
+            self.assertEqual(sorted(flushed), [(3, CLIENT), (3, SERVER)])      # closed with its session, no other
+            self.assertEqual(read(os.path.join(folder, 'client.3')), b'text\n')
+            output.close()
 
 
 if __name__ == '__main__':

@@ -384,6 +384,7 @@ class SaveOutput(Output):
         self.sessions_seen = 0
         self.files = {}
         self._next_files = None
+        self._changed = set()          # the files written since the last flush
         self._saved = set()            # (device, inode) of every file this run has saved into
 
     def start(self):
@@ -436,23 +437,30 @@ class SaveOutput(Output):
 
     def message(self, session, direction, when, message, line):
         file = self.files[session, direction]
+        self._changed.add(file)
         self._do(file, file.write, render(message, line, pretty_json, as_received) + b'\n')
 
     def encrypted(self, session, direction, when):
         """Noted in the file, so that it does not stop unexplained."""
         file = self.files[session, direction]
+        self._changed.add(file)
         self._do(file, file.write, b'-- STARTTLS: encrypted from here on; nothing more can be saved\n')
 
     def session_ended(self, session, when):
-        self._close([self.files.pop((session, side)) for side in self.paths if (session, side) in self.files])
+        files = [self.files.pop((session, side)) for side in self.paths if (session, side) in self.files]
+        self._changed.difference_update(files)
+        self._close(files)
 
     def flush(self):
-        for file in self.files.values():
+        """Flush the files written since the last flush (not every open session's)."""
+        changed, self._changed = self._changed, set()
+        for file in changed:
             self._do(file, file.flush)
 
     def close(self):
         files = list(self.files.values()) + list((self._next_files or {}).values())
         self.files.clear()
+        self._changed.clear()
         self._next_files = None
         self._close(files)
 
