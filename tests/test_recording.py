@@ -4,6 +4,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -214,11 +215,17 @@ class BadRecordingTest(unittest.TestCase):
          'line 1: a record needs a "message" object or a "text" string'),
     ]
 
+    def save_files(self):
+        """Two files of the test's own for ctisave to save into (never /dev/null: ctisave must not write there)."""
+        folder = tempfile.mkdtemp(prefix='cti-recording-')
+        self.addCleanup(shutil.rmtree, folder, True)
+        return [os.path.join(folder, 'client'), os.path.join(folder, 'server')]
+
     def test_malformed_lines_are_one_line_errors(self):
         for tool in ('ctispy', 'ctisave', 'ctistat'):
             for data, needle in self.CASES:
                 with self.subTest(tool=tool, data=data):
-                    extra = ['/dev/null', '/dev/null'] if tool == 'ctisave' else []
+                    extra = self.save_files() if tool == 'ctisave' else []
                     status, out, err = replay(tool, '-', *extra, stdin=data)
                     self.assertEqual(status, 1, err)
                     self.assertEqual(err.count('\n'), 1, err)

@@ -271,13 +271,15 @@ class SaveFilterTest(SaveTestCase):
 
 class SaveSafetyTest(SaveTestCase):
 
-    def test_files_are_private_even_if_they_existed(self):
+    def test_files_are_private_and_an_earlier_save_replaced(self):
+        """A new file is created 0600; an earlier save (0600 too) is emptied once the tool can start.
+        (An existing file keeps its mode: test_save_files.)"""
         with open(self.client_path, 'wb') as file:
             file.write(b'old content, much longer than anything the session will write ' * 100)
-        os.chmod(self.client_path, 0o666)
+        os.chmod(self.client_path, 0o600)
         with SaveTool(self.client_path, self.server_path) as tool:
             self.assertIsNotNone(tool.port, tool.start_line)
-            # Opened before listening: both files exist, private and empty, before any session.
+            # Opened before saying it listens: both files exist, private and empty, before any session.
             self.assertEqual((mode_of(self.client_path), mode_of(self.server_path)), (0o600, 0o600))
             self.assertEqual(read(self.client_path), b'')
             client, server = tool.connect()

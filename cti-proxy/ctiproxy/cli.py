@@ -11,7 +11,7 @@ from . import __version__
 from .analysis import BUFFER_SIZE, Analyzer
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
-from .outputs import JsonLinesOutput, OutputError, SaveOutput, SpyOutput
+from .outputs import JsonLinesOutput, OutputError, SaveOutput, SpyOutput, same_file
 from .recording import RecordingError, read_records, replay
 from .relay import SWITCH_INTERVAL, ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
@@ -196,7 +196,8 @@ ctisave xivo-new /tmp/cti-client /tmp/cti-server --strip timenow
 ctisave xivo-old /tmp/old-client /tmp/old-server --strip timenow
 vimdiff /tmp/old-server /tmp/cti-server
 ctisave --read session.jsonl /tmp/cti-client /tmp/cti-server    from a ctispy --json-lines recording
-The files hold credentials: they are created readable by their owner only.
+The files hold credentials: they are created readable by their owner only. An existing file is
+overwritten and keeps its mode; a symbolic link, FIFO or device at either path is refused.
 '''
 
 STAT_EXAMPLES = '''
@@ -276,10 +277,10 @@ def spy_tool(argv):
 def save_tool(argv):
     parser = save_parser(argv)
     args = parse(parser, argv)
-    try:
-        output = SaveOutput(args.client_file, args.server_file)
-    except OutputError as error:
-        raise StartError(str(error))
+    if same_file(args.client_file, args.server_file):
+        parser.error('CLIENTFILE and SERVERFILE are the same file (%s): each direction needs its own'
+                     % args.server_file)
+    output = SaveOutput(args.client_file, args.server_file, warn=Log('ctisave').say)
     return args, output, message_filter(args)
 
 
@@ -318,10 +319,12 @@ def replay_recording(args, output, chosen_filter, log):
     name = 'stdin' if args.read == '-' else args.read
     try:
         if args.read == '-':
-            records = list(read_records(io.TextIOWrapper(sys.stdin.buffer, 'utf-8', 'replace'), name))
+            stream = io.TextIOWrapper(sys.stdin.buffer, 'utf-8', 'replace')
         else:
-            with open(args.read, encoding='utf-8', errors='replace') as stream:
-                records = list(read_records(stream, name))
+            stream = open(args.read, encoding='utf-8', errors='replace')
+        with stream:
+            output.start()
+            records = list(read_records(stream, name))
         replay(records, analyzer)
     except OSError as error:
         if isinstance(error, BrokenPipeError):
@@ -363,6 +366,12 @@ class Proxy:
             server = RelayServer(listen, upstream, self.analyzer, log, args.tls_options)
         except OSError as error:
             log.error('cannot listen on %s: %s' % (listen.describe(), describe_error(error)))
+            return 1
+        try:
+            self.analyzer.output.start()       # only now may files be touched: the tool can start
+        except OutputError as error:
+            server.server_close()
+            log.error(str(error))
             return 1
         status = 0
         signalled = False

@@ -10,11 +10,14 @@ Each output reacts to named events, all called on the analysis thread:
     session_ended(session, when)
     flush()                                     after each chunk's messages
     close()                                     once, when the tool ends
+and, on the main thread, start() once the tool knows it can start, before any session.
 """
 
 import datetime
+import errno
 import json
 import os
+import stat
 
 from .filters import CLIENT, SERVER
 from .framing import line_text
@@ -94,6 +97,10 @@ class Output:
 
     def close(self):
         pass
+
+    def start(self):
+        """Called once the tool knows it can start (the port bound, or the recording opened), before
+        any session: the moment to open files, not before."""
 
 
 def _one_line_encoder():
@@ -253,15 +260,109 @@ class JsonLinesOutput(Output):
         self.stream.flush()
 
 
-def open_private(path):
-    """Open a file for writing that only its owner can read (saved traffic holds credentials)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+# How ctisave opens the files it saves into (the README's rule):
+#  - a file that does not exist is created, readable and writable by its owner only (0600, whatever
+#    the umask), with O_EXCL: a symbolic link planted at the path is never followed;
+#  - an existing path is opened only if it is a regular file (never a symbolic link, FIFO, device,
+#    socket or directory: that is refused with one line naming it), without O_TRUNC and with
+#    O_NONBLOCK, so that opening cannot hang; it keeps its mode and owner;
+#  - a file is emptied only once both files of a session have passed these checks, and a file the
+#    tool created for a session that cannot start is removed again.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOCTTY | getattr(os, 'O_CLOEXEC', 0)
+_OPEN_EXISTING = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, 'O_CLOEXEC', 0)
+PRIVATE_MODE = 0o600
+SHOWN_TO_OTHERS = 0o044          # readable by the group or by anyone
+
+
+def _not_regular(mode):
+    """What a path that is not a regular file is, for the one line that refuses it; None for a regular file."""
+    for test, kind in ((stat.S_ISREG, None),
+                       (stat.S_ISLNK, 'it is a symbolic link, which ctisave does not follow: name the file itself'),
+                       (stat.S_ISDIR, 'it is a directory'),
+                       (stat.S_ISFIFO, 'it is a FIFO (named pipe), not a regular file'),
+                       (stat.S_ISCHR, 'it is a device, not a regular file'),
+                       (stat.S_ISBLK, 'it is a device, not a regular file'),
+                       (stat.S_ISSOCK, 'it is a socket, not a regular file')):
+        if test(mode):
+            return kind
+    return 'it is not a regular file'
+
+
+class PrivateFile:
+    """A file opened to save into, checked but not yet emptied: see the rule above."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd, self.created = self._open()
+        try:
+            status = os.fstat(self.fd)
+            refused = _not_regular(status.st_mode)     # swapped in after the check before opening
+            if refused:
+                raise OutputError('cannot write %s: %s' % (path, refused))
+            if self.created:
+                os.fchmod(self.fd, PRIVATE_MODE)       # the umask may have taken the owner's rights
+            os.set_blocking(self.fd, True)
+        except BaseException:
+            self.abandon()
+            raise
+        self.identity = (status.st_dev, status.st_ino)
+        self.mode = stat.S_IMODE(status.st_mode)
+
+    def _open(self):
+        """Return (descriptor, whether this created the file)."""
+        for _ in range(3):                  # the path may come and go between the two ways of opening
+            try:
+                return os.open(self.path, _CREATE, PRIVATE_MODE), True
+            except FileExistsError:
+                pass
+            self._refuse_unless_regular()   # before opening: a FIFO or a device is never opened
+            try:
+                return os.open(self.path, _OPEN_EXISTING), False
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENXIO):    # a link or a FIFO swapped in
+                    self._refuse_unless_regular()
+                raise
+        raise OutputError('cannot write %s: it keeps being replaced' % self.path)
+
+    def _refuse_unless_regular(self):
+        try:
+            refused = _not_regular(os.lstat(self.path).st_mode)
+        except FileNotFoundError:
+            return
+        if refused:
+            raise OutputError('cannot write %s: %s' % (self.path, refused))
+
+    def shown_to_others(self):
+        """Whether a file that was already there lets others read what will be saved in it."""
+        return not self.created and self.mode & SHOWN_TO_OTHERS
+
+    def empty(self):
+        os.ftruncate(self.fd, 0)
+
+    def stream(self):
+        """A stream that writes to the file (which then owns the descriptor)."""
+        return BatchedStream(os.fdopen(self.fd, 'wb'), self.path)
+
+    def abandon(self):
+        """Close the file without writing; remove it if this created it (and it is still the one created)."""
+        try:
+            if self.created and os.path.samestat(os.lstat(self.path), os.fstat(self.fd)):
+                os.unlink(self.path)
+        except OSError:
+            pass
+        finally:
+            os.close(self.fd)
+
+
+def same_file(first, second):
+    """Whether two paths name one file: through a link or a hard link, or once links are resolved
+    (for a file that does not exist yet)."""
     try:
-        os.fchmod(fd, 0o600)
-        return BatchedStream(os.fdopen(fd, 'wb'), path)
-    except BaseException:
-        os.close(fd)
-        raise
+        return os.path.samefile(first, second)
+    except OSError:
+        return os.path.realpath(first) == os.path.realpath(second)
 
 
 def _cannot_write(path, error):
@@ -272,55 +373,94 @@ class SaveOutput(Output):
     """ctisave's files: each direction's messages, pretty-printed with sorted keys, in its own file.
 
     The first session writes CLIENTFILE and SERVERFILE; the Nth, CLIENTFILE.N and SERVERFILE.N.
-    A file that cannot be opened or written ends the tool (OutputError), rather than lose messages.
+    A file that cannot be opened or written ends the tool (OutputError), rather than lose messages;
+    so does a file this run already saved into (SERVERFILE being CLIENTFILE.2, say).
+    warn(text) is told of a file that was already there and that others may read.
     """
 
-    def __init__(self, client_path, server_path):
+    def __init__(self, client_path, server_path, warn=None):
         self.paths = {CLIENT: client_path, SERVER: server_path}
+        self.warn = warn or (lambda text: None)
         self.sessions_seen = 0
         self.files = {}
-        # The first session's files are opened now, so that a bad path is known before listening.
+        self._next_files = None
+        self._changed = set()          # the files written since the last flush
+        self._saved = set()            # (device, inode) of every file this run has saved into
+
+    def start(self):
+        """Open the first session's files now, so that a bad path is known before any session."""
         self._next_files = self._open_files('')
 
     def _open_files(self, suffix):
-        files = {}
+        """Open both files of a session; empty them only once both are known to be fit."""
+        opened = []
+        path = None
         try:
-            for side, path in self.paths.items():
-                files[side] = open_private(path + suffix)
-        except OSError as error:
-            for file in files.values():
-                file.stream.close()
-            raise _cannot_write(error.filename or path + suffix, error)
-        return files
+            for base in self.paths.values():
+                path = base + suffix
+                opened.append(PrivateFile(path))
+            self._refuse_saved_into(opened)
+            for file in opened:
+                path = file.path
+                file.empty()
+        except BaseException as error:
+            for file in opened:
+                file.abandon()
+            if isinstance(error, OSError):
+                raise _cannot_write(error.filename or path, error)
+            raise
+        streams = [file.stream() for file in opened]
+        for file in opened:
+            self._saved.add(file.identity)
+            if file.shown_to_others():
+                self.warn('warning: %s was already there and others may read it (mode %04o): it keeps its mode; '
+                          'what is saved may hold passwords' % (file.path, file.mode))
+        return dict(zip(self.paths, streams))
+
+    def _refuse_saved_into(self, opened):
+        """A session's two files must be two files, and neither one that this run saved into already."""
+        client, server = opened
+        if client.identity == server.identity:
+            raise OutputError('cannot write %s: it is the same file as %s' % (server.path, client.path))
+        for file in opened:
+            if file.identity in self._saved:
+                raise OutputError('cannot write %s: this run already saved into it' % file.path)
 
     def session_started(self, session):
         self.sessions_seen += 1
         if self._next_files is not None:
             files, self._next_files = self._next_files, None
         else:
-            files = self._open_files('.%d' % self.sessions_seen)
+            files = self._open_files('.%d' % self.sessions_seen if self.sessions_seen > 1 else '')
         for side, file in files.items():
             self.files[session, side] = file
 
     def message(self, session, direction, when, message, line):
         file = self.files[session, direction]
+        self._changed.add(file)
         self._do(file, file.write, render(message, line, pretty_json, as_received) + b'\n')
 
     def encrypted(self, session, direction, when):
         """Noted in the file, so that it does not stop unexplained."""
         file = self.files[session, direction]
+        self._changed.add(file)
         self._do(file, file.write, b'-- STARTTLS: encrypted from here on; nothing more can be saved\n')
 
     def session_ended(self, session, when):
-        self._close([self.files.pop((session, side)) for side in self.paths if (session, side) in self.files])
+        files = [self.files.pop((session, side)) for side in self.paths if (session, side) in self.files]
+        self._changed.difference_update(files)
+        self._close(files)
 
     def flush(self):
-        for file in self.files.values():
+        """Flush the files written since the last flush (not every open session's)."""
+        changed, self._changed = self._changed, set()
+        for file in changed:
             self._do(file, file.flush)
 
     def close(self):
         files = list(self.files.values()) + list((self._next_files or {}).values())
         self.files.clear()
+        self._changed.clear()
         self._next_files = None
         self._close(files)
 
