@@ -6,6 +6,9 @@ test:
 	$(PYTHON) tests/run.py $(TESTS)
 
 lint:
+	@$(PYTHON) -c 'import flake8' 2>/dev/null || { \
+	    echo "make lint: flake8 is not installed for $(PYTHON): $(PYTHON) -m pip install -r requirements-dev.txt" >&2; \
+	    exit 1; }
 	$(PYTHON) -m flake8 cti-proxy tests
 
 bench:

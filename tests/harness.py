@@ -344,3 +344,12 @@ def sigint_restored():
     """Undo sigint_not_ignored() (a tearDownModule)."""
     while _saved_sigint:
         signal.signal(signal.SIGINT, _saved_sigint.pop())
+
+
+def assert_demo_ran(test, status, out, err):
+    """`ctisim demo` ran its whole session through ctispy: status, stdout and stderr of its process."""
+    test.assertEqual(status, 0, err)
+    test.assertNotIn('Traceback', err)
+    test.assertRegex(err, r'ctispy: listening on port \d+ of 127\.0\.0\.1')
+    test.assertIn('ctisim: demo done', err)
+    test.assertIn('"class": "login_id"', out)

@@ -8,8 +8,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():
-    sys.path.insert(0, ROOT)
-    sys.path.insert(0, os.path.join(ROOT, 'cti-proxy'))
+    sys.path.insert(0, ROOT)          # the tests package, which puts cti-proxy/ on sys.path
     pattern = sys.argv[1] if len(sys.argv) > 1 else 'test*.py'
     suite = unittest.defaultTestLoader.discover(os.path.join(ROOT, 'tests'), pattern=pattern, top_level_dir=ROOT)
     result = unittest.TextTestRunner(verbosity=2).run(suite)

@@ -12,10 +12,10 @@ import tempfile
 import threading
 import unittest
 
-from ctiproxy import __version__
-from ctiproxy.cli import spy_parser
 from tests.harness import (TIMEOUT, Tool, notes, parse_spy_output, recv_exactly, recv_until_eof,
                            recv_until_eof_or_reset, run_tool, sigint_not_ignored, sigint_restored, tool_path)
+from ctiproxy import __version__
+from ctiproxy.cli import spy_parser
 
 setUpModule, tearDownModule = sigint_not_ignored, sigint_restored
 

@@ -25,10 +25,10 @@ import threading
 import time
 import unittest
 
-from ctiproxy.cli import save_parser, spy_parser, stat_parser
 from tests.harness import (HEADER, TIMEOUT, Tool, close_session, closed_port, exchange, exchange_all, oracle_message,
                            parse_spy_output, recv_exactly, recv_until_eof, recv_until_eof_or_reset, reset, run_tool,
                            seeded_rng, send_in_pieces, sigint_not_ignored, sigint_restored, tool_path)
+from ctiproxy.cli import save_parser, spy_parser, stat_parser
 
 CLIENT, SERVER = 'client', 'server'
 ARROWS = {'Client > Server': CLIENT, 'Server > Client': SERVER}
@@ -922,10 +922,6 @@ class SecretsTest(unittest.TestCase):
                         process.communicate(timeout=TIMEOUT)
 
 
-if __name__ == '__main__':
-    unittest.main()
-
-
 class StuckOutputTest(unittest.TestCase):
     """Nobody reads stdout (ctispy xivo | less, left alone): SIGTERM still ends the tool at once,
     saying that the output is incomplete (it used to wait for ever on the blocked write)."""
@@ -986,3 +982,7 @@ class MalformedHostTest(unittest.TestCase):
                 self.assertEqual(err.count('\n'), 1, err)
                 self.assertIn(needle, err)
                 self.assertNotIn('Traceback', err)
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -2,6 +2,7 @@
 
 import unittest
 
+import tests  # noqa: F401 (first: it puts cti-proxy/ on sys.path, whichever runner runs this file)
 from ctiproxy.filters import CLIENT, SERVER, MessageFilter
 
 

@@ -12,7 +12,6 @@ import argparse
 import datetime
 import hashlib
 import json
-import os
 import queue
 import random
 import re
@@ -28,6 +27,7 @@ import unicodedata
 
 from . import __version__
 from .cli import HelpFormatter, listen_port, port_number
+from .launch import tool_command
 from .relay import ListenAddress, ListeningServer, Log, describe_error, peer_name
 
 BANNER = 'XiVO CTI Server Version 1.2.3 (simulated)'
@@ -39,7 +39,6 @@ DEFAULT_PROXY_PORT = 50030
 DEFAULT_USERS = 5
 DEFAULT_EVENT_INTERVAL = 10.0
 TIMEOUT = 10.0                 # seconds the client and the demo wait for any one thing
-TOOLS_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 PEOPLE = [('Alice', 'Martin', 'alice'), ('H\u00e9l\u00e8ne', 'Dupr\u00e9', 'helene'),
           ('J\u00fcrgen', 'Gro\u00df', 'jurgen'), ('Zo\u00eb', '\U0001f600', 'zoe'), ('Bob', 'Smith', 'bob'),
@@ -519,8 +518,8 @@ class SimulatedClient:
 
 def start_spy(server_port):
     """Start ctispy between the simulated client and server; return (process, queue of its port)."""
-    command = [sys.executable, os.path.join(TOOLS_DIR, 'ctispy'), '127.0.0.1', '--port', str(server_port),
-               '--listen-port', '0', '--listen-addr', '127.0.0.1', '--pretty-print']
+    command = tool_command('ctispy') + ['127.0.0.1', '--port', str(server_port),
+                                        '--listen-port', '0', '--listen-addr', '127.0.0.1', '--pretty-print']
     spy = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ports = queue.Queue()
     threading.Thread(target=relay_spy_stderr, args=(spy.stderr, ports), name='ctispy-stderr', daemon=True).start()
