@@ -87,8 +87,11 @@ def replays(argv):
 
 
 def base_parser(prog, description, examples, argv):
+    # No abbreviations: --rea would be taken for --read by argparse but not by replays(), and an option
+    # added later would break an abbreviation in a user's script.  (Before Python 3.8 this also stops
+    # grouping short flags, -vh; the tools' only short flags are -v and -h.)
     parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=HelpFormatter,
+        prog=prog, description=description, formatter_class=HelpFormatter, allow_abbrev=False,
         epilog='examples:\n' + '\n'.join('  ' + line for line in examples.strip().splitlines()))
     if not replays(argv):
         parser.add_argument('host', metavar='HOST', help='the CTI server (a host name or address)')
