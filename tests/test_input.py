@@ -68,3 +68,62 @@ class AbbreviationTest(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+def deep_requests():
+    """Requests whose values are nested about as deep as json reads (the limit depends on the reader's stack)."""
+    requests = []
+    for depth in range(900, 1000, 4):
+        value = nested(depth)
+        requests += [
+            '{"class": "login_id", "userlogin": %s}' % value,
+            '{"class": "login_capas", "state": %s}' % value,
+            '{"class": "getlist", "function": "updateconfig", "listname": "users", "tid": %s}' % value,
+            '{"class": "getlist", "function": "updatestatus", "listname": %s}' % value,
+            '{"class": "ipbxcommand", "command": "dial", "destination": %s}' % value,
+            '{"class": "directory", "pattern": %s}' % value,
+            '{"class": "history", "mode": %s}' % value,
+            '{"class": "keepalive", "commandid": %s}' % value,
+            '{"class": %s, "commandid": "hostile"}' % value,
+            '{"class": "frobnicate", "commandid": "hostile", "x": %s}' % value,
+        ]
+    return requests
+
+
+HOSTILE_REQUESTS = [
+    '{"class": "history", "commandid": "hostile", "size": 1e400}',
+    '{"class": "history", "commandid": "hostile", "size": -1e400}',
+    '{"class": "history", "commandid": "hostile", "size": NaN}',
+    '{"class": "history", "commandid": "hostile", "mode": 1e400}',
+    '{"class": "history", "commandid": "hostile", "mode": -Infinity}',
+    '{"class": "history", "commandid": "hostile", "size": "1e400"}',
+    '{"class": "history", "commandid": "hostile", "size": 123456789012345678901234567890}',
+    '{"class": "history", "commandid": "hostile", "mode": 123456789012345678901234567890}',
+    '{"class": "getlist", "commandid": "hostile", "function": "updateconfig", "listname": "users", "tid": 1e400}',
+    '{"class": "getlist", "commandid": "hostile", "function": "updateconfig", "listname": ["users"], "tid": "1"}',
+    '{"class": "getlist", "commandid": "hostile", "function": {"a": 1}, "listname": "users"}',
+    '{"class": "ipbxcommand", "commandid": "hostile", "command": "dial", "destination": 1e400}',
+    '{"class": "ipbxcommand", "commandid": "hostile", "command": ["dial"]}',
+    '{"class": "login_capas", "commandid": "hostile", "state": NaN}',
+    '{"class": "keepalive", "commandid": NaN}',
+    '{"class": "keepalive", "commandid": {"a": [1, 2]}}',
+    '{"class": "directory", "commandid": "hostile", "pattern": 1e400}',
+]
+
+
+class HostileRequestTest(unittest.TestCase):
+    """ctisim answers whatever a client sends, and the session goes on: no request costs a session."""
+
+    def test_each_request_is_answered_and_the_session_goes_on(self):
+        from tests.test_simulator import SimServer
+        with SimServer('--users', '9') as server:
+            talk = server.connect()
+            for request in HOSTILE_REQUESTS + deep_requests():
+                with self.subTest(request=request[:120]):
+                    talk.sock.sendall(request.encode('ascii') + b'\n')
+                    answer, _ = talk.ask('keepalive')      # fails on EOF if the session was dropped
+                    self.assertEqual(answer['class'], 'keepalive')
+            talk.quit()
+            status, err = server.stop()
+        self.assertEqual(status, 0, err)
+        self.assertNotIn('Traceback', err)
