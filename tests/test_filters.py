@@ -1,5 +1,6 @@
 """Unit tests for filters: --strip, --include, --exclude, --no-client and --no-server."""
 
+import json
 import unittest
 
 import tests  # noqa: F401 (first: it puts cti-proxy/ on sys.path, whichever runner runs this file)
@@ -105,6 +106,47 @@ class IncludeTest(unittest.TestCase):
         self.assertFalse(MessageFilter(include=[('status', '{"a": 1}')]).shows({'status': {'a': 2}}))
         self.assertTrue(MessageFilter(include=[('ids', '[1, 2]')]).shows({'ids': [1, 2]}))
         self.assertFalse(MessageFilter(include=[('ids', '[1, 2]')]).shows({'ids': [2, 1]}))
+
+    def test_nested_json_values_keep_their_types(self):
+        """Deep inside a list or object too, true is not 1 and false is not 0."""
+        self.assertFalse(MessageFilter(include=[('a', '[1]')]).shows({'a': [True]}))
+        self.assertFalse(MessageFilter(include=[('a', '[true]')]).shows({'a': [1]}))
+        self.assertFalse(MessageFilter(include=[('a', '{"x": 0}')]).shows({'a': {'x': False}}))
+        self.assertFalse(MessageFilter(include=[('a', '{"x": false}')]).shows({'a': {'x': 0}}))
+        deep = MessageFilter(include=[('a', '{"x": [[1, {"y": 0}]]}')])
+        self.assertFalse(deep.shows({'a': {'x': [[1, {'y': False}]]}}))
+        self.assertTrue(deep.shows({'a': {'x': [[1, {'y': 0}]]}}))
+        self.assertTrue(MessageFilter(include=[('a', '[true, false, null]')]).shows({'a': [True, False, None]}))
+        self.assertFalse(MessageFilter(include=[('a', '[null]')]).shows({'a': [0]}))
+        self.assertFalse(MessageFilter(include=[('a', '["1"]')]).shows({'a': [1]}))
+        self.assertFalse(MessageFilter(exclude=[('a', '[0]')]).shows({'a': [0]}))
+        self.assertTrue(MessageFilter(exclude=[('a', '[0]')]).shows({'a': [False]}))
+
+    def test_nested_lists_and_objects_are_not_interchangeable(self):
+        self.assertFalse(MessageFilter(include=[('a', '[[1]]')]).shows({'a': [{'1': 1}]}))
+        self.assertFalse(MessageFilter(include=[('a', '{"x": [1]}')]).shows({'a': {'x': [1], 'y': 2}}))
+        self.assertFalse(MessageFilter(include=[('a', '[1, 2]')]).shows({'a': [1, 2, 3]}))
+
+    def test_a_whole_number_matches_the_same_number_written_with_a_point(self):
+        """JSON has one kind of number: 17 and 17.0 are the same, at any depth."""
+        self.assertTrue(MessageFilter(include=[('tid', '17')]).shows({'tid': 17.0}))
+        self.assertTrue(MessageFilter(include=[('a', '[1.0]')]).shows({'a': [1]}))
+        self.assertFalse(MessageFilter(include=[('a', '[1.5]')]).shows({'a': [1]}))
+
+    def test_value_nested_too_deep_for_json_is_a_string(self):
+        deep = '[' * 100000 + ']' * 100000
+        message_filter = MessageFilter(include=[('a', deep)])
+        self.assertTrue(message_filter.shows({'a': deep}))
+        self.assertFalse(message_filter.shows({'a': []}))
+
+    def test_deep_message_value_against_deep_wanted_value(self):
+        wanted = '[' * 900 + ']' * 900
+        value = []
+        for _ in range(2000):
+            value = [value]
+        message_filter = MessageFilter(include=[('a', wanted)])
+        self.assertFalse(message_filter.shows({'a': value}))
+        self.assertTrue(message_filter.shows({'a': json.loads(wanted)}))
 
     def test_non_ascii_value(self):
         message_filter = MessageFilter(include=[('name', 'H\u00e9l\u00e8ne')])

@@ -12,7 +12,7 @@ from .analysis import BUFFER_SIZE, Analyzer
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
 from .outputs import JsonLinesOutput, OutputError, SaveOutput, SpyOutput, same_file
-from .recording import RecordingError, read_records, replay
+from .recording import IncompleteRecording, RecordingError, Replay, last_records, read_records
 from .relay import SWITCH_INTERVAL, ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
 from .tls import TlsOptions, tls_reason
@@ -87,8 +87,11 @@ def replays(argv):
 
 
 def base_parser(prog, description, examples, argv):
+    # No abbreviations: --rea would be taken for --read by argparse but not by replays(), and an option
+    # added later would break an abbreviation in a user's script.  (Before Python 3.8 this also stops
+    # grouping short flags, -vh; the tools' only short flags are -v and -h.)
     parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=HelpFormatter,
+        prog=prog, description=description, formatter_class=HelpFormatter, allow_abbrev=False,
         epilog='examples:\n' + '\n'.join('  ' + line for line in examples.strip().splitlines()))
     if not replays(argv):
         parser.add_argument('host', metavar='HOST', help='the CTI server (a host name or address)')
@@ -314,28 +317,57 @@ def main(prog, argv=None):
 
 
 def replay_recording(args, output, chosen_filter, log):
-    """--read: run a recording through the tool instead of live traffic."""
-    analyzer = Analyzer(output, chosen_filter, args.max_message_size)
+    """--read: run a recording through the tool instead of live traffic, record by record as it is read.
+
+    A bad line ends the replay after what came before it was shown (exit 1); a last line cut short
+    is a warning (exit 0).  A file is read twice (first to learn where each session ends), a pipe once."""
     name = 'stdin' if args.read == '-' else args.read
     try:
-        if args.read == '-':
-            stream = io.TextIOWrapper(sys.stdin.buffer, 'utf-8', 'replace')
-        else:
-            stream = open(args.read, encoding='utf-8', errors='replace')
-        with stream:
-            output.start()
-            records = list(read_records(stream, name))
-        replay(records, analyzer)
+        stream = open_recording(args.read)
     except OSError as error:
-        if isinstance(error, BrokenPipeError):
-            _silence_stdout()
-            return 0
         log.error('cannot read %s: %s' % (name, describe_error(error)))
         return 1
-    except (RecordingError, OutputError) as error:
-        log.error(str(error))
-        return 1
+    with stream:
+        try:
+            output.start()              # the recording is open: now files may be touched
+            ends = None
+            if stream.seekable():
+                ends = last_records(read_lines(stream, name), name)
+                stream.seek(0)
+            run = Replay(Analyzer(output, chosen_filter, args.max_message_size), ends)
+            run.run(read_records(read_lines(stream, name), name))
+        except IncompleteRecording as warning:
+            log.say('warning: %s' % warning)
+        except (RecordingError, OutputError) as error:
+            log.error(str(error))
+            return 1
+        except BrokenPipeError:
+            _silence_stdout()
+            return 0
+        except OSError as error:        # read errors are RecordingErrors: this is stdout's
+            log.error('cannot write the output: %s' % describe_error(error))
+            _silence_stdout()
+            return 1
+    if run.went_back:
+        log.say('warning: %s, line %d: a time earlier than the record before it in its session (%d such record%s); '
+                'taken as that time' % (name, run.first_went_back, run.went_back, '' if run.went_back == 1 else 's'))
     return 0
+
+
+def open_recording(path):
+    """The recording at path ('-': stdin) as text."""
+    if path == '-':
+        return io.TextIOWrapper(sys.stdin.buffer, 'utf-8', 'replace')
+    return open(path, encoding='utf-8', errors='replace')
+
+
+def read_lines(stream, name):
+    """The lines of a recording, a failed read being a RecordingError (so that any other OSError is the output's)."""
+    try:
+        for line in stream:             # not yield from, which would close the file with the generator
+            yield line
+    except OSError as error:
+        raise RecordingError('cannot read %s: %s' % (name, describe_error(error)))
 
 
 class Proxy:

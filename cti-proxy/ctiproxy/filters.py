@@ -18,11 +18,29 @@ def value_at(message, path):
     return value
 
 
-def _same_json(a, b):
-    """Equality that keeps JSON's types apart (true is not 1)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    return a == b
+_NOT_NUMBERS = (bool, str, dict, list, type(None))   # JSON types that only equal their own kind
+
+
+def same_json(a, b):
+    """Equality that keeps JSON's types apart at every depth: true is not 1, false is not 0, a list is
+    not an object (17 and 17.0 are one number, as JSON has one kind).  Iterative: any depth will do."""
+    pairs = [(a, b)]
+    while pairs:
+        a, b = pairs.pop()
+        kind = a.__class__
+        if kind is not b.__class__ and (kind in _NOT_NUMBERS or b.__class__ in _NOT_NUMBERS):
+            return False
+        if kind is dict:
+            if a.keys() != b.keys():
+                return False
+            pairs.extend((value, b[key]) for key, value in a.items())
+        elif kind is list:
+            if len(a) != len(b):
+                return False
+            pairs.extend(zip(a, b))
+        elif a != b:
+            return False
+    return True
 
 
 class FieldTest:
@@ -42,7 +60,7 @@ class FieldTest:
         self.texts.add(text)
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):     # not JSON, or nested deeper than json reads: a string
             return
         if isinstance(value, str):
             self.texts.add(value)            # name="Bob" matches "Bob"
@@ -55,7 +73,7 @@ class FieldTest:
             return False
         if value.__class__ is str:
             return value in self.texts
-        return any(_same_json(value, wanted) for wanted in self.json_values)
+        return any(same_json(value, wanted) for wanted in self.json_values)
 
 
 class Selection:

@@ -7,7 +7,8 @@ A record is one of
 "text" holds a line that is not a JSON object exactly as received: a byte that is not UTF-8
 becomes a lone surrogate (written \\udcff), which a replay turns back into the byte.
 A replay turns each direction's records back into lines of bytes and hands them to the
-same analysis as live traffic, so a tool shows offline what it would have shown live.
+same analysis as live traffic, so a tool shows offline what it would have shown live; it
+reads the recording as it goes (from a pipe, each record is shown as it arrives).
 """
 
 import collections
@@ -16,11 +17,20 @@ import json
 
 from .filters import CLIENT, SERVER
 
-Record = collections.namedtuple('Record', 'session direction time line notice')
+Record = collections.namedtuple('Record', 'session direction time line notice number')
+
+# Two directions of a session are stamped by two threads, so a recording's times may go back by a few
+# milliseconds from one record to the next; a replay takes such a time as the one before it, quietly.
+# Going back by more than this many seconds (an edited or concatenated recording) is said once.
+TIME_SLACK = 1.0
 
 
 class RecordingError(Exception):
     """A recording line that cannot be read (the message names the line)."""
+
+
+class IncompleteRecording(RecordingError):
+    """The last line of a recording is cut short, as a recorder killed while writing leaves it."""
 
 
 def _entry(session_number, when):
@@ -57,14 +67,27 @@ def _line_bytes(text):
         return text.encode('utf-8', 'backslashreplace')
 
 
-def read_records(lines, name):
-    """Yield a Record for each record of a recording (lines of text); RecordingError names a bad one."""
+def record_time(text):
+    """A record's "time" as a timestamp; ValueError if it is none, or out of the range shown."""
+    try:
+        when = datetime.datetime.fromisoformat(text).timestamp()
+        datetime.datetime.fromtimestamp(when)               # shown as local time, it must be one
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise ValueError(text)
+    return when
+
+
+def _checked_entries(lines, name):
+    """Yield (line number, record as a dict, session, time) for each record whose common fields are right."""
     for number, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
         try:
             entry = json.loads(raw)
         except (ValueError, RecursionError) as error:
+            if not raw.endswith('\n'):      # only the last line may lack one
+                raise IncompleteRecording('%s, line %d: the last line is cut short (the recording stops in '
+                                          'the middle of a record); everything before it was read' % (name, number))
             _fail(name, number, 'not a JSON record (%s)' % getattr(error, 'msg', 'nested too deep'))
         if not isinstance(entry, dict):
             _fail(name, number, 'a record must be a JSON object')
@@ -72,11 +95,20 @@ def read_records(lines, name):
         if session.__class__ is not int:
             _fail(name, number, '"session" must be a whole number')
         try:
-            when = datetime.datetime.fromisoformat(entry.get('time')).timestamp()
-        except (TypeError, ValueError):
+            when = record_time(entry.get('time'))
+        except ValueError:
+            if isinstance(entry.get('time'), str):
+                _fail(name, number, '"time" is out of range: %s' % json.dumps(entry['time'][:40]))
             _fail(name, number, '"time" must be a time like "2026-11-27T13:01:02.123456"')
+        yield number, entry, session, when
+
+
+def read_records(lines, name):
+    """Yield a Record for each record of a recording (lines of text), as they are read; RecordingError
+    names a bad line (IncompleteRecording, a last line cut short)."""
+    for number, entry, session, when in _checked_entries(lines, name):
         if isinstance(entry.get('notice'), str):
-            yield Record(session, None, when, None, entry['notice'])
+            yield Record(session, None, when, None, entry['notice'], number)
             continue
         direction = entry.get('direction')
         if direction not in (CLIENT, SERVER):
@@ -87,7 +119,18 @@ def read_records(lines, name):
             line = _line_bytes(entry['text'])
         else:
             _fail(name, number, 'a record needs a "message" object or a "text" string')
-        yield Record(session, direction, when, line, None)
+        yield Record(session, direction, when, line, None, number)
+
+
+def last_records(lines, name):
+    """{session: the line number of its last record}, up to the first line that cannot be read."""
+    last = {}
+    try:
+        for number, _, session, _ in _checked_entries(lines, name):
+            last[session] = number
+    except RecordingError:
+        pass                            # the replay stops there too, and says why
+    return last
 
 
 class RecordedSession:
@@ -99,24 +142,62 @@ class RecordedSession:
     def __init__(self, number, opened):
         self.number = number
         self.opened = opened
+        self.latest = opened           # the time of its latest record so far
 
 
-def replay(records, analyzer):
-    """Run recorded records through an analyzer, on this thread; then close its output.
+class Replay:
+    """Runs records through an analyzer on this thread, one by one as they are read, then closes its output.
 
-    A session is open from its first record to its last."""
-    records = list(records)
-    last = {record.session: index for index, record in enumerate(records)}
-    sessions = {}
-    for index, record in enumerate(records):
-        session = sessions.get(record.session)
+    A session opens at its first record and ends at its last: when `ends` ({session: line number}) tells
+    which that is, else at the end of the recording.  A record earlier than its session's latest is taken
+    at that time, so that durations and reply times are never negative; `went_back` counts those earlier
+    by more than TIME_SLACK, `first_went_back` is the first one's line number.
+    """
+
+    def __init__(self, analyzer, ends=None):
+        self.analyzer = analyzer
+        self.ends = ends
+        self.sessions = {}
+        self.went_back = 0
+        self.first_went_back = None
+
+    def run(self, records):
+        """Replay; when the records stop on a bad line or Ctrl-C, end what was read before saying so."""
+        try:
+            for record in records:
+                self._take(record)
+        except (RecordingError, KeyboardInterrupt):
+            self._end_all()
+            raise
+        self._end_all()
+
+    def _take(self, record):
+        analyzer = self.analyzer
+        session = self.sessions.get(record.session)
         if session is None:
-            session = sessions[record.session] = RecordedSession(record.session, record.time)
+            session = self.sessions[record.session] = RecordedSession(record.session, record.time)
             analyzer.open_session(session)
+        when = self._clock(session, record)
         if record.notice is not None:
-            analyzer.output.notice(session, record.time, record.notice)
+            analyzer.output.notice(session, when, record.notice)
         else:
-            analyzer.take_chunk(session, record.direction, record.time, record.line + b'\n')
-        if last[record.session] == index:
-            analyzer.close_session(session, record.time)
-    analyzer.output.close()
+            analyzer.take_chunk(session, record.direction, when, record.line + b'\n')
+        if self.ends is not None and self.ends.get(record.session) == record.number:
+            del self.sessions[record.session]
+            analyzer.close_session(session, when)
+
+    def _clock(self, session, record):
+        """The record's time, or its session's latest if earlier."""
+        if record.time >= session.latest:
+            session.latest = record.time
+        elif session.latest - record.time > TIME_SLACK:
+            self.went_back += 1
+            if self.first_went_back is None:
+                self.first_went_back = record.number
+        return session.latest
+
+    def _end_all(self):
+        sessions, self.sessions = self.sessions, {}
+        for session in sessions.values():
+            self.analyzer.close_session(session, session.latest)
+        self.analyzer.output.close()

@@ -69,6 +69,22 @@ def encode(message):
     return (json.dumps(message) + '\n').encode('ascii')
 
 
+MAX_REQUEST_DEPTH = 32      # a request nested deeper is answered with an error, unread
+
+
+def nested_deeper(value, limit):
+    """Whether a decoded JSON value has lists or objects nested more than limit deep (found without
+    recursion: the handlers' str() and json.dumps of a value recurse, and a client may nest ~1000 deep)."""
+    waiting = [(value, 0)]
+    while waiting:
+        value, depth = waiting.pop()
+        if value.__class__ in (dict, list):
+            if depth == limit:
+                return True
+            waiting.extend((item, depth + 1) for item in (value.values() if value.__class__ is dict else value))
+    return False
+
+
 def folded(text):
     """Text for matching a directory search: case and accents ignored ('zoe' finds 'Zo\u00eb')."""
     decomposed = unicodedata.normalize('NFKD', text.casefold())
@@ -226,6 +242,9 @@ class SimulatedSession(socketserver.StreamRequestHandler):
         if not isinstance(request, dict):
             self.send({'class': 'error', 'error_string': 'not a JSON object'})
             return
+        if nested_deeper(request, MAX_REQUEST_DEPTH):      # not echoed: its commandid may be the deep part
+            self.send({'class': 'error', 'error_string': 'nested too deep'})
+            return
         kind = request.get('class')
         handler = self.HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
@@ -366,7 +385,7 @@ class SimulatedSession(socketserver.StreamRequestHandler):
         try:
             size = min(max(int(request.get('size', 8)), 0), 100)
             mode = int(request.get('mode', 0))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):      # OverflowError: 1e400 reads as infinity
             return self.error(request, 'bad mode or size')
         self.answer(request, mode=mode, history=self.pbx.history(self.userid, mode, size))
 

@@ -31,6 +31,32 @@ def _hashable(value):
     return value.__class__ in (str, int, float)
 
 
+SMALL_CLASS = 16      # a list or object class of at most this many values is named by its JSON text
+
+
+def class_name(kind):
+    """How a class that is not a string is counted: its JSON text if small, else '(a big list)' or '(a big
+    object)', so that a class nested as deep as json reads costs no recursion and makes no long name."""
+    if kind.__class__ in (dict, list) and not _at_most(kind, SMALL_CLASS):
+        return '(a big list)' if kind.__class__ is list else '(a big object)'
+    return json.dumps(kind)
+
+
+def _at_most(value, count):
+    """Whether value holds at most count values, itself included, at any depth (counted without recursion)."""
+    waiting = [value]
+    while waiting:
+        count -= 1
+        if count < 0:
+            return False
+        value = waiting.pop()
+        if value.__class__ in (dict, list):
+            if len(value) > count:
+                return False
+            waiting.extend(value.values() if value.__class__ is dict else value)
+    return True
+
+
 def percentile(ordered, fraction):
     """The nearest-rank percentile of a sorted, non-empty list."""
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
@@ -72,7 +98,7 @@ class SessionStats:
             return
         counts.messages += 1
         kind = message.get('class')
-        counts.classes[kind if kind.__class__ is str else json.dumps(kind)] += 1
+        counts.classes[kind if kind.__class__ is str else class_name(kind)] += 1
         if direction == CLIENT:
             commandid = message.get('commandid')
             if commandid is not None and _hashable(commandid):
