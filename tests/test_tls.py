@@ -104,6 +104,22 @@ class TlsEnd:
             if not self._fill():
                 raise ConnectionError('the peer closed the connection during the TLS handshake')
 
+    def next_flight(self):
+        """Read the peer's handshake bytes from the socket until this end has an answer; return it, not sent."""
+        self.sock.settimeout(TIMEOUT)
+        while True:
+            with self._state:
+                try:
+                    self.tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    pass
+                data = self._outgoing.read()
+            if data:
+                self.raw_sent += len(data)
+                return data
+            if not self._fill():
+                raise ConnectionError('the peer closed the connection during the TLS handshake')
+
     def recv(self, size):
         while True:
             with self._state:
@@ -115,7 +131,9 @@ class TlsEnd:
                     data = b''
                 if data == b'':
                     self.close_notify = True
-            self._flush()
+                answer = self._outgoing.pending
+            if answer:              # only then: a sendall waiting for a peer that does not read holds _sending
+                self._flush()
             if data is not None:
                 return data
             if not self._fill():
@@ -130,11 +148,15 @@ class TlsEnd:
             self._flush()
 
     def shutdown_write(self):
+        """close_notify, then FIN.  unwrap() would also read the records received and not yet decrypted, and
+        throw away the data in them: they are kept out of its way."""
         with self._state:
+            waiting = self._incoming.read()
             try:
                 self.tls.unwrap()
             except ssl.SSLWantReadError:
-                pass            # close_notify is sent; the peer's is not awaited
+                pass            # close_notify is made; the peer's is not awaited
+            self._incoming.write(waiting)
         self._flush()
         self.sock.shutdown(socket.SHUT_WR)
 
