@@ -77,17 +77,6 @@ class TlsEnd:
     def settimeout(self, timeout):
         self.sock.settimeout(timeout)
 
-    def first_flight(self):
-        """Start the handshake and return its first bytes (a client's ClientHello), not sent."""
-        with self._state:
-            try:
-                self.tls.do_handshake()
-            except ssl.SSLWantReadError:
-                pass
-            data = self._outgoing.read()
-        self.raw_sent += len(data)
-        return data
-
     def handshake(self):
         """Complete the handshake; raise ssl.SSLError if it fails (after sending any alert)."""
         self.sock.settimeout(TIMEOUT)
@@ -105,7 +94,8 @@ class TlsEnd:
                 raise ConnectionError('the peer closed the connection during the TLS handshake')
 
     def next_flight(self):
-        """Read the peer's handshake bytes from the socket until this end has an answer; return it, not sent."""
+        """The handshake's next bytes from this end, not sent: a client's ClientHello at once; a server's answer
+        once the peer's hello has been read from the socket."""
         self.sock.settimeout(TIMEOUT)
         while True:
             with self._state:
@@ -311,7 +301,7 @@ def upgrade_at_once(test, client, server, client_context, pieces_rng=None):
         test.assertEqual(recv_exactly(client, len(CONFIRM)), CONFIRM)
         end = TlsEnd(client, client_context)
         if pieces_rng is not None:
-            hello = end.first_flight()
+            hello = end.next_flight()
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.sendall(hello[:1])
             send_in_pieces(client, hello[1:], pieces_rng, 50)
@@ -645,7 +635,7 @@ class StarttlsSeenThroughTest(unittest.TestCase):
             plain_part(self, client, server, rng)
             server.sendall(CONFIRM)
             self.assertEqual(recv_exactly(client, len(CONFIRM)), CONFIRM)
-            client.sendall(TlsEnd(client, trusting('tool')).first_flight())
+            client.sendall(TlsEnd(client, trusting('tool')).next_flight())
             server_end = TlsEnd(server, serving(), server_side=True)
             with self.assertRaises(OSError):
                 server_end.handshake()
