@@ -77,17 +77,6 @@ class TlsEnd:
     def settimeout(self, timeout):
         self.sock.settimeout(timeout)
 
-    def first_flight(self):
-        """Start the handshake and return its first bytes (a client's ClientHello), not sent."""
-        with self._state:
-            try:
-                self.tls.do_handshake()
-            except ssl.SSLWantReadError:
-                pass
-            data = self._outgoing.read()
-        self.raw_sent += len(data)
-        return data
-
     def handshake(self):
         """Complete the handshake; raise ssl.SSLError if it fails (after sending any alert)."""
         self.sock.settimeout(TIMEOUT)
@@ -104,6 +93,23 @@ class TlsEnd:
             if not self._fill():
                 raise ConnectionError('the peer closed the connection during the TLS handshake')
 
+    def next_flight(self):
+        """The handshake's next bytes from this end, not sent: a client's ClientHello at once; a server's answer
+        once the peer's hello has been read from the socket."""
+        self.sock.settimeout(TIMEOUT)
+        while True:
+            with self._state:
+                try:
+                    self.tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    pass
+                data = self._outgoing.read()
+            if data:
+                self.raw_sent += len(data)
+                return data
+            if not self._fill():
+                raise ConnectionError('the peer closed the connection during the TLS handshake')
+
     def recv(self, size):
         while True:
             with self._state:
@@ -115,7 +121,9 @@ class TlsEnd:
                     data = b''
                 if data == b'':
                     self.close_notify = True
-            self._flush()
+                answer = self._outgoing.pending
+            if answer:              # only then: a sendall waiting for a peer that does not read holds _sending
+                self._flush()
             if data is not None:
                 return data
             if not self._fill():
@@ -130,11 +138,15 @@ class TlsEnd:
             self._flush()
 
     def shutdown_write(self):
+        """close_notify, then FIN.  unwrap() would also read the records received and not yet decrypted, and
+        throw away the data in them: they are kept out of its way."""
         with self._state:
+            waiting = self._incoming.read()
             try:
                 self.tls.unwrap()
             except ssl.SSLWantReadError:
-                pass            # close_notify is sent; the peer's is not awaited
+                pass            # close_notify is made; the peer's is not awaited
+            self._incoming.write(waiting)
         self._flush()
         self.sock.shutdown(socket.SHUT_WR)
 
@@ -289,7 +301,7 @@ def upgrade_at_once(test, client, server, client_context, pieces_rng=None):
         test.assertEqual(recv_exactly(client, len(CONFIRM)), CONFIRM)
         end = TlsEnd(client, client_context)
         if pieces_rng is not None:
-            hello = end.first_flight()
+            hello = end.next_flight()
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.sendall(hello[:1])
             send_in_pieces(client, hello[1:], pieces_rng, 50)
@@ -623,7 +635,7 @@ class StarttlsSeenThroughTest(unittest.TestCase):
             plain_part(self, client, server, rng)
             server.sendall(CONFIRM)
             self.assertEqual(recv_exactly(client, len(CONFIRM)), CONFIRM)
-            client.sendall(TlsEnd(client, trusting('tool')).first_flight())
+            client.sendall(TlsEnd(client, trusting('tool')).next_flight())
             server_end = TlsEnd(server, serving(), server_side=True)
             with self.assertRaises(OSError):
                 server_end.handshake()

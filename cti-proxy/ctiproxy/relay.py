@@ -24,7 +24,8 @@ import time
 import traceback
 
 from .filters import CLIENT, SERVER
-from .tls import PlainConnection, StarttlsWatch, TlsConnection, TlsFailure, TlsOptions, tls_reason
+from .tls import (ENCRYPTED, REFUSE, START_TLS, PlainConnection, StarttlsHandover, TlsConnection, TlsFailure,
+                  TlsOptions, tls_reason)
 
 # The pumps and the analysis share one interpreter lock.  While the analysis is busy,
 # a pump that has data to forward waits for the lock at most this long (Python's
@@ -71,16 +72,16 @@ class Upstream:
     def connect(self, tls):
         """Return (socket, connection): TLS from the first byte with --tls, else plain.
 
-        Connecting (and the TLS handshake) may take CONNECT_TIMEOUT seconds: a server
+        Connecting may take CONNECT_TIMEOUT seconds, and the TLS handshake as long: a server
         behind a firewall that drops packets is reported, not waited for for minutes."""
         sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = PlainConnection(sock)
+            sock.settimeout(None)
             if tls.to_server:
                 connection = TlsConnection(sock, tls.upstream_context, server_side=False, server_hostname=self.host)
                 connection.handshake()
-            sock.settimeout(None)
         except BaseException:
             sock.close()
             raise
@@ -161,12 +162,8 @@ class Session(socketserver.BaseRequestHandler):
         self.server_sock = None
         self.connections = {}
         self.opened = None
-        self.watch = StarttlsWatch(hide_offer=self.tls.hide_offer)
-        self._client_tls_expected = False   # the server confirmed STARTTLS: the client's TLS comes next
-        self._writable = {CLIENT: threading.Event(), SERVER: threading.Event()}   # cleared while upgrading
-        for event in self._writable.values():
-            event.set()
-        self._ending = threading.Lock()
+        self.handover = StarttlsHandover(self.tls.sees_through_starttls, self.tls.hide_offer)
+        self._handover_changed = threading.Condition(threading.Lock())   # guards handover, connections, _aborted
         self._aborted = False
 
     def handle(self):
@@ -210,15 +207,12 @@ class Session(socketserver.BaseRequestHandler):
         return connection
 
     def _handshake(self, connection, who):
-        """Complete a TLS handshake in CONNECT_TIMEOUT seconds at most (nobody else uses the
-        socket meanwhile: the other pump waits for the upgrade)."""
-        connection.sock.settimeout(CONNECT_TIMEOUT)
+        """Complete a TLS handshake within its deadline (nobody else uses the socket meanwhile: the other
+        pump waits for the upgrade)."""
         try:
             connection.handshake()
         except OSError as error:     # ssl.SSLError and socket.timeout are OSErrors
             raise TlsFailure('TLS handshake with %s failed: %s' % (who, tls_reason(error)))
-        finally:
-            connection.sock.settimeout(None)
         self.log.event('session #%d: TLS with %s (%s)' % (self.number, who, connection.describe()))
 
     def _pump(self, side):
@@ -226,7 +220,7 @@ class Session(socketserver.BaseRequestHandler):
         other = SERVER if side == CLIENT else CLIENT
         received = self.observer.received
         connections = self.connections
-        writable = self._writable[other]
+        handover = self.handover
         try:
             while True:
                 at_fault = side
@@ -235,16 +229,13 @@ class Session(socketserver.BaseRequestHandler):
                     break
                 when = time.time()
                 at_fault = other
-                if side == SERVER and self.watch.watching:
+                if handover.over:           # no STARTTLS under way, nor to come: nothing to ask
+                    received(self, side, when, data)
+                    connections[other].sendall(data)
+                elif side == SERVER:
                     self._relay_server_opening(data, when)
-                    continue
-                if side == CLIENT and self._client_tls_expected:
-                    if self._client_starts_tls(data, when):
-                        continue
-                received(self, side, when, data)
-                if not writable.is_set():   # the other side's STARTTLS upgrade is under way
-                    writable.wait()
-                connections[other].sendall(data)
+                else:
+                    self._relay_client_opening(data, when)
         except TlsFailure as failure:
             if not self._aborted:           # not the echo of the other side's failure
                 self.server.report_failure(self, str(failure))
@@ -254,46 +245,68 @@ class Session(socketserver.BaseRequestHandler):
                 self.log.event('session #%d: %s connection failed: %s' % (self.number, at_fault, describe_error(error)))
             self.abort()
         else:
-            if not self._aborted:
-                self.log.event('session #%d: %s ended its sending' % (self.number, side))
-            if not self._aborted and not self._writable[side].is_set():
-                # side ended before completing its STARTTLS upgrade: the other pump would wait for ever
-                self.server.report_failure(self, 'STARTTLS: the %s ended before its TLS handshake' % side)
-                self.abort()
-            if side == SERVER and self.watch.watching:
-                _quietly(connections[CLIENT].sendall, self.watch.finish())
-            _quietly(connections[other].shutdown_write)
+            self._end_direction(side, other)
         finally:
             self.observer.direction_ended(self, side)
 
+    def _end_direction(self, side, other):
+        """side ended its sending: tell the other side the same way (close_notify or not), once the
+        server's held-back bytes are forwarded."""
+        ragged = self.connections[side].ragged_end
+        if not self._aborted:
+            self.log.event('session #%d: %s ended its sending%s' % (
+                self.number, side, ' without TLS close_notify (passed on as such)' if ragged else ''))
+        with self._handover_changed:
+            stalls = self.handover.stalls_on_end(side)
+            held = self.handover.server_ended() if side == SERVER else b''
+        if stalls and not self._aborted:
+            self.server.report_failure(self, 'STARTTLS: the %s ended before its TLS handshake' % side)
+            self.abort()
+        if held:
+            _quietly(self.connections[CLIENT].sendall, held)
+        _quietly(self.connections[other].shutdown_write, not ragged)
+
+    def _forward(self, side, data, when, sent=None, connection=None):
+        """Hand data to the observer and send it (or `sent`) to the other side, once that side is not being
+        upgraded; connection: the other side's, its write already counted (_counted_writer)."""
+        other = SERVER if side == CLIENT else CLIENT
+        if connection is None:
+            with self._handover_changed:
+                connection = self._counted_writer(other)
+        try:
+            self.observer.received(self, side, when, data)
+            connection.sendall(data if sent is None else sent)
+        finally:
+            with self._handover_changed:
+                self.handover.write_ended(other)
+                self._handover_changed.notify_all()
+
+    def _counted_writer(self, side):
+        """Under _handover_changed: wait until side may be written to, count the write, return side's connection."""
+        self._handover_changed.wait_for(lambda: self._aborted or self.handover.may_write(side))
+        self.handover.write_started(side)
+        return self.connections[side]
+
     def _relay_server_opening(self, data, when):
         """Relay the server's opening lines, where STARTTLS may be offered and confirmed."""
-        hidden = self.watch.offers_hidden
-        forward, confirmed = self.watch.feed(data)
-        if self.watch.offers_hidden > hidden:
+        with self._handover_changed:
+            hidden = self.handover.watch.offers_hidden
+            forward, confirmed = self.handover.server_sent(data)
+            hid_one = self.handover.watch.offers_hidden > hidden
+        if hid_one:
             self.observer.notice(self, when, 'STARTTLS: the server\'s offer was hidden from the client '
                                              '(--no-starttls)')
         if confirmed is None:
-            self.observer.received(self, SERVER, when, data)
-            self.connections[CLIENT].sendall(forward)
+            self._forward(SERVER, data, when, sent=forward)
             return
-        # Everything after `confirmed` is TLS, and the client starts its handshake as soon as it
-        # has the confirmation: be ready for it before sending it.
+        # Everything after `confirmed` is TLS, and the client starts its handshake as soon as it has the
+        # confirmation: the handover is ready for it before it is sent.  The client is written by this pump
+        # only, and held off from now on until its upgrade (seen through).
         clear, encrypted = forward[:confirmed], forward[confirmed:]
-        seeing_through = self.tls.sees_through_starttls
-        if seeing_through:
-            self._writable[CLIENT].clear()
-            self._writable[SERVER].clear()
-        self._client_tls_expected = True
         self.observer.received(self, SERVER, when, data[:len(data) - len(encrypted)])   # what the server sent
         self.connections[CLIENT].sendall(clear)
-        if seeing_through:
-            connection = TlsConnection(self.server_sock, self.tls.upstream_context, server_side=False,
-                                       server_hostname=self.upstream.host, received=encrypted)
-            self._handshake(connection, 'the server %s (STARTTLS)' % self.upstream)
-            self.connections[SERVER] = connection
-            self.observer.notice(self, time.time(), 'STARTTLS: the tool decrypts this session with its certificate')
-            self._writable[SERVER].set()
+        if self.handover.sees_through:
+            self._upgrade_server(encrypted)
         else:
             self.observer.encrypted(self, SERVER, when)
             self.observer.notice(self, when, 'STARTTLS: the session is now encrypted and cannot be shown '
@@ -302,37 +315,48 @@ class Session(socketserver.BaseRequestHandler):
                 self.observer.received(self, SERVER, when, encrypted)
                 self.connections[CLIENT].sendall(encrypted)
 
-    def _client_starts_tls(self, data, when):
-        """The client's first bytes after the server's STARTTLS confirmation: its TLS handshake.
+    def _upgrade_server(self, received):
+        """The tool's own TLS with the server (seen through), once the client's clear writes to it are done."""
+        with self._handover_changed:
+            self._handover_changed.wait_for(lambda: self._aborted or self.handover.may_upgrade(SERVER))
+        connection = TlsConnection(self.server_sock, self.tls.upstream_context, server_side=False,
+                                   server_hostname=self.upstream.host, received=received)
+        self._handshake(connection, 'the server %s (STARTTLS)' % self.upstream)
+        self._upgraded(SERVER, connection)
+        self.observer.notice(self, time.time(), 'STARTTLS: the tool decrypts this session with its certificate')
 
-        Return True when the tool took them for its own TLS session with the client."""
-        if data[:1] != TLS_HANDSHAKE_RECORD:
-            if self.tls.sees_through_starttls:
-                raise TlsFailure('STARTTLS: the client %s sent clear text instead of starting TLS'
-                                 % peer_name(self.client_address))
-            return False                        # passed through: clear text until it does
-        self._client_tls_expected = False
-        if not self.tls.sees_through_starttls:
+    def _relay_client_opening(self, data, when):
+        """Relay the client's bytes while a STARTTLS handover may be under way: after the server's
+        confirmation, the client's first bytes should start its TLS handshake."""
+        with self._handover_changed:
+            action = self.handover.client_sent(data)
+            connection = None if action in (START_TLS, REFUSE) else self._counted_writer(SERVER)
+        if action == REFUSE:
+            raise TlsFailure('STARTTLS: the client %s sent clear text instead of starting TLS'
+                             % peer_name(self.client_address))
+        if action == START_TLS:
+            connection = TlsConnection(self.client_sock, self.tls.listen_context, server_side=True, received=data)
+            self._handshake(connection, 'the client %s (STARTTLS)' % peer_name(self.client_address))
+            self._upgraded(CLIENT, connection)
+            return
+        if action == ENCRYPTED:
             self.observer.encrypted(self, CLIENT, when)
-            return False
-        connection = TlsConnection(self.client_sock, self.tls.listen_context, server_side=True, received=data)
-        self._handshake(connection, 'the client %s (STARTTLS)' % peer_name(self.client_address))
-        self.connections[CLIENT] = connection
-        self._writable[CLIENT].set()
-        return True
+        self._forward(CLIENT, data, when, connection=connection)
+
+    def _upgraded(self, side, connection):
+        with self._handover_changed:
+            self.connections[side] = connection
+            self.handover.upgraded(side)
+            self._handover_changed.notify_all()
 
     def abort(self):
         """End the session now: wake both pumps and close both connections."""
-        with self._ending:
+        with self._handover_changed:
             self._aborted = True
             for sock in (self.client_sock, self.server_sock):
                 if sock is not None:
                     _quietly(sock.shutdown, socket.SHUT_RDWR)
-            for event in self._writable.values():
-                event.set()
-
-
-TLS_HANDSHAKE_RECORD = b'\x16'
+            self._handover_changed.notify_all()
 
 
 def peer_name(address):

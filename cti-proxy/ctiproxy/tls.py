@@ -7,9 +7,26 @@ read and written outside it.
 """
 
 import json
+import os
 import socket
 import ssl
 import threading
+import time
+
+
+from .filters import CLIENT, SERVER
+
+
+def handshake_seconds():
+    """How long a whole TLS handshake may take: 15 seconds, as long as connecting to the server (the
+    tests shorten it with CTI_PROXY_TEST_HANDSHAKE_SECONDS, to check the deadline quickly)."""
+    try:
+        return float(os.environ['CTI_PROXY_TEST_HANDSHAKE_SECONDS'])
+    except (KeyError, ValueError):
+        return 15.0
+
+
+HANDSHAKE_TIMEOUT = handshake_seconds()
 
 
 class ReadSize:
@@ -35,6 +52,7 @@ class PlainConnection:
     """A socket as the pumps use it."""
 
     encrypted = False
+    ragged_end = False      # a plain stream's end is always its end
 
     def __init__(self, sock):
         self.sock = sock
@@ -48,7 +66,7 @@ class PlainConnection:
         self._size.update(len(data))
         return data
 
-    def shutdown_write(self):
+    def shutdown_write(self, close_notify=True):
         self.sock.shutdown(socket.SHUT_WR)
 
 
@@ -57,6 +75,12 @@ class TlsConnection:
 
     received: bytes already read from the socket that belong to the TLS stream
     (a ClientHello that arrived with the plain traffic).
+
+    Records go on the socket in the order the TLS state made them, through one queue.
+    The writing thread sends them, waiting for the socket as long as it takes.  The
+    reading thread only has an answer now and then (to a TLS 1.3 key update): it sends
+    it if the socket is free and takes it at once, and otherwise leaves it to the
+    writing thread, so that a peer that does not read never holds back what it sends.
     """
 
     encrypted = True
@@ -67,69 +91,110 @@ class TlsConnection:
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
                                      server_hostname=server_hostname)
-        self._state = threading.Lock()     # guards the TLS state
-        self._sending = threading.Lock()   # keeps TLS records in order on the socket
+        self._state = threading.Lock()     # guards the TLS state and _unsent
+        self._sending = threading.Lock()   # held by the thread putting records on the socket
+        self._unsent = bytearray()         # records made and not yet on the socket, in order
         self._raw_size = ReadSize()        # for reading the socket
         self._size = ReadSize()            # for reading decrypted bytes
+        self.ragged_end = False            # the peer's stream ended without close_notify
         if received:
             self._incoming.write(received)
 
-    def handshake(self):
-        """Complete the TLS handshake; raise ssl.SSLError or OSError if it fails."""
-        while True:
-            with self._state:
-                try:
-                    self._tls.do_handshake()
-                    done = True
-                except ssl.SSLWantReadError:
-                    done = False
-            self._flush()
-            if done:
-                return
-            if not self._receive():
-                raise ConnectionError('the peer closed the connection during the TLS handshake')
+    def handshake(self, timeout=HANDSHAKE_TIMEOUT):
+        """Complete the TLS handshake within timeout seconds in all (however slowly the peer's bytes
+        come); raise ssl.SSLError or OSError (socket.timeout) if it fails."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                with self._state:
+                    try:
+                        self._tls.do_handshake()
+                        done = True
+                    except ssl.SSLWantReadError:
+                        done = False
+                    self._unsent += self._outgoing.read()
+                self._wait_for_the_deadline(deadline)
+                self._sending.acquire()
+                self._send_unsent_and_release()
+                if done:
+                    return
+                self._wait_for_the_deadline(deadline)
+                if not self._receive():
+                    raise ConnectionError('the peer closed the connection during the TLS handshake')
+        finally:
+            self.sock.settimeout(None)
+
+    def _wait_for_the_deadline(self, deadline):
+        """Let the next socket operation take until deadline at most."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout('timed out')
+        self.sock.settimeout(remaining)
 
     def recv(self):
-        """Decrypted bytes, b'' at the end of the stream."""
+        """Decrypted bytes, b'' at the end of the stream (ragged_end tells how it ended)."""
         while True:
             with self._state:
                 try:
                     data = self._tls.read(self._size.next)
                 except ssl.SSLWantReadError:
                     data = None
-                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                    data = b''
-                pending = self._outgoing.pending
-            if pending:
-                self._flush()                  # e.g. an answer to a TLS 1.3 key update
+                except ssl.SSLZeroReturnError:
+                    data = b''                      # close_notify
+                self._unsent += self._outgoing.read()   # e.g. an answer to a TLS 1.3 key update
+                answer = bool(self._unsent)
+            if answer:
+                self._send_unsent_if_free()
             if data is not None:
                 self._size.update(len(data))
                 return data
             if not self._receive():
+                # No whole record was left unread (the read above wanted more): the peer ended
+                # its stream without close_notify.
+                self.ragged_end = True
                 return b''
 
     def sendall(self, data):
         view = memoryview(data)
-        with self._sending:
+        self._sending.acquire()
+        try:
             while view:
                 with self._state:
                     written = self._tls.write(view)
-                    encrypted = self._outgoing.read()
+                    self._unsent += self._outgoing.read()
+                    chunk, self._unsent = self._unsent, bytearray()
                 view = view[written:]
-                self.sock.sendall(encrypted)
+                self.sock.sendall(chunk)
+        except BaseException:
+            self._sending.release()
+            raise
+        self._send_unsent_and_release()
 
-    def shutdown_write(self):
-        """Say close_notify, then end the socket's sending; the other direction goes on."""
-        with self._sending:
-            with self._state:
-                try:
-                    self._tls.unwrap()
-                except ssl.SSLError:
-                    pass                # SSLWantReadError: we do not wait for the peer's close_notify
-                encrypted = self._outgoing.read()
-            if encrypted:
-                self.sock.sendall(encrypted)
-        self.sock.shutdown(socket.SHUT_WR)
+    def shutdown_write(self, close_notify=True):
+        """End the sending, with close_notify (or without, to pass on a peer's ragged end); the other
+        direction goes on.
+
+        unwrap() sends close_notify, then reads the peer's records looking for its
+        close_notify, and would throw away the application data in them: so it is given
+        none (the records not yet decrypted are taken out of its way, and put back)."""
+        self._sending.acquire()
+        try:
+            if close_notify:
+                self._make_close_notify()
+            self._send_unsent_and_release()
+        finally:
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def _make_close_notify(self):
+        with self._state:
+            waiting = self._incoming.read()
+            try:
+                self._tls.unwrap()
+            except ssl.SSLError:
+                pass                    # SSLWantReadError: close_notify is made; the peer's is not awaited
+            if waiting:
+                self._incoming.write(waiting)
+            self._unsent += self._outgoing.read()
 
     def _receive(self):
         """Move bytes from the socket into the TLS state; False at the socket's end."""
@@ -141,12 +206,39 @@ class TlsConnection:
             self._incoming.write(data)
         return True
 
-    def _flush(self):
-        with self._sending:
+    def _send_unsent_and_release(self):
+        """Send every queued record, waiting for the socket, then let go of it (_sending is held).
+
+        The queue is found empty and _sending released in one step under _state: a reader
+        that queues an answer then either finds _sending free or is sure it will be sent."""
+        try:
+            while True:
+                with self._state:
+                    chunk, self._unsent = self._unsent, bytearray()
+                    if not chunk:
+                        self._sending.release()
+                        return
+                self.sock.sendall(chunk)
+        except BaseException:
+            self._sending.release()
+            raise
+
+    def _send_unsent_if_free(self):
+        """Send what the socket takes now of the queued records, without waiting for it or for the writer
+        (which sends the rest)."""
+        with self._state:
+            if not self._unsent or not self._sending.acquire(blocking=False):
+                return
+            chunk, self._unsent = self._unsent, bytearray()
+        sent = 0
+        try:
+            sent = self.sock.send(chunk, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            pass
+        finally:
             with self._state:
-                encrypted = self._outgoing.read()
-            if encrypted:
-                self.sock.sendall(encrypted)
+                self._unsent[:0] = chunk[sent:]
+                self._sending.release()
 
     def describe(self):
         return '%s, %s' % (self._tls.version(), self._tls.cipher()[0])
@@ -297,3 +389,85 @@ class StarttlsWatch:
             return b''                  # held back when hiding offers; already forwarded otherwise
         held, self._partial, self._long_line = self._partial, b'', True
         return held if self.hide_offer else b''
+
+
+# What the relay does with the client's bytes while a STARTTLS handover is under way
+RELAY = 'relay'                 # forward them as they are
+ENCRYPTED = 'encrypted'         # the client's TLS starts with them, passed through: say so, forward them
+START_TLS = 'start TLS'         # the client's TLS starts with them, seen through: the tool's handshake with it
+REFUSE = 'refuse'               # clear text where the client's TLS should start (seen through)
+
+TLS_HANDSHAKE_RECORD = b'\x16'
+
+
+class StarttlsHandover:
+    """A session's STARTTLS as both pumps see it, from the server's opening to the end of the upgrade.
+
+    No I/O and no lock of its own: the session calls it under one lock (and waits on that
+    lock's condition), so a decision and the state it changes are one step.  The server's
+    opening is read for the confirmation (StarttlsWatch); after it, the client's next bytes
+    should be its TLS.  Seen through, both sides are upgraded from the confirmation on:
+    nothing is written to a side while it is (its handshake uses the socket), and the
+    server's handshake waits for the writes to it already under way (what the client sent
+    before the confirmation goes to the server in clear, as it was sent).  `over` once
+    nothing more can change: the pumps then relay without asking.
+    """
+
+    def __init__(self, sees_through=False, hide_offer=False):
+        self.watch = StarttlsWatch(hide_offer)
+        self.sees_through = sees_through
+        self.client_tls_next = False    # the server confirmed: the client's TLS comes next
+        self.upgrading = set()          # the sides whose TLS handshake is awaited (seen through)
+        self.over = False
+        self._writes = {CLIENT: 0, SERVER: 0}     # writes under way to each side
+
+    def server_sent(self, data):
+        """The server's bytes: return (bytes to forward, offset in them just past the confirmation, or None)."""
+        forward, confirmed = self.watch.feed(data)
+        if confirmed is not None:
+            self.client_tls_next = True
+            if self.sees_through:
+                self.upgrading.update((CLIENT, SERVER))
+        self._check_over()
+        return forward, confirmed
+
+    def server_ended(self):
+        """The server ended its sending: return what the watch still holds back, to forward now."""
+        held = self.watch.finish()
+        self._check_over()
+        return held
+
+    def client_sent(self, data):
+        """What to do with the client's bytes: RELAY, ENCRYPTED, START_TLS or REFUSE."""
+        if not self.client_tls_next:
+            return RELAY
+        if not data.startswith(TLS_HANDSHAKE_RECORD):
+            return REFUSE if self.sees_through else RELAY     # passed through: clear text until it starts
+        self.client_tls_next = False
+        self._check_over()
+        return START_TLS if self.sees_through else ENCRYPTED
+
+    def may_write(self, side):
+        """Whether bytes may be written to side now (not during its upgrade)."""
+        return side not in self.upgrading
+
+    def write_started(self, side):
+        self._writes[side] += 1
+
+    def write_ended(self, side):
+        self._writes[side] -= 1
+
+    def may_upgrade(self, side):
+        """Whether side's TLS handshake may start: no write to it is under way."""
+        return self._writes[side] == 0
+
+    def upgraded(self, side):
+        self.upgrading.discard(side)
+        self._check_over()
+
+    def stalls_on_end(self, side):
+        """Whether side ending its sending leaves the other pump waiting for ever (for side's upgrade)."""
+        return side in self.upgrading
+
+    def _check_over(self):
+        self.over = not (self.watch.watching or self.client_tls_next or self.upgrading)
