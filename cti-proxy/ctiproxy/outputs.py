@@ -15,6 +15,7 @@ Each output reacts to named events, all called on the analysis thread:
 import datetime
 import json
 import os
+import re
 
 from .filters import CLIENT, SERVER
 from .framing import line_text
@@ -341,3 +342,15 @@ class SaveOutput(Output):
             action(*args)
         except OSError as error:
             raise _cannot_write(file.name, error)
+
+
+def numbered_files(path):
+    """The numbered files that ctisave writes for path's later sessions (path.2, path.3...) that exist, in order."""
+    folder, name = os.path.split(path)
+    try:
+        entries = os.listdir(folder or '.')
+    except OSError:
+        return []
+    numbered = re.compile(re.escape(name) + r'\.([1-9][0-9]*)\Z')
+    numbers = sorted(int(match.group(1)) for match in map(numbered.match, entries) if match)
+    return ['%s.%d' % (path, number) for number in numbers if number >= 2]
