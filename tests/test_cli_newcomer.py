@@ -10,7 +10,8 @@ import unittest
 from ctiproxy.cli import parse, save_parser, split_host_port, spy_parser
 from ctiproxy.outputs import numbered_files
 from ctiproxy.tls import starts_like_tls
-from tests.harness import TIMEOUT, Tool, recv_exactly, recv_until_eof, run_tool, sigint_not_ignored, sigint_restored
+from tests.harness import (TIMEOUT, Tool, read_line_unbuffered, recv_exactly, recv_until_eof, run_tool,
+                           sigint_not_ignored, sigint_restored)
 
 setUpModule, tearDownModule = sigint_not_ignored, sigint_restored
 
@@ -20,6 +21,18 @@ BANNER = b'XiVO CTI Server Version 1.2.3\n'
 
 def parsed(*argv):
     return parse(spy_parser(argv), list(argv))
+
+
+def said_at_start(name, *args):
+    """Every line a tool says on stderr at start: it runs with -v, and its stderr is read until it reports its
+    first client connected (which it does only once it serves)."""
+    with Tool(name, '-v', *args) as tool:
+        client = tool.connect_client_only()
+        lines = [tool.start_line]
+        while lines[-1] and 'client 127.0.0.1' not in lines[-1]:
+            lines.append(read_line_unbuffered(tool.process.stderr.fileno()).decode('utf-8', 'replace'))
+        client.close()
+    return ''.join(lines[:-1])
 
 
 def ipv6_loopback():
@@ -81,25 +94,23 @@ class StartLineTest(unittest.TestCase):
             self.assertRegex(tool.start_line, r'relaying each client to \[::1\]:5003\n$')
 
     def test_host_colon_port_relays_there(self):
-        with socket.socket() as listener:
-            listener.bind(('127.0.0.1', 0))
-            listener.listen(1)
-            port = listener.getsockname()[1]
-            with Tool('ctispy', server=False, host='127.0.0.1:%d' % port) as tool:
-                self.assertIn('relaying each client to 127.0.0.1:%d\n' % port, tool.start_line)
-                self.relay_one_line(tool, listener)
+        self.relay_one_line(socket.AF_INET, '127.0.0.1', '127.0.0.1:%d')
 
     @unittest.skipUnless(ipv6_loopback(), 'no IPv6 loopback here')
     def test_bracketed_ipv6_host_and_port_relays_there(self):
-        with socket.socket(socket.AF_INET6) as listener:
-            listener.bind(('::1', 0))
+        self.relay_one_line(socket.AF_INET6, '::1', '[::1]:%d')
+
+    def relay_one_line(self, family, address, operand):
+        """ctispy given HOST:PORT (operand % port) of a server listening on address: one line relayed."""
+        with socket.socket(family) as listener:
+            listener.bind((address, 0))
             listener.listen(1)
             port = listener.getsockname()[1]
-            with Tool('ctispy', server=False, host='[::1]:%d' % port) as tool:
-                self.assertIn('relaying each client to [::1]:%d\n' % port, tool.start_line)
-                self.relay_one_line(tool, listener)
+            with Tool('ctispy', server=False, host=operand % port) as tool:
+                self.assertIn('relaying each client to %s\n' % (operand % port), tool.start_line)
+                self.relay_through(tool, listener)
 
-    def relay_one_line(self, tool, listener):
+    def relay_through(self, tool, listener):
         client = tool.connect_client_only()
         listener.settimeout(TIMEOUT)
         server, _ = listener.accept()
@@ -177,16 +188,11 @@ class ClearTextAnswerTest(unittest.TestCase):
 class UnusedTlsOptionsTest(unittest.TestCase):
 
     def test_without_tls_or_cert_they_have_no_effect(self):
-        with socket.socket() as listener:
-            listener.bind(('127.0.0.1', 0))
-            port = str(listener.getsockname()[1])
-            for option in (['--tls-no-verify'], ['--tls-ca', os.path.join(CERTS, 'server.pem')]):
-                with self.subTest(option=option[0]):
-                    with Tool('ctispy', *option, server=False, port=port) as tool:
-                        tool.process.terminate()
-                        _, _, err = tool.finish()
-                    self.assertIn('warning: %s has no effect without --tls or --cert' % option[0], err)
-                    self.assertNotIn('not checked', err)
+        for option in (['--tls-no-verify'], ['--tls-ca', os.path.join(CERTS, 'server.pem')]):
+            with self.subTest(option=option[0]):
+                err = said_at_start('ctispy', *option)
+                self.assertIn('warning: %s has no effect without --tls or --cert' % option[0], err)
+                self.assertNotIn('not checked', err)
 
     def test_with_tls_no_verify_still_warns(self):
         self.assertEqual(parsed('xivo', '--tls', '--tls-no-verify').tls_options.warnings,
@@ -229,12 +235,7 @@ class OlderNumberedFilesTest(unittest.TestCase):
     """ctisave --loop says at start which numbered files of an earlier run are there."""
 
     def start_line_and_notes(self, folder, *args):
-        client, server = os.path.join(folder, 'client'), os.path.join(folder, 'server')
-        with Tool('ctisave', client, server, *args, server=False, port='5003') as tool:
-            tool.process.terminate()
-            status, _, err = tool.finish()
-        self.assertEqual(status, 0, err)
-        return err
+        return said_at_start('ctisave', os.path.join(folder, 'client'), os.path.join(folder, 'server'), *args)
 
     def test_names_them_in_one_line(self):
         with tempfile.TemporaryDirectory() as folder:
@@ -264,6 +265,8 @@ class OlderNumberedFilesTest(unittest.TestCase):
             for number in (10, 2, 9):
                 with open('%s.%d' % (path, number), 'w'):
                     pass
+            self.assertEqual(numbered_files(path), ['%s.%d' % (path, number) for number in (2, 9, 10)])
+            os.mkdir(path + '.3')                      # not a file: not one of them
             self.assertEqual(numbered_files(path), ['%s.%d' % (path, number) for number in (2, 9, 10)])
             self.assertEqual(numbered_files(os.path.join(folder, 'missing', 'c')), [])
 

@@ -345,7 +345,8 @@ class SaveOutput(Output):
 
 
 def numbered_files(path):
-    """The numbered files that ctisave writes for path's later sessions (path.2, path.3...) that exist, in order."""
+    """The numbered files that ctisave writes for path's later sessions (path.2, path.3...) that exist as files,
+    in order."""
     folder, name = os.path.split(path)
     try:
         entries = os.listdir(folder or '.')
@@ -353,4 +354,5 @@ def numbered_files(path):
         return []
     numbered = re.compile(re.escape(name) + r'\.([1-9][0-9]*)\Z')
     numbers = sorted(int(match.group(1)) for match in map(numbered.match, entries) if match)
-    return ['%s.%d' % (path, number) for number in numbers if number >= 2]
+    return [numbered_path for numbered_path in ('%s.%d' % (path, number) for number in numbers if number >= 2)
+            if os.path.isfile(numbered_path)]

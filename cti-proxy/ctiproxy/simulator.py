@@ -756,13 +756,19 @@ def parser():
     return main_parser
 
 
+def add_tls_mode(command, tls_help, starttls_help):
+    """The encryption group of a command, with --tls and --starttls (one or the other); return the group."""
+    group = command.add_argument_group('encryption')
+    mode = group.add_mutually_exclusive_group()
+    mode.add_argument('--tls', action='store_true', help=tls_help)
+    mode.add_argument('--starttls', action='store_true', help=starttls_help)
+    return group
+
+
 def add_server_tls_options(server):
     """--tls or --starttls, and --cert and --key, for ctisim server."""
-    group = server.add_argument_group('encryption')
-    mode = group.add_mutually_exclusive_group()
-    mode.add_argument('--tls', action='store_true', help='TLS from the first byte, as a XiVO on port 5013')
-    mode.add_argument('--starttls', action='store_true',
-                      help='offer STARTTLS after the banner; a client that takes it continues in TLS')
+    group = add_tls_mode(server, 'TLS from the first byte, as a XiVO on port 5013',
+                         'offer STARTTLS after the banner; a client that takes it continues in TLS')
     group.add_argument('--cert', metavar='FILE',
                        help='the server\'s certificate (PEM) (default: one made for the run by the openssl '
                             'command, for localhost, 127.0.0.1 and ::1; its path is said on start)')
@@ -771,11 +777,8 @@ def add_server_tls_options(server):
 
 def add_client_tls_options(client):
     """--tls or --starttls, and how to check the server's certificate, for ctisim client."""
-    group = client.add_argument_group('encryption')
-    mode = group.add_mutually_exclusive_group()
-    mode.add_argument('--tls', action='store_true', help='TLS from the first byte (port 5013 of a XiVO)')
-    mode.add_argument('--starttls', action='store_true',
-                      help='expect the server\'s STARTTLS offer after its banner, and take it')
+    group = add_tls_mode(client, 'TLS from the first byte (port 5013 of a XiVO)',
+                         'expect the server\'s STARTTLS offer after its banner, and take it')
     check = group.add_mutually_exclusive_group()
     check.add_argument('--tls-ca', metavar='FILE', help='trust this certificate or CA (default: the system\'s CAs)')
     check.add_argument('--tls-no-verify', action='store_true', help='do not check the server\'s certificate')
