@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: test lint bench demo
+.PHONY: test lint bench demo demo-tls
 
 test:
 	$(PYTHON) tests/run.py $(TESTS)
@@ -16,3 +16,6 @@ bench:
 
 demo:
 	$(PYTHON) cti-proxy/ctisim demo
+
+demo-tls:
+	$(PYTHON) cti-proxy/ctisim demo --starttls

@@ -15,7 +15,7 @@ import unittest
 from tests.harness import (TIMEOUT, Tool, notes, parse_spy_output, recv_exactly, recv_until_eof,
                            recv_until_eof_or_reset, run_tool, sigint_not_ignored, sigint_restored, tool_path)
 from ctiproxy import __version__
-from ctiproxy.cli import spy_parser
+from ctiproxy.cli import parse, spy_parser
 
 setUpModule, tearDownModule = sigint_not_ignored, sigint_restored
 
@@ -80,7 +80,7 @@ class OptionValuesTest(unittest.TestCase):
     """Option values as the real parser reads them."""
 
     def test_defaults(self):
-        args = spy_parser().parse_args(['xivo-new'])
+        args = parse(spy_parser(), ['xivo-new'])
         self.assertEqual(args.host, 'xivo-new')
         self.assertEqual(args.port, 5003)
         self.assertEqual(args.listen_port, 50030)

@@ -11,13 +11,14 @@ from . import __version__
 from .analysis import BUFFER_SIZE, Analyzer
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
-from .outputs import JsonLinesOutput, OutputError, SaveOutput, SpyOutput, same_file
+from .outputs import JsonLinesOutput, OutputError, SaveOutput, SpyOutput, numbered_files, same_file
 from .recording import IncompleteRecording, RecordingError, Replay, last_records, read_records
 from .relay import SWITCH_INTERVAL, ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
 from .tls import TlsOptions, tls_reason
 
 DEFAULT_PORT = 5003
+DEFAULT_TLS_PORT = 5013
 DEFAULT_LISTEN_PORT = 50030
 
 # After Ctrl-C or SIGTERM, sessions get this long to close and the output this long to catch up,
@@ -94,7 +95,8 @@ def base_parser(prog, description, examples, argv):
         prog=prog, description=description, formatter_class=HelpFormatter, allow_abbrev=False,
         epilog='examples:\n' + '\n'.join('  ' + line for line in examples.strip().splitlines()))
     if not replays(argv):
-        parser.add_argument('host', metavar='HOST', help='the CTI server (a host name or address)')
+        parser.add_argument('host', metavar='HOST',
+                            help='the CTI server: a host name or address, or HOST:PORT ([IPV6]:PORT)')
     parser.add_argument('--read', metavar='FILE',
                         help='instead of HOST, replay a recording made with ctispy --json-lines '
                              '(- for stdin)')
@@ -106,14 +108,53 @@ def parse(parser, argv):
     """Parse argv, options and operands in any order (ctisave HOST --strip x CLIENTFILE SERVERFILE),
     with the TLS settings its options ask for in args.tls_options."""
     args = parser.parse_intermixed_args(argv)
+    server_address(parser, args)
     args.tls_options = tls_options(parser, args)
+    args.notes = []            # lines to say on stderr once the tool listens
     return args
+
+
+def split_host_port(text):
+    """(host, port text or None) from 'host', 'host:port', '[v6addr]:port' or '[v6addr]'; a bare IPv6
+    address ('::1') is a host.  ValueError for an unclosed '[' or text after ']' that is not ':port'."""
+    if text.startswith('['):
+        host, bracket, rest = text[1:].partition(']')
+        if not bracket or rest[:1] not in ('', ':'):
+            raise ValueError(text)
+        return host, rest[1:] if rest else None
+    if text.count(':') == 1:
+        host, _, port = text.partition(':')
+        return host, port
+    return text, None
+
+
+def server_address(parser, args):
+    """Set args.host and args.port from HOST (or HOST:PORT) and --port; the port is 5013 with --tls, else
+    5003.  A port in HOST that --port contradicts is a usage error."""
+    if args.host is not None:
+        try:
+            host, port_text = split_host_port(args.host)
+        except ValueError:
+            parser.error('HOST: not a host, HOST:PORT or [IPV6]:PORT: %r' % args.host)
+        if not host:
+            parser.error('HOST: no host name or address in %r' % args.host)
+        if port_text is not None:
+            try:
+                port = port_number(port_text)
+            except argparse.ArgumentTypeError as error:
+                parser.error('HOST %s: %s' % (args.host, error))
+            if args.port is not None and args.port != port:
+                parser.error('HOST %s and --port %d name two different ports: give one' % (args.host, args.port))
+            args.port = port
+        args.host = host
+    if args.port is None:
+        args.port = DEFAULT_TLS_PORT if args.tls else DEFAULT_PORT
 
 
 def add_relay_options(parser):
     group = parser.add_argument_group('relay')
-    group.add_argument('--port', type=port_number, default=DEFAULT_PORT,
-                       help='the CTI server\'s port (default: %(default)s)')
+    group.add_argument('--port', type=port_number,
+                       help='the CTI server\'s port (default: %d, or %d with --tls)' % (DEFAULT_PORT, DEFAULT_TLS_PORT))
     group.add_argument('--listen-port', type=listen_port, default=DEFAULT_LISTEN_PORT, metavar='PORT',
                        help='the port to accept CTI clients on (default: %(default)s; 0 picks a free one)')
     group.add_argument('--listen-addr', metavar='ADDR',
@@ -125,10 +166,10 @@ def add_relay_options(parser):
                        help='the longest line decoded as a message; a longer one is shown in pieces '
                             'and still relayed whole (default: 64M)')
     group.add_argument('-v', '--verbose', action='store_true', help='report connection events on stderr')
-    group.add_argument('--version', action='version', version='%(prog)s (cti-proxy) ' + __version__)
+    parser.add_argument('--version', action='version', version='%(prog)s (cti-proxy) ' + __version__)
     tls = parser.add_argument_group('encryption')
     tls.add_argument('--tls', action='store_true',
-                     help='connect to the server with TLS (for port 5013); its certificate is checked '
+                     help='connect to the server with TLS (port 5013 unless given); its certificate is checked '
                           'against the system\'s CAs')
     tls.add_argument('--tls-ca', metavar='FILE',
                      help='trust this certificate or CA for the server (XiVO uses a self-signed one)')
@@ -156,8 +197,8 @@ def tls_options(parser, args):
             listen_context.load_cert_chain(args.cert, args.key)
         except (OSError, ValueError) as error:
             raise StartError('cannot use --cert %s and --key %s: %s' % (args.cert, args.key, tls_reason(error)))
-    warnings = []
-    if args.tls or args.tls_ca or args.tls_no_verify or listen_context is not None:
+    warnings = unused_tls_options(args)
+    if args.tls or listen_context is not None:
         try:
             upstream_context = ssl.create_default_context(cafile=args.tls_ca)
         except (OSError, ValueError) as error:
@@ -169,16 +210,31 @@ def tls_options(parser, args):
     return TlsOptions(upstream_context, args.tls, listen_context, args.listen_tls, args.no_starttls, warnings)
 
 
-def add_filter_options(parser):
-    group = parser.add_argument_group('filters (they change what is shown, never what is relayed)')
+def unused_tls_options(args):
+    """Warnings for --tls-ca and --tls-no-verify without --tls or --cert: the tool talks to the server in
+    clear text, so they have no effect."""
+    if args.tls or args.cert:
+        return []
+    given = [name for name, value in (('--tls-ca', args.tls_ca), ('--tls-no-verify', args.tls_no_verify)) if value]
+    return ['warning: %s has no effect without --tls or --cert (the connection to the server is in clear text)'
+            % name for name in given]
+
+
+# The words of the filters' help: (shown, show, hide, hides) or (saved, save, leave out, leaves out).
+FILTER_WORDS = {'shown': ('shown', 'show', 'hide', 'hides'), 'saved': ('saved', 'save', 'leave out', 'leaves out')}
+
+
+def add_filter_options(parser, what='shown'):
+    shown, show, hide, hides = FILTER_WORDS[what]
+    group = parser.add_argument_group('filters (they change what is %s, never what is relayed)' % shown)
     group.add_argument('--strip', action='append', default=[], type=field_name, metavar='FIELD',
-                       help='remove FIELD from each message shown; a.b removes a nested key; repeatable')
+                       help='remove FIELD from each message %s; a.b removes a nested key; repeatable' % shown)
     group.add_argument('--include', action='append', default=[], type=key_value, metavar='KEY=VALUE',
-                       help='show only messages whose KEY equals VALUE (as a string or as JSON); '
+                       help='%s only messages whose KEY equals VALUE (as a string or as JSON); '
                             'repeat a key for any of several values, use several keys for all of them; '
-                            'hides lines that are not JSON')
+                            '%s lines that are not JSON' % (show, hides))
     group.add_argument('--exclude', action='append', default=[], type=key_value, metavar='KEY=VALUE',
-                       help='hide messages matching KEY=VALUE (combined as --include is)')
+                       help='%s messages matching KEY=VALUE (combined as --include is)' % hide)
     return group
 
 
@@ -233,7 +289,7 @@ def save_parser(argv=()):
                          'sorted keys, to compare sessions with vimdiff.', SAVE_EXAMPLES, argv)
     parser.add_argument('client_file', metavar='CLIENTFILE', help='where to save what the client sends')
     parser.add_argument('server_file', metavar='SERVERFILE', help='where to save what the server sends')
-    add_filter_options(parser)
+    add_filter_options(parser, 'saved')
     add_relay_options(parser)
     return parser
 
@@ -284,7 +340,20 @@ def save_tool(argv):
         parser.error('CLIENTFILE and SERVERFILE are the same file (%s): each direction needs its own'
                      % args.server_file)
     output = SaveOutput(args.client_file, args.server_file, warn=Log('ctisave').say)
+    if args.loop:
+        args.notes.extend(older_files_note(args.client_file, args.server_file))
     return args, output, message_filter(args)
+
+
+def older_files_note(client_file, server_file, most=6):
+    """ctisave --loop: a line naming the numbered files of an earlier run (CLIENTFILE.N, SERVERFILE.N), which
+    this run's Nth session overwrites and which stay as they are if it does not come; none if there are none."""
+    found = numbered_files(client_file) + numbered_files(server_file)
+    if not found:
+        return []
+    named = ', '.join(found[:most]) + (' and %d more' % (len(found) - most) if len(found) > most else '')
+    return ['note: numbered files from an earlier run are there: %s; session N of this run overwrites '
+            'the .N files, and those of sessions that do not come are left as they are' % named]
 
 
 def stat_tool(argv):
@@ -415,6 +484,8 @@ class Proxy:
                 upstream, ' (TLS)' if args.tls else ''))
             for warning in args.tls_options.warnings:
                 log.say(warning)
+            for note in args.notes:
+                log.say(note)
             status = self._serve(server)
         except KeyboardInterrupt:
             signalled = True

@@ -17,6 +17,7 @@ import datetime
 import errno
 import json
 import os
+import re
 import stat
 
 from .filters import CLIENT, SERVER
@@ -481,3 +482,17 @@ class SaveOutput(Output):
             action(*args)
         except OSError as error:
             raise _cannot_write(file.name, error)
+
+
+def numbered_files(path):
+    """The numbered files that ctisave writes for path's later sessions (path.2, path.3...) that exist as files,
+    in order."""
+    folder, name = os.path.split(path)
+    try:
+        entries = os.listdir(folder or '.')
+    except OSError:
+        return []
+    numbered = re.compile(re.escape(name) + r'\.([1-9][0-9]*)\Z')
+    numbers = sorted(int(match.group(1)) for match in map(numbered.match, entries) if match)
+    return [numbered_path for numbered_path in ('%s.%d' % (path, number) for number in numbers if number >= 2)
+            if os.path.isfile(numbered_path)]

@@ -24,8 +24,8 @@ import time
 import traceback
 
 from .filters import CLIENT, SERVER
-from .tls import (ENCRYPTED, REFUSE, START_TLS, PlainConnection, StarttlsHandover, TlsConnection, TlsFailure,
-                  TlsOptions, tls_reason)
+from .tls import (ENCRYPTED, REFUSE, START_TLS, ClearTextAnswer, PlainConnection, StarttlsHandover, TlsConnection,
+                  TlsFailure, TlsOptions, starts_like_tls, tls_reason)
 
 # The pumps and the analysis share one interpreter lock.  While the analysis is busy,
 # a pump that has data to forward waits for the lock at most this long (Python's
@@ -62,7 +62,7 @@ class Upstream:
         self.port = port
 
     def __str__(self):
-        return '%s:%d' % (self.host, self.port)
+        return ('[%s]:%d' if ':' in self.host else '%s:%d') % (self.host, self.port)
 
     def check_resolves(self):
         """Raise OSError (socket.gaierror), or UnicodeError for a malformed name, if the host
@@ -81,11 +81,22 @@ class Upstream:
             sock.settimeout(None)
             if tls.to_server:
                 connection = TlsConnection(sock, tls.upstream_context, server_side=False, server_hostname=self.host)
-                connection.handshake()
+                self._tls_handshake(connection)
         except BaseException:
             sock.close()
             raise
         return sock, connection
+
+    def _tls_handshake(self, connection):
+        """--tls: the handshake with the server; a server that answers in clear text is said to be one."""
+        try:
+            connection.handshake()
+        except OSError as error:
+            if connection.first_received and not starts_like_tls(connection.first_received):
+                raise ClearTextAnswer('the server answered in clear text, not TLS: port %d probably does not '
+                                      'speak TLS (XiVO: TLS on 5013, clear text and STARTTLS on 5003)'
+                                      % self.port) from error
+            raise
 
 
 def dual_stack_available():

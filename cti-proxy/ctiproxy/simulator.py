@@ -29,12 +29,14 @@ from . import __version__
 from .cli import HelpFormatter, listen_port, port_number
 from .launch import tool_command
 from .relay import ListenAddress, ListeningServer, Log, describe_error, peer_name
+from .simtls import CertificateError, LineConnection, certificate_for_run, client_context, server_context
 
 BANNER = 'XiVO CTI Server Version 1.2.3 (simulated)'
 XIVO_VERSION = '1.2'
 IPBX_ID = 'xivo'
 LISTNAMES = ('users', 'phones', 'queues', 'agents')
 DEFAULT_PORT = 5003
+DEFAULT_TLS_PORT = 5013
 DEFAULT_PROXY_PORT = 50030
 DEFAULT_USERS = 5
 DEFAULT_EVENT_INTERVAL = 10.0
@@ -205,7 +207,7 @@ class SimulatedSession(socketserver.StreamRequestHandler):
 
     HANDLERS = {'login_id': 'login_id', 'login_pass': 'login_pass', 'login_capas': 'login_capas',
                 'getlist': 'getlist', 'ipbxcommand': 'ipbxcommand', 'history': 'history',
-                'directory': 'directory', 'keepalive': 'keepalive'}
+                'directory': 'directory', 'keepalive': 'keepalive', 'starttls': 'starttls'}
 
     def setup(self):
         super().setup()
@@ -219,11 +221,15 @@ class SimulatedSession(socketserver.StreamRequestHandler):
         self.call = None               # (caller phone, callee phone or None, channel)
         self.stopped = threading.Event()
         self._lock = threading.RLock()
+        if self.server.tls_context is not None:      # lines over a connection that can start TLS
+            self.rfile = self.wfile = LineConnection(self.request)
 
     def handle(self):
         self.log.event('session #%d: client %s connected' % (self.number, peer_name(self.client_address)))
         try:
+            self.start_tls()
             self.wfile.write((BANNER + '\n').encode('ascii'))
+            self.offer_starttls()
             for line in self.rfile:
                 if line.endswith(b'\n') and line.strip():
                     self.handle_line(line)
@@ -394,6 +400,28 @@ class SimulatedSession(socketserver.StreamRequestHandler):
         results = directory_search(str(request.get('pattern', '')))
         self.answer(request, headers=DIRECTORY_HEADERS, resultlist=results, status='ok')
 
+    def start_tls(self):
+        """ctisim server --tls: TLS from the first byte."""
+        if self.server.tls_context is not None and not self.server.starttls:
+            self.rfile.start_tls(self.server.tls_context, server_side=True)
+            self.log.event('session #%d: TLS (%s)' % (self.number, self.rfile.describe()))
+
+    def offer_starttls(self):
+        """ctisim server --starttls: the offer, after the banner."""
+        if self.server.starttls:
+            self.send({'class': 'starttls'})
+
+    def starttls(self, request):
+        """The client's answer to the STARTTLS offer: confirm, then TLS (status true), or stay in clear text."""
+        if not self.server.starttls or self.rfile.encrypted:
+            return self.error(request, 'STARTTLS was not offered')
+        accepted = request.get('status') is True
+        with self._lock:               # nothing else is sent between the confirmation and the handshake
+            self.send({'class': 'starttls', 'starttls': accepted})
+            if accepted:
+                self.rfile.start_tls(self.server.tls_context, server_side=True)
+        self.log.event('session #%d: STARTTLS %s' % (self.number, self.rfile.describe() if accepted else 'declined'))
+
     def keepalive(self, request):
         """An empty answer, then a presence change: something happens now and then."""
         self.answer(request)
@@ -403,8 +431,10 @@ class SimulatedSession(socketserver.StreamRequestHandler):
 class SimulatorServer(ListeningServer):
     """The simulated CTI server: a SimulatedSession for each client, each on its own thread."""
 
-    def __init__(self, listen, users=DEFAULT_USERS, event_interval=None, log=None):
+    def __init__(self, listen, users=DEFAULT_USERS, event_interval=None, log=None, tls_context=None, starttls=False):
         self.pbx = FakePBX(users)
+        self.tls_context = tls_context     # with it: TLS from the first byte, or STARTTLS offered
+        self.starttls = starttls
         self.event_interval = event_interval
         self.log = log or Log('ctisim')
         self._numbers = 0
@@ -427,8 +457,11 @@ class ProtocolError(Exception):
 class SimulatedClient:
     """Plays one short CTI client session against a server (or a proxy in front of one)."""
 
-    def __init__(self, host, port, login='alice', password='secret', timeout=TIMEOUT):
+    def __init__(self, host, port, login='alice', password='secret', timeout=TIMEOUT, tls_context=None,
+                 starttls=False):
         self.host, self.port = host, port
+        self.tls_context = tls_context     # with it: TLS from the first byte, or STARTTLS when offered
+        self.starttls = starttls
         self.login, self.password = login, password
         self.timeout = timeout
         self.commandid = 0
@@ -436,15 +469,19 @@ class SimulatedClient:
         self.userid = None
         self.unsolicited = []          # server messages that answered no request
         self.sock = None
-        self.reader = None
+        self.stream = None
 
     def run(self):
         """The whole session; return (requests answered, unsolicited messages)."""
         self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            self.reader = self.sock.makefile('rb')
+            self.stream = LineConnection(self.sock)
+            if self.tls_context is not None and not self.starttls:
+                self.stream.start_tls(self.tls_context, server_side=False, server_hostname=self.host)
             self.banner = self.read_line().decode('utf-8', 'replace').rstrip('\r\n')
+            if self.starttls:
+                self.start_tls()
             self.log_in()
             self.read_lists()
             self.call('1002')
@@ -455,6 +492,21 @@ class SimulatedClient:
         finally:
             self.sock.close()
         return self.commandid, len(self.unsolicited)
+
+    def start_tls(self):
+        """STARTTLS: the server's offer after its banner, the client's yes, the confirmation, the handshake."""
+        try:
+            offer = self.read_message()
+        except socket.timeout:
+            raise ProtocolError('the server did not offer STARTTLS after its banner (nothing came in %g s)'
+                                % self.timeout)
+        if not isinstance(offer, dict) or offer.get('class') != 'starttls':
+            raise ProtocolError('the server did not offer STARTTLS after its banner')
+        self.stream.write(encode({'class': 'starttls', 'status': True}))
+        confirmation = self.read_message()
+        if not isinstance(confirmation, dict) or confirmation.get('starttls') is not True:
+            raise ProtocolError('the server did not confirm STARTTLS')
+        self.stream.start_tls(self.tls_context, server_side=False, server_hostname=self.host)
 
     def log_in(self):
         """login_id, login_pass (with the password hashed with the session id), login_capas."""
@@ -499,7 +551,7 @@ class SimulatedClient:
         self.commandid += 1
         message = {'class': class_, 'commandid': self.commandid}
         message.update(fields)
-        self.sock.sendall(encode(message))
+        self.stream.write(encode(message))
         while True:
             received = self.read_message()
             if isinstance(received, dict) and received.get('replyid') == self.commandid:
@@ -518,15 +570,15 @@ class SimulatedClient:
 
     def read_line(self):
         """The next line from the server; a ProtocolError if it ends first."""
-        line = self.reader.readline()
+        line = self.stream.readline()
         if not line.endswith(b'\n'):
             raise ProtocolError('the server ended the connection')
         return line
 
     def quit(self):
         """End the session as a client does: stop sending, and read what is left until the server closes."""
-        self.sock.shutdown(socket.SHUT_WR)
-        for line in self.reader:
+        self.stream.shutdown_write()
+        for line in self.stream:
             try:
                 self.unsolicited.append(json.loads(line.decode('utf-8')))
             except ValueError:
@@ -535,10 +587,10 @@ class SimulatedClient:
 
 # -- the demo --
 
-def start_spy(server_port):
+def start_spy(server_port, options=()):
     """Start ctispy between the simulated client and server; return (process, queue of its port)."""
-    command = tool_command('ctispy') + ['127.0.0.1', '--port', str(server_port),
-                                        '--listen-port', '0', '--listen-addr', '127.0.0.1', '--pretty-print']
+    command = tool_command('ctispy') + ['127.0.0.1', '--port', str(server_port), '--listen-port', '0',
+                                        '--listen-addr', '127.0.0.1', '--pretty-print'] + list(options)
     spy = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ports = queue.Queue()
     threading.Thread(target=relay_spy_stderr, args=(spy.stderr, ports), name='ctispy-stderr', daemon=True).start()
@@ -557,13 +609,34 @@ def relay_spy_stderr(stream, ports):
 
 
 def run_demo(args, log):
-    """The simulated server, ctispy in front of it, and the simulated client through ctispy."""
-    server = SimulatorServer(ListenAddress('127.0.0.1', 0), users=args.users, log=log)
+    """The simulated server, ctispy in front of it, and the simulated client through ctispy; with --starttls,
+    the server offers STARTTLS and ctispy sees through it, with one certificate made for the run for both."""
+    if not args.starttls:
+        return demo_session(args, log)
+    with certificate_for_run() as (cert, key, _):
+        log.error('certificate made for this run: %s (the server\'s and ctispy\'s)' % cert)
+        return demo_session(args, log, DemoTls(cert, key))
+
+
+class DemoTls:
+    """The demo's STARTTLS: the server offers it, ctispy sees through it and the client takes it, all with
+    one certificate (for localhost and 127.0.0.1) that each trusts."""
+
+    def __init__(self, cert, key):
+        self.server_context = server_context(cert, key)
+        self.spy_options = ['--cert', cert, '--key', key, '--tls-ca', cert]
+        self.client_context = client_context(cert)
+
+
+def demo_session(args, log, tls=None):
+    """One session of the demo: in clear text, or with STARTTLS seen through (tls: a DemoTls)."""
+    server = SimulatorServer(ListenAddress('127.0.0.1', 0), users=args.users, log=log,
+                             tls_context=tls and tls.server_context, starttls=tls is not None)
     threading.Thread(target=server.serve_forever, name='simulator', daemon=True).start()
     spy = None
     try:
         log.error('simulated CTI server on 127.0.0.1:%d; starting ctispy in front of it' % server.port)
-        spy, ports = start_spy(server.port)
+        spy, ports = start_spy(server.port, tls.spy_options if tls else ())
         try:
             spy_port = ports.get(timeout=TIMEOUT)
         except queue.Empty:
@@ -572,7 +645,8 @@ def run_demo(args, log):
             log.error('ctispy did not start')
             return 1
         try:
-            requests, unsolicited = SimulatedClient('127.0.0.1', spy_port).run()
+            requests, unsolicited = SimulatedClient('127.0.0.1', spy_port, tls_context=tls and tls.client_context,
+                                                    starttls=tls is not None).run()
         except (ProtocolError, OSError) as error:
             reason = describe_error(error) if isinstance(error, OSError) else str(error)
             log.error('the session through ctispy failed: %s' % reason)
@@ -627,6 +701,7 @@ def examples(text):
 
 MAIN_EXAMPLES = '''
 ctisim demo                           server, ctispy and client: a whole session on the terminal
+ctisim demo --starttls                the same with STARTTLS, which ctispy sees through
 ctisim server --port 5003 --users 50  a simulated CTI server for a real CTI client or the tools
 ctisim client 127.0.0.1               one client session through a tool listening on port 50030
 '''
@@ -635,17 +710,24 @@ SERVER_EXAMPLES = '''
 ctisim server                                   listen on port 5003 of all interfaces
 ctisim server --port 0 --listen-addr 127.0.0.1  a free port on loopback, said on start
 ctisim server --users 200 --events 2            200 users; a presence change every 2 seconds
+ctisim server --tls                             TLS on port 5013, with a certificate made for the run
+ctisim server --starttls --cert c.pem --key c.key   STARTTLS offered on port 5003, with this certificate
 Then: ctispy 127.0.0.1 --port 5003, and a CTI client (or ctisim client) on port 50030.
+The certificate made for a run (by the openssl command) is said on start, for --tls-ca; it is removed
+when ctisim ends.
 '''
 
 CLIENT_EXAMPLES = '''
 ctisim client 127.0.0.1                through a tool listening on port 50030 (ctispy, ctisave, ctistat)
 ctisim client 127.0.0.1 --port 5003    straight to a (simulated) server
+ctisim client 127.0.0.1 --starttls --tls-ca tool.crt    STARTTLS through a tool seeing through it
+ctisim client 127.0.0.1 --port 5013 --tls --tls-no-verify
 '''
 
 DEMO_EXAMPLES = '''
 ctisim demo
 ctisim demo --users 20
+ctisim demo --starttls                 needs the openssl command, to make a certificate for the run
 '''
 
 
@@ -661,14 +743,16 @@ def parser():
     server = commands.add_parser('server', help='run a simulated CTI server until Ctrl-C',
                                  description='Run a simulated CTI server, several clients at once, until Ctrl-C.',
                                  formatter_class=HelpFormatter, epilog=examples(SERVER_EXAMPLES))
-    server.add_argument('--port', type=listen_port, default=DEFAULT_PORT,
-                        help='the port to listen on (default: %(default)s; 0 picks a free one, said on start)')
+    server.add_argument('--port', type=listen_port,
+                        help='the port to listen on (default: %d, or %d with --tls; 0 picks a free one, said on '
+                             'start)' % (DEFAULT_PORT, DEFAULT_TLS_PORT))
     server.add_argument('--listen-addr', metavar='ADDR',
                         help='the address to listen on (default: all interfaces, IPv4 and IPv6)')
     add_users_option(server)
     server.add_argument('--events', type=seconds, default=DEFAULT_EVENT_INTERVAL, metavar='SECONDS',
                         help='after login, a presence change every SECONDS (default: %(default)g; 0: never)')
     server.add_argument('-v', '--verbose', action='store_true', help='report connections on stderr')
+    add_server_tls_options(server)
 
     client = commands.add_parser('client', help='play one CTI client session against HOST',
                                  description='Play one CTI client session: log in, read the lists, dial,\n'
@@ -677,13 +761,55 @@ def parser():
     client.add_argument('host', metavar='HOST', help='the CTI server, or a tool in front of it')
     client.add_argument('--port', type=port_number, default=DEFAULT_PROXY_PORT,
                         help='its port (default: %(default)s, where the tools listen)')
+    add_client_tls_options(client)
 
     demo = commands.add_parser('demo', help='a simulated server and client with ctispy in between',
                                description='Start a simulated server on loopback, ctispy --pretty-print in front '
                                            'of it,\nand a simulated client through ctispy: ctispy shows the session.',
                                formatter_class=HelpFormatter, epilog=examples(DEMO_EXAMPLES))
     add_users_option(demo)
+    demo.add_argument('--starttls', action='store_true',
+                      help='the server offers STARTTLS, ctispy sees through it and the client takes it, with a '
+                           'certificate made for the run (by the openssl command)')
     return main_parser
+
+
+def add_tls_mode(command, tls_help, starttls_help):
+    """The encryption group of a command, with --tls and --starttls (one or the other); return the group."""
+    group = command.add_argument_group('encryption')
+    mode = group.add_mutually_exclusive_group()
+    mode.add_argument('--tls', action='store_true', help=tls_help)
+    mode.add_argument('--starttls', action='store_true', help=starttls_help)
+    return group
+
+
+def add_server_tls_options(server):
+    """--tls or --starttls, and --cert and --key, for ctisim server."""
+    group = add_tls_mode(server, 'TLS from the first byte, as a XiVO on port 5013',
+                         'offer STARTTLS after the banner; a client that takes it continues in TLS')
+    group.add_argument('--cert', metavar='FILE',
+                       help='the server\'s certificate (PEM) (default: one made for the run by the openssl '
+                            'command, for localhost, 127.0.0.1 and ::1; its path is said on start)')
+    group.add_argument('--key', metavar='FILE', help='the private key (PEM) of --cert')
+
+
+def add_client_tls_options(client):
+    """--tls or --starttls, and how to check the server's certificate, for ctisim client."""
+    group = add_tls_mode(client, 'TLS from the first byte (port 5013 of a XiVO)',
+                         'expect the server\'s STARTTLS offer after its banner, and take it')
+    check = group.add_mutually_exclusive_group()
+    check.add_argument('--tls-ca', metavar='FILE', help='trust this certificate or CA (default: the system\'s CAs)')
+    check.add_argument('--tls-no-verify', action='store_true', help='do not check the server\'s certificate')
+
+
+def check_tls_options(command, args):
+    """Usage errors: TLS options without --tls or --starttls, --cert without --key."""
+    encrypted = getattr(args, 'tls', False) or getattr(args, 'starttls', False)
+    needing = [name for name in ('cert', 'key', 'tls_ca', 'tls_no_verify') if getattr(args, name, None)]
+    if needing and not encrypted:
+        command.error('--%s needs --tls or --starttls' % needing[0].replace('_', '-'))
+    if bool(getattr(args, 'cert', None)) != bool(getattr(args, 'key', None)):
+        command.error('--cert and --key go together')
 
 
 def add_users_option(command):
@@ -693,18 +819,34 @@ def add_users_option(command):
 
 
 def run_server(args, log):
-    """Serve until Ctrl-C or SIGTERM."""
+    """Serve until Ctrl-C or SIGTERM; with --tls or --starttls, with --cert and --key or a certificate made
+    for the run."""
+    if args.port is None:
+        args.port = DEFAULT_TLS_PORT if args.tls else DEFAULT_PORT
+    if not (args.tls or args.starttls):
+        return serve(args, log)
+    with certificate_for_run(args.cert, args.key) as (cert, key, made):
+        return serve(args, log, server_context(cert, key), cert if made else None)
+
+
+def serve(args, log, tls_context=None, made_cert=None):
+    """Serve until Ctrl-C or SIGTERM (made_cert: the path of a certificate made for the run, to say)."""
     try:
         listen = ListenAddress(args.listen_addr, args.port)
     except (OSError, UnicodeError) as error:
         log.error('cannot use listen address %r: %s' % (args.listen_addr, describe_error(error)))
         return 1
     try:
-        server = SimulatorServer(listen, users=args.users, event_interval=args.events or None, log=log)
+        server = SimulatorServer(listen, users=args.users, event_interval=args.events or None, log=log,
+                                 tls_context=tls_context, starttls=args.starttls)
     except OSError as error:
         log.error('cannot listen on %s: %s' % (listen.describe(), describe_error(error)))
         return 1
-    log.error('simulated CTI server listening on %s; %d users' % (listen.describe(server.port), args.users))
+    encryption = '; TLS' if args.tls else '; STARTTLS offered' if args.starttls else ''
+    log.error('simulated CTI server listening on %s; %d users%s'
+              % (listen.describe(server.port), args.users, encryption))
+    if made_cert is not None:
+        log.error('certificate made for this run: %s (trust it with --tls-ca; removed when ctisim ends)' % made_cert)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.serve_forever()
@@ -718,7 +860,8 @@ def run_server(args, log):
 
 def run_client(args, log):
     """One client session; a one-line summary on stderr."""
-    requests, unsolicited = SimulatedClient(args.host, args.port).run()
+    context = client_context(args.tls_ca, not args.tls_no_verify) if args.tls or args.starttls else None
+    requests, unsolicited = SimulatedClient(args.host, args.port, tls_context=context, starttls=args.starttls).run()
     log.error('session done: %d requests answered, %d messages from the server unasked'
               % (requests, unsolicited))
     return 0
@@ -731,11 +874,13 @@ def main(argv=None):
     """Run ctisim; return its exit status."""
     # Ctrl-C stops it even when started with SIGINT ignored (a script's background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    main_parser = parser()
+    args = main_parser.parse_args(sys.argv[1:] if argv is None else argv)
+    check_tls_options(main_parser, args)
     log = Log('ctisim', verbose=getattr(args, 'verbose', False))
     try:
         return COMMANDS[args.command](args, log)
-    except ProtocolError as error:
+    except (ProtocolError, CertificateError) as error:
         log.error(str(error))
     except OSError as error:
         where = ' to %s:%d' % (args.host, args.port) if args.command == 'client' else ''

@@ -97,6 +97,7 @@ class TlsConnection:
         self._raw_size = ReadSize()        # for reading the socket
         self._size = ReadSize()            # for reading decrypted bytes
         self.ragged_end = False            # the peer's stream ended without close_notify
+        self.first_received = b''          # the first bytes read from the socket (is the peer speaking TLS?)
         if received:
             self._incoming.write(received)
 
@@ -202,9 +203,14 @@ class TlsConnection:
         self._raw_size.update(len(data))
         if not data:
             return False
+        self._note_first_bytes(data)
         with self._state:
             self._incoming.write(data)
         return True
+
+    def _note_first_bytes(self, data):
+        if len(self.first_received) < TLS_RECORD_HEADER:
+            self.first_received += data[:TLS_RECORD_HEADER - len(self.first_received)]
 
     def _send_unsent_and_release(self):
         """Send every queued record, waiting for the socket, then let go of it (_sending is held).
@@ -242,6 +248,19 @@ class TlsConnection:
 
     def describe(self):
         return '%s, %s' % (self._tls.version(), self._tls.cipher()[0])
+
+
+TLS_RECORD_HEADER = 5                  # content type, version (2 bytes), length (2 bytes)
+TLS_CONTENT_TYPES = range(20, 25)      # change_cipher_spec, alert, handshake, application_data, heartbeat
+
+
+def starts_like_tls(data):
+    """Whether data can be the start of TLS records: a content type, then a 3.x protocol version."""
+    return bool(data) and data[0] in TLS_CONTENT_TYPES and data[1:2] in (b'', b'\x03')
+
+
+class ClearTextAnswer(ConnectionError):
+    """The peer of a TLS handshake answered with bytes that are not TLS."""
 
 
 def tls_reason(error):
