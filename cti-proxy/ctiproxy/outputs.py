@@ -485,8 +485,8 @@ class SaveOutput(Output):
 
 
 def numbered_files(path):
-    """The numbered files that ctisave writes for path's later sessions (path.2, path.3...) that exist as files,
-    in order."""
+    """The numbered files that ctisave writes for path's later sessions (path.2, path.3...) that exist as
+    regular files, in order."""
     folder, name = os.path.split(path)
     try:
         entries = os.listdir(folder or '.')
@@ -495,4 +495,12 @@ def numbered_files(path):
     numbered = re.compile(re.escape(name) + r'\.([1-9][0-9]*)\Z')
     numbers = sorted(int(match.group(1)) for match in map(numbered.match, entries) if match)
     return [numbered_path for numbered_path in ('%s.%d' % (path, number) for number in numbers if number >= 2)
-            if os.path.isfile(numbered_path)]
+            if _is_regular_file(numbered_path)]
+
+
+def _is_regular_file(path):
+    """Whether path is a regular file itself (not a link to one, which ctisave refuses to write through)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
