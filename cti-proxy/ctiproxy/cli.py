@@ -364,6 +364,11 @@ class Proxy:
         except OSError as error:
             log.error('cannot listen on %s: %s' % (listen.describe(), describe_error(error)))
             return 1
+        if server.relays_to_itself():
+            log.error('the server %s is the tool itself, which listens on %s: each client would be relayed back '
+                      'to the tool' % (upstream, listen.describe(server.port)))
+            server.server_close()
+            return 1
         status = 0
         signalled = False
         sys.setswitchinterval(SWITCH_INTERVAL)
