@@ -15,6 +15,7 @@ from .outputs import JsonLinesOutput, OutputError, SaveOutput, SpyOutput, number
 from .recording import IncompleteRecording, RecordingError, Replay, last_records, read_records
 from .relay import SWITCH_INTERVAL, ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
+from .stopping import StopSignals, stop_signals_blocked
 from .tls import TlsOptions, tls_reason
 
 DEFAULT_PORT = 5003
@@ -318,6 +319,13 @@ class StartError(Exception):
     """A file or setting that cannot be used, found before the tool starts (one line, exit 1)."""
 
 
+def standard_output(nothing_without_it):
+    """stdout's binary stream; started with stdout closed (>&-), a StartError saying what cannot be done."""
+    if sys.stdout is None:           # what Python makes of a file descriptor 1 closed at start
+        raise StartError('stdout is closed: %s (redirect it to a file instead)' % nothing_without_it)
+    return sys.stdout.buffer
+
+
 def spy_tool(argv):
     parser = spy_parser(argv)
     args = parse(parser, argv)
@@ -325,11 +333,11 @@ def spy_tool(argv):
         parser.error('--raw shows bytes as received: --strip, --include and --exclude do not apply to it')
     if args.raw and args.read:
         parser.error('--raw shows bytes as received: a recording holds messages, not bytes')
+    stdout = standard_output('nowhere to show the messages')
     if args.json_lines:
-        output = JsonLinesOutput(sys.stdout.buffer)
+        output = JsonLinesOutput(stdout)
     else:
-        output = SpyOutput(sys.stdout.buffer, pretty=args.pretty_print, raw=args.raw,
-                           colour=wants_colour(sys.stdout))
+        output = SpyOutput(stdout, pretty=args.pretty_print, raw=args.raw, colour=wants_colour(sys.stdout))
     return args, output, message_filter(args)
 
 
@@ -359,30 +367,30 @@ def older_files_note(client_file, server_file, most=6):
 def stat_tool(argv):
     parser = stat_parser(argv)
     args = parse(parser, argv)
-    return args, StatOutput(sys.stdout.buffer, as_json=args.json), MessageFilter()
+    return args, StatOutput(standard_output('nowhere to print the reports'), as_json=args.json), MessageFilter()
 
 
 TOOLS = {'ctispy': spy_tool, 'ctisave': save_tool, 'ctistat': stat_tool}
 
 
 def main(prog, argv=None):
-    """Run one of the tools; return its exit status (0 when stopped by Ctrl-C or SIGTERM)."""
-    # Ctrl-C and SIGTERM stop the tool cleanly, even when started with SIGINT ignored (a script's
-    # background job): a debugging tool that ignores the user's Ctrl-C is no use.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    """Run one of the tools; return its exit status (0 when stopped by Ctrl-C, SIGTERM or SIGHUP)."""
+    signals = StopSignals()
+    signals.install()
     log = Log(prog)
     try:
         args, output, chosen = TOOLS[prog](sys.argv[1:] if argv is None else argv)
         log.verbose = args.verbose
         if args.read is not None:
             return replay_recording(args, output, chosen, log)
-        return Proxy(args, output, chosen, log).run()
+        return Proxy(args, output, chosen, log, signals).run()
     except StartError as error:
         log.error(str(error))
         return 1
     except KeyboardInterrupt:
         return 0          # stopped before it had anything to finish
+    finally:
+        signals.ignore()
 
 
 def replay_recording(args, output, chosen_filter, log):
@@ -442,9 +450,10 @@ def read_lines(stream, name):
 class Proxy:
     """One run of a tool: listen, relay sessions into the analysis, and stop cleanly."""
 
-    def __init__(self, args, output, chosen_filter, log):
+    def __init__(self, args, output, chosen_filter, log, signals):
         self.args = args
         self.log = log
+        self.signals = signals
         self.stopping = False
         self.output_failed = False
         self.analyzer = Analyzer(output, chosen_filter, args.max_message_size, BUFFER_SIZE,
@@ -468,6 +477,11 @@ class Proxy:
         except OSError as error:
             log.error('cannot listen on %s: %s' % (listen.describe(), describe_error(error)))
             return 1
+        if server.relays_to_itself():
+            log.error('the server %s is the tool itself, which listens on %s: each client would be relayed back '
+                      'to the tool' % (upstream, listen.describe(server.port)))
+            server.server_close()
+            return 1
         try:
             self.analyzer.output.start()       # only now may files be touched: the tool can start
         except OutputError as error:
@@ -476,9 +490,11 @@ class Proxy:
             return 1
         status = 0
         signalled = False
+        complete = None
         sys.setswitchinterval(SWITCH_INTERVAL)
         try:
-            self.analyzer.start()
+            with stop_signals_blocked():
+                self.analyzer.start()
             log.say('listening on %s%s; relaying each client to %s%s' % (
                 listen.describe(server.port), ' (TLS)' if args.listen_tls else '',
                 upstream, ' (TLS)' if args.tls else ''))
@@ -487,13 +503,14 @@ class Proxy:
             for note in args.notes:
                 log.say(note)
             status = self._serve(server)
+            complete = self._stop(server, None)     # ending on its own: a stop signal still cuts this short
         except KeyboardInterrupt:
             signalled = True
         finally:
             self.stopping = True
-            signal.signal(signal.SIGINT, signal.SIG_DFL)   # a second Ctrl-C or SIGTERM ends the tool at once
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            complete = self._stop(server, STOP_GRACE if signalled else None)
+            self.signals.settle()       # a stop signal from now on: a repeat, or (later) an end at once
+            if complete is None:
+                complete = self._stop(server, STOP_GRACE if signalled else None)
         if self.output_failed:
             status = 1
         if not complete:

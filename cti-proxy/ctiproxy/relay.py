@@ -15,6 +15,7 @@ The observer gets these calls, from the session's threads:
     session_closed(session)            both directions are over
 """
 
+import errno
 import socket
 import socketserver
 import ssl
@@ -22,8 +23,15 @@ import sys
 import threading
 import time
 import traceback
+import weakref
+
+try:
+    import resource
+except ImportError:         # not on this system
+    resource = None
 
 from .filters import CLIENT, SERVER
+from .stopping import stop_signals_blocked
 from .tls import (ENCRYPTED, REFUSE, START_TLS, ClearTextAnswer, PlainConnection, StarttlsHandover, TlsConnection,
                   TlsFailure, TlsOptions, starts_like_tls, tls_reason)
 
@@ -33,6 +41,11 @@ from .tls import (ENCRYPTED, REFUSE, START_TLS, ClearTextAnswer, PlainConnection
 SWITCH_INTERVAL = 0.0001
 
 CONNECT_TIMEOUT = 15.0      # seconds to reach the server
+
+# Out of file descriptors (ulimit -n) or of kernel memory, the tool cannot accept a client or connect
+# to the server: it says so once, and tries again when a session ends, or after this many seconds.
+OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+RESOURCE_BACKOFF = 0.1
 
 
 class Log:
@@ -44,6 +57,8 @@ class Log:
         self.verbose = verbose
 
     def say(self, text):
+        if sys.stderr is None:       # started with stderr closed (2>&-)
+            return
         sys.stderr.write('%s: %s\n' % (self.prog, text))
         sys.stderr.flush()
 
@@ -60,6 +75,8 @@ class Upstream:
     def __init__(self, host, port):
         self.host = host
         self.port = port
+        self.own = OwnConnections()
+        self.limit = None           # a ResourceLimit to wait on, out of file descriptors (a RelayServer's)
 
     def __str__(self):
         return ('[%s]:%d' if ':' in self.host else '%s:%d') % (self.host, self.port)
@@ -74,7 +91,7 @@ class Upstream:
 
         Connecting may take CONNECT_TIMEOUT seconds, and the TLS handshake as long: a server
         behind a firewall that drops packets is reported, not waited for for minutes."""
-        sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
+        sock = self._dial()
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = PlainConnection(sock)
@@ -97,6 +114,106 @@ class Upstream:
                                       'speak TLS (XiVO: TLS on 5013, clear text and STARTTLS on 5003)'
                                       % self.port) from error
             raise
+
+    def _dial(self):
+        """socket.create_connection(), each socket known to self.own before it connects, so that a connection
+        coming back to the tool is recognised when accepted."""
+        error = OSError('cannot resolve %s' % self.host)
+        for family, kind, protocol, _, address in socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM):
+            sock = self._new_socket(family, kind, protocol)
+            try:
+                sock.settimeout(CONNECT_TIMEOUT)
+                self.own.add(sock)
+                sock.connect(address)
+                return sock
+            except OSError as failure:
+                error = failure
+                sock.close()
+        raise error
+
+    def _new_socket(self, family, kind, protocol):
+        """A new socket; out of file descriptors, wait for some (as accepting clients does) for
+        CONNECT_TIMEOUT seconds at most."""
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while True:
+            try:
+                return socket.socket(family, kind, protocol)
+            except OSError as error:
+                if error.errno not in OUT_OF_RESOURCES or self.limit is None or time.monotonic() > deadline:
+                    raise
+                self.limit.reached(error)
+
+
+def plain_address(address):
+    """(host, port) of a socket address, an IPv4 address mapped into IPv6 (a dual-stack socket's) as IPv4."""
+    host, port = address[:2]
+    if host.startswith('::ffff:') and '.' in host:
+        host = host[len('::ffff:'):]
+    return host, port
+
+
+def _local_address(sock):
+    try:
+        return plain_address(sock.getsockname())
+    except OSError:             # closed
+        return None
+
+
+class OwnConnections:
+    """The tool's own connections to the server, to recognise one that comes back to the tool (a loop)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._unplaced = weakref.WeakSet()                  # added before connecting: no local port yet
+        self._by_address = weakref.WeakValueDictionary()    # local (host, port) -> socket
+
+    def add(self, sock):
+        """Know sock before it connects (its local address is given by connecting)."""
+        with self._lock:
+            self._unplaced.add(sock)
+
+    def owns(self, address):
+        """Whether address is the local end of one of the connections, still open."""
+        wanted = plain_address(address)
+        with self._lock:
+            for sock in list(self._unplaced):
+                local = _local_address(sock)
+                if local is None or local[1]:           # closed, or connecting: its address is known
+                    self._unplaced.discard(sock)
+                if local is not None and local[1]:
+                    self._by_address[local] = sock
+            sock = self._by_address.get(wanted)
+        return sock is not None and _local_address(sock) == wanted
+
+
+class ResourceLimit:
+    """Out of file descriptors (or kernel memory) to accept a client or connect to the server: said once,
+    then whoever needs one waits until a session ends (or RESOURCE_BACKOFF seconds) and tries again."""
+
+    def __init__(self, log):
+        self.log = log
+        self._said = False
+        self._freed = threading.Condition()
+
+    def reached(self, error):
+        with self._freed:
+            if not self._said:
+                self._said = True
+                self.log.error('cannot accept more clients: %s; new clients wait until sessions end'
+                               % limit_reason(error))
+            self._freed.wait(RESOURCE_BACKOFF)
+
+    def freed(self):
+        with self._freed:
+            self._freed.notify_all()
+
+
+def limit_reason(error):
+    if error.errno != errno.EMFILE:
+        return describe_error(error)
+    if resource is None:
+        return 'too many open files'
+    return 'too many open files (the tool\'s limit is %d: ulimit -n)' % resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def dual_stack_available():
@@ -372,10 +489,24 @@ class Session(socketserver.BaseRequestHandler):
 
 def peer_name(address):
     """'127.0.0.1:40512' or '[::1]:40512' for a socket address."""
-    host, port = address[:2]
-    if host.startswith('::ffff:') and '.' in host:
-        host = host[len('::ffff:'):]      # an IPv4 client on a dual-stack socket
+    host, port = plain_address(address)     # an IPv4 client on a dual-stack socket as IPv4
     return ('[%s]:%d' if ':' in host else '%s:%d') % (host, port)
+
+
+def end_a_thread():
+    """Start and end a thread: with Python 3.7, the first thread to end loads libgcc_s, which fails (and
+    aborts the tool) out of file descriptors; loaded now, it is there when the limit is reached."""
+    thread = threading.Thread(target=int)
+    thread.start()
+    thread.join()
+
+
+def is_thread_failure(error):
+    return 'thread' in str(error)
+
+
+def thread_failure(error):
+    return 'cannot serve it: %s (the limit of threads or of memory is reached)' % (str(error) or 'no thread')
 
 
 class ListeningServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
@@ -400,6 +531,30 @@ class ListeningServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
 
+    def reached_at(self, host):
+        """Whether connecting to host (an IP address) on this server's port reaches this server."""
+        host = plain_address((host, 0))[0]
+        ipv6 = ':' in host
+        if host in ('0.0.0.0', '::'):           # connecting to "any address" reaches this machine
+            host = '::1' if ipv6 else '127.0.0.1'
+        bound = plain_address(self.socket.getsockname())[0]
+        if bound not in ('0.0.0.0', '::'):
+            return host == bound
+        if self.socket.family == socket.AF_INET6:
+            serves_ipv4 = not self.socket.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            return (ipv6 or serves_ipv4) and is_local_address(host)
+        return not ipv6 and is_local_address(host)
+
+
+def is_local_address(host):
+    """Whether host (an IP address) is one of this machine's: one a socket can be bound to."""
+    try:
+        with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+    except OSError:
+        return False
+    return True
+
 
 class RelayServer(ListeningServer):
     """Listens for CTI clients and runs a Session for each, on its own thread."""
@@ -414,17 +569,67 @@ class RelayServer(ListeningServer):
         self._numbers = 0
         self._running = 0              # sessions accepted and not finished
         self._sessions = set()         # sessions connected to the server
+        self.limit = upstream.limit = ResourceLimit(log)
         super().__init__(listen, Session)
+        end_a_thread()
+
+    def relays_to_itself(self):
+        """Whether the server is the tool itself: the server's address reaches the tool's listening socket."""
+        if self.upstream.port != self.port:
+            return False
+        try:
+            found = socket.getaddrinfo(self.upstream.host, self.upstream.port, 0, socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return False
+        return any(self.reached_at(address[0]) for _, _, _, _, address in found)
+
+    def get_request(self):
+        """Accept a client; out of file descriptors, say so once and wait for some, rather than try again
+        and again at once (the listening socket stays readable)."""
+        while True:
+            try:
+                return super().get_request()
+            except OSError as error:
+                if error.errno not in OUT_OF_RESOURCES:
+                    raise
+                self.limit.reached(error)
+
+    def verify_request(self, request, client_address):
+        """Refuse a connection that is the tool's own to the server, come back to it: the server's address
+        leads to the tool (through a name or an address the start did not recognise as its own)."""
+        if not self.upstream.own.owns(client_address):
+            return True
+        self._refuse(client_address, 'the connection to server %s came back to the tool itself (it listens on '
+                                     '%s): refused, to end the loop' % (self.upstream, self.listen.describe(self.port)))
+        return False
 
     def process_request(self, request, client_address):
+        """Serve the client on a thread of its own, which leaves the stop signals to the main thread."""
+        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True)
         with self._lock:
             self._running += 1
-        super().process_request(request, client_address)
+        try:
+            with stop_signals_blocked():
+                thread.start()
+        except RuntimeError as error:       # can't start new thread: the limit of threads or of memory
+            self._ended()
+            self._refuse(client_address, thread_failure(error))
+            self.shutdown_request(request)
 
     def handle_error(self, request, client_address):
         """A session failed in a way it did not expect (a bug): report it, keep serving."""
+        error = sys.exc_info()[1]
+        if isinstance(error, RuntimeError) and is_thread_failure(error):    # a session's own threads
+            self._refuse(client_address, thread_failure(error))
+            return
         self.log.error('internal error in the session with %s; please report:' % peer_name(client_address))
         traceback.print_exc()
+
+    def _refuse(self, client_address, reason):
+        """A client that cannot be served: one line."""
+        with self._lock:
+            self.failures += 1
+        self.log.error('client %s: %s' % (peer_name(client_address), reason))
 
     def new_session_number(self):
         with self._lock:
@@ -444,8 +649,13 @@ class RelayServer(ListeningServer):
     def session_finished(self, session):
         with self._lock:
             self._sessions.discard(session)
+        self._ended()
+
+    def _ended(self):
+        with self._lock:
             self._running -= 1
             self._lock.notify_all()
+        self.limit.freed()
 
     def abort_sessions(self):
         with self._lock:

@@ -1,0 +1,88 @@
+"""Stop signals: Ctrl-C (SIGINT), SIGTERM and SIGHUP ask a tool to stop cleanly.
+
+A stop signal repeated within REPEAT_WINDOW of the first is the same request, not a second Ctrl-C:
+`timeout` signals the tool and then its process group, systemd sends SIGTERM and then SIGHUP, a
+terminal's hang-up reaches the whole process group.  A stop signal later than that ends the tool at
+once, for a user whose tool does not stop.
+"""
+
+import contextlib
+import os
+import signal
+import time
+
+REPEAT_WINDOW = 0.5         # seconds
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ('SIGINT', 'SIGTERM', 'SIGHUP') if hasattr(signal, name))
+
+
+class StopRequests:
+    """What a stop signal means, from when it comes (no I/O): the first asks the tool to stop, one
+    within the window of the first is that request repeated, a later one ends the tool at once."""
+
+    STOP, REPEATED, END_NOW = 'stop', 'repeated', 'end now'
+
+    def __init__(self, window=REPEAT_WINDOW):
+        self.window = window
+        self.first = None           # when the tool was asked to stop, or began to stop on its own
+
+    def received(self, when):
+        if self.first is None:
+            self.first = when
+            return self.STOP
+        return self.REPEATED if when - self.first < self.window else self.END_NOW
+
+    def settle(self, when):
+        """The tool is ending anyway: a stop signal from now on has nothing left to stop (it is a repeat),
+        unless it comes later than the window (then it ends the tool at once)."""
+        if self.first is None:
+            self.first = when
+
+
+class StopSignals:
+    """The handler of the stop signals: KeyboardInterrupt on the main thread for a request to stop."""
+
+    def __init__(self, window=REPEAT_WINDOW):
+        self.requests = StopRequests(window)
+
+    def install(self):
+        """Handle SIGINT and SIGTERM even when started with them ignored (a script's background job: a
+        debugging tool that ignores the user's Ctrl-C is no use); SIGHUP unless ignored (nohup)."""
+        for signum in STOP_SIGNALS:
+            if signum == getattr(signal, 'SIGHUP', None) and signal.getsignal(signum) == signal.SIG_IGN:
+                continue
+            signal.signal(signum, self._handle)
+
+    def settle(self):
+        self.requests.settle(time.monotonic())
+
+    def ignore(self):
+        """The tool has ended: a stop signal from now on is ignored. (Python's exit would give the signals
+        their default action back, and a repeat of the last stop request would kill a tool that ended well.)"""
+        self.settle()
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+    def _handle(self, signum, frame):
+        decision = self.requests.received(time.monotonic())
+        if decision == StopRequests.STOP:
+            raise KeyboardInterrupt
+        if decision == StopRequests.END_NOW:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)        # ended by the signal, as the shell expects
+            os._exit(128 + signum)
+
+
+@contextlib.contextmanager
+def stop_signals_blocked():
+    """Threads started inside block the stop signals, so that the kernel delivers them to the main thread:
+    the one where Python runs signal handlers, and which a signal must wake from its waits (a signal
+    taken by another thread leaves the main thread asleep in a lock's wait)."""
+    if not hasattr(signal, 'pthread_sigmask'):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
