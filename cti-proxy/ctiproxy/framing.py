@@ -9,6 +9,7 @@ import json
 MAX_LINE_SIZE = 64 * 1024 * 1024
 TOTAL_HELD_SIZE = 64 * 1024 * 1024     # what all sessions' unfinished lines may hold together, at least
 PIECE_SIZE = 1024 * 1024               # an overlong line goes on in pieces of about this size
+SMALL_TAIL = 64 * 1024                 # unfinished ends shorter than this are copied together, not kept each
 
 
 class Fragment(bytes):
@@ -57,8 +58,9 @@ class LineSplitter:
     megabytes arriving in small chunks costs time linear in its size.  A line that
     grows beyond max_line_size, or that its budget (shared with other splitters)
     cuts, is handed on in Fragment pieces of about PIECE_SIZE, bounding memory.
-    The unfinished line is held in blocks of about PIECE_SIZE, so that tiny chunks
-    cost no more than their bytes, and handing it on never copies it whole.
+    The unfinished line is held as the chunks' own ends, small ones copied
+    together into blocks of up to PIECE_SIZE (so that tiny chunks cost no more than
+    their bytes), and it is handed on a piece at a time, never copied whole.
 
     owner: what the caller wants back when the budget names this splitter.
     """
@@ -68,7 +70,7 @@ class LineSplitter:
         self.budget = budget if budget is not None else HeldBudget(max_line_size)
         self.owner = owner
         self.held_size = 0
-        self._held = []             # the unfinished line's blocks (bytearray), in order
+        self._held = []             # the unfinished line's parts (bytes, or bytearray blocks), in order
         self._overlong = False      # the unfinished line already went on in pieces
         self._piece_size = min(max_line_size, PIECE_SIZE)
 
@@ -117,19 +119,28 @@ class LineSplitter:
     def _hold(self, tail):
         self.budget._add(self, len(tail))
         held = self._held
-        if held and len(held[-1]) < PIECE_SIZE:
+        if len(tail) >= SMALL_TAIL:
+            held.append(tail)
+        elif held and held[-1].__class__ is bytearray and len(held[-1]) < PIECE_SIZE:
             held[-1] += tail
         else:
             held.append(bytearray(tail))
         self.held_size += len(tail)
 
     def _take_pieces(self):
-        """The held blocks as Fragments, each block freed as soon as it is copied."""
+        """The held parts as Fragments of about PIECE_SIZE, each part let go as soon as it is copied."""
         held = self._held
         held.reverse()
         pieces = []
         while held:
-            pieces.append(Fragment(held.pop()))
+            part = held.pop()
+            if held and len(part) + len(held[-1]) <= PIECE_SIZE:
+                group, size = [part], len(part)
+                while held and size + len(held[-1]) <= PIECE_SIZE:
+                    size += len(held[-1])
+                    group.append(held.pop())
+                part = b''.join(group)
+            pieces.append(Fragment(part))
         self._release()
         return pieces
 
