@@ -59,7 +59,7 @@ class LineSplitterTest(unittest.TestCase):
             self.assertLess(splitter.held_size, 1000)
 
     def test_tiny_chunks_are_held_in_blocks(self):
-        """A line arriving a byte at a time is held in blocks of about PIECE_SIZE, not one object per chunk."""
+        """A line arriving a byte at a time is held in blocks of up to PIECE_SIZE, not one object per chunk."""
         splitter = LineSplitter(8 << 20)
         for _ in range(50000):
             self.assertEqual(splitter.feed(b'z'), [])
@@ -68,7 +68,8 @@ class LineSplitterTest(unittest.TestCase):
         self.assertEqual(splitter.feed(big), [])
         self.assertEqual(splitter.feed(b'z'), [])
         self.assertEqual(splitter.held_size, 50001 + len(big))
-        self.assertEqual(len(splitter._held), 2)
+        self.assertEqual(len(splitter._held), 3)
+        self.assertIs(splitter._held[1], big, 'a large end is kept as it came, not copied')
         self.assertEqual(splitter.feed(b'\nnext'), [b'z' * 50000 + big + b'z'])
         self.assertEqual(splitter.held_size, 4)
 
