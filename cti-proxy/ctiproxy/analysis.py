@@ -2,8 +2,9 @@
 
 The relay's threads only queue what they forwarded; this thread does the slow
 work (decoding, formatting, writing), so that looking never slows the wire.  The
-queue holds at most BUFFER_SIZE bytes of traffic: beyond that the relay waits
-(TCP backpressure) rather than drop anything from the output.
+queue holds at most BUFFER_SIZE bytes, counting what each queued chunk costs in
+memory beyond its bytes (ITEM_COST): beyond that the relay waits (TCP
+backpressure) rather than drop anything from the output.
 """
 
 import collections
@@ -13,15 +14,20 @@ import time
 import traceback
 
 from .filters import CLIENT, SERVER, MessageFilter
-from .framing import MAX_LINE_SIZE, LineSplitter, parse_message
+from .framing import MAX_LINE_SIZE, TOTAL_HELD_SIZE, HeldBudget, LineSplitter, parse_message
 from .outputs import OutputError
 
 BUFFER_SIZE = 64 * 1024 * 1024
+# What a queued chunk costs beyond its bytes: the bytes object's header, the event's tuple,
+# its time, the queue's (event, size) pair and slot, rounded up by the allocator.  Measured
+# 235-270 bytes with CPython 3.7-3.13 on x86_64; counted with room to spare, so that a
+# stream of tiny chunks cannot hold many times BUFFER_SIZE.
+ITEM_COST = 320
 NAP = 0.001
 
 
 class ByteBoundedQueue:
-    """A FIFO of events holding at most `limit` bytes of payload; put() waits beyond that.
+    """A FIFO of events holding at most `limit` bytes, as put() counts them; put() waits beyond that.
 
     Its one consumer works in batches: finding the queue empty, it first naps for
     `nap` seconds, during which put() appends without waking it, and only then
@@ -69,8 +75,8 @@ class Stream:
 
     __slots__ = ('splitter', 'last_time', 'encrypted')
 
-    def __init__(self, max_line_size):
-        self.splitter = LineSplitter(max_line_size)
+    def __init__(self, max_line_size, budget, owner):
+        self.splitter = LineSplitter(max_line_size, budget, owner)
         self.last_time = None
         self.encrypted = False     # STARTTLS passed through: bytes are counted, not read
 
@@ -89,10 +95,14 @@ class Analyzer:
     def __init__(self, output, message_filter=None, max_line_size=MAX_LINE_SIZE,
                  buffer_size=BUFFER_SIZE, on_output_closed=None):
         """on_output_closed(reason) is called once if the output cannot go on: reason is None
-        for a closed pipe, else a one-line message."""
+        for a closed pipe, else a one-line message.
+
+        The unfinished lines of all sessions hold at most TOTAL_HELD_SIZE together (or
+        max_line_size, if larger): beyond that, the longest goes on in pieces."""
         self.output = output
         self.filter = message_filter or MessageFilter()
         self.max_line_size = max_line_size
+        self.held = HeldBudget(max(max_line_size, TOTAL_HELD_SIZE))
         self.on_output_closed = on_output_closed
         self.output_closed = False
         self._queue = ByteBoundedQueue(buffer_size, NAP)
@@ -105,7 +115,7 @@ class Analyzer:
         self._queue.put((_OPENED, session, None, None, None))
 
     def received(self, session, direction, when, data):
-        self._queue.put((_DATA, session, direction, when, data), len(data))
+        self._queue.put((_DATA, session, direction, when, data), len(data) + ITEM_COST)
 
     def encrypted(self, session, direction, when):
         self._queue.put((_ENCRYPTED, session, direction, when, None))
@@ -180,7 +190,7 @@ class Analyzer:
 
     def open_session(self, session):
         for side in (CLIENT, SERVER):
-            self._streams[session, side] = Stream(self.max_line_size)
+            self._streams[session, side] = Stream(self.max_line_size, self.held, (session, side))
         self.output.session_started(session)
         self.output.flush()
 
@@ -194,7 +204,15 @@ class Analyzer:
         if output.wants_messages and not stream.encrypted:
             stream.last_time = when
             self.show_lines(session, direction, when, stream.splitter.feed(data))
+            if self.held.held > self.held.limit:
+                self.relieve_held()
         output.flush()
+
+    def relieve_held(self):
+        """The sessions hold too much of unfinished lines together: show the longest ones' pieces now."""
+        for splitter, pieces in self.held.relieve():
+            session, direction = splitter.owner
+            self.show_lines(session, direction, self._streams[splitter.owner].last_time, pieces)
 
     def show_lines(self, session, direction, when, lines):
         """Decode each line, and hand the ones the filter shows to the output."""
@@ -231,6 +249,8 @@ class Analyzer:
 
     def close_session(self, session, when):
         for side in (CLIENT, SERVER):
-            self._streams.pop((session, side), None)
+            stream = self._streams.pop((session, side), None)
+            if stream is not None:
+                stream.splitter.finish()    # shown at the direction's end; only its count in the budget is left
         self.output.session_ended(session, when)
         self.output.flush()

@@ -7,10 +7,48 @@ banner, broken JSON, bytes that are not UTF-8) is kept as text, never dropped.
 import json
 
 MAX_LINE_SIZE = 64 * 1024 * 1024
+TOTAL_HELD_SIZE = 64 * 1024 * 1024     # what all sessions' unfinished lines may hold together, at least
+PIECE_SIZE = 1024 * 1024               # an overlong line goes on in pieces of about this size
+SMALL_TAIL = 64 * 1024                 # unfinished ends shorter than this are copied together, not kept each
 
 
 class Fragment(bytes):
     """Part of a line: a piece of an overlong line, or what a stream left without its newline."""
+
+
+class HeldBudget:
+    """A bound on what several LineSplitters hold together (the unfinished lines of all sessions).
+
+    Each splitter counts here what it holds.  When together they hold more than
+    limit bytes, relieve() makes the one holding most hand its unfinished line on
+    in Fragment pieces, until they are back within the bound: memory stays bounded
+    however many sessions send long lines, and a session holding a long line makes
+    the others' ordinary lines come in pieces only if theirs is longer.
+    """
+
+    def __init__(self, limit=TOTAL_HELD_SIZE):
+        self.limit = limit
+        self.held = 0
+        self._holders = set()      # the splitters holding something
+
+    def relieve(self):
+        """While the splitters hold more than limit, cut the longest unfinished line: yield (splitter, pieces)."""
+        while self.held > self.limit:
+            splitter = max(self._holders, key=_held_size)
+            yield splitter, splitter.cut()
+
+    def _add(self, splitter, size):
+        if not splitter.held_size:
+            self._holders.add(splitter)
+        self.held += size
+
+    def _release(self, splitter):
+        self.held -= splitter.held_size
+        self._holders.discard(splitter)
+
+
+def _held_size(splitter):
+    return splitter.held_size
 
 
 class LineSplitter:
@@ -18,14 +56,23 @@ class LineSplitter:
 
     Each chunk is scanned once and each line joined once, so a message of many
     megabytes arriving in small chunks costs time linear in its size.  A line that
-    grows beyond max_line_size is handed on in Fragment pieces, bounding memory.
+    grows beyond max_line_size, or that its budget (shared with other splitters)
+    cuts, is handed on in Fragment pieces of about PIECE_SIZE, bounding memory.
+    The unfinished line is held as the chunks' own ends, small ones copied
+    together into blocks of up to PIECE_SIZE (so that tiny chunks cost no more than
+    their bytes), and it is handed on a piece at a time, never copied whole.
+
+    owner: what the caller wants back when the budget names this splitter.
     """
 
-    def __init__(self, max_line_size=MAX_LINE_SIZE):
+    def __init__(self, max_line_size=MAX_LINE_SIZE, budget=None, owner=None):
         self.max_line_size = max_line_size
-        self._held = []        # the unfinished line's pieces, in order
-        self._held_size = 0
-        self._overlong = False  # the unfinished line already gave up a Fragment
+        self.budget = budget if budget is not None else HeldBudget(max_line_size)
+        self.owner = owner
+        self.held_size = 0
+        self._held = []             # the unfinished line's parts (bytes, or bytearray blocks), in order
+        self._overlong = False      # the unfinished line already went on in pieces
+        self._piece_size = min(max_line_size, PIECE_SIZE)
 
     def feed(self, data):
         """Return the lines that data completes, without their b'\\n'.
@@ -34,37 +81,73 @@ class LineSplitter:
         limit = self.max_line_size
         lines = data.split(b'\n')
         tail = lines.pop()
-        if lines and (self._held or self._overlong):
-            self._held.append(lines[0])
-            first = self._take_held()
-            if self._overlong or len(first) > limit:
-                self._overlong = False
-                if first:
-                    lines[0] = Fragment(first)
-                else:       # the overlong line ended right after its last piece
-                    del lines[0]
-            else:
-                lines[0] = first
         if len(data) > limit:               # only then can a whole line in data be overlong
             lines = [Fragment(line) if len(line) > limit else line for line in lines]
+        if lines and (self._held or self._overlong):
+            lines[0:1] = self._end_held_line(lines[0])
         if tail:
-            self._held.append(tail)
-            self._held_size += len(tail)
-            if self._held_size > limit:
-                lines.append(Fragment(self._take_held()))
+            self._hold(tail)
+            if self.held_size > (self._piece_size if self._overlong else limit):
                 self._overlong = True
+                lines.extend(self._take_pieces())
         return lines
 
-    def finish(self):
-        """Return what the stream left after its last newline: a list of at most one Fragment."""
-        self._overlong = False
-        return [Fragment(self._take_held())] if self._held else []
+    def cut(self):
+        """Hand on the unfinished line held so far, in Fragment pieces; the rest of it will follow in pieces."""
+        if not self._held:
+            return []
+        self._overlong = True
+        return self._take_pieces()
 
-    def _take_held(self):
-        line = b''.join(self._held)
+    def finish(self):
+        """Return what the stream left after its last newline, in Fragment pieces (none if nothing)."""
+        self._overlong = False
+        return self._take_pieces()
+
+    def _end_held_line(self, end):
+        """The lines for the held line completed by end: the whole line, or its pieces if overlong."""
+        if not self._overlong and self.held_size + len(end) <= self.max_line_size:
+            line = b''.join(self._held + [end])
+            self._release()
+            return [line]
+        self._overlong = False
+        pieces = self._take_pieces()
+        if end:         # else the overlong line ended right after its last piece
+            pieces.append(end if end.__class__ is Fragment else Fragment(end))
+        return pieces
+
+    def _hold(self, tail):
+        self.budget._add(self, len(tail))
+        held = self._held
+        if len(tail) >= SMALL_TAIL:
+            held.append(tail)
+        elif held and held[-1].__class__ is bytearray and len(held[-1]) < PIECE_SIZE:
+            held[-1] += tail
+        else:
+            held.append(bytearray(tail))
+        self.held_size += len(tail)
+
+    def _take_pieces(self):
+        """The held parts as Fragments of about PIECE_SIZE, each part let go as soon as it is copied."""
+        held = self._held
+        held.reverse()
+        pieces = []
+        while held:
+            part = held.pop()
+            if held and len(part) + len(held[-1]) <= PIECE_SIZE:
+                group, size = [part], len(part)
+                while held and size + len(held[-1]) <= PIECE_SIZE:
+                    size += len(held[-1])
+                    group.append(held.pop())
+                part = b''.join(group)
+            pieces.append(Fragment(part))
+        self._release()
+        return pieces
+
+    def _release(self):
+        self.budget._release(self)
         self._held = []
-        self._held_size = 0
-        return line
+        self.held_size = 0
 
 
 _decode = json.JSONDecoder().raw_decode

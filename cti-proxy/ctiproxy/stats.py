@@ -1,5 +1,6 @@
 """Statistics: what ctistat counts in a session, and its report."""
 
+import array
 import collections
 import json
 import math
@@ -10,6 +11,7 @@ from .outputs import ARROWS, Output
 from .relay import peer_name
 
 BAR_WIDTH = 40
+MAX_WAITING = 10000       # requests a session keeps waiting for their answer; beyond, the oldest is forgotten
 
 
 class DirectionStats:
@@ -69,6 +71,53 @@ def median(ordered):
     return (ordered[middle - 1] + ordered[middle]) / 2
 
 
+class WaitingRequests:
+    """Client requests waiting for their answer, by commandid, each id's oldest first.
+
+    Answered requests are dropped.  At most `limit` are kept: beyond that, the
+    request waiting longest is forgotten (an answer that comes for it later is not
+    matched), and counted, so that unanswered() stays the number of requests no
+    answer was matched for.
+    """
+
+    def __init__(self, limit=MAX_WAITING):
+        self.limit = limit
+        self.kept = 0
+        self.forgotten = 0
+        self._by_id = collections.OrderedDict()     # commandid: [(class, time), ...]; ids in order of arrival
+        self._names = {}                            # one string per class name, shared by its requests
+
+    def add(self, commandid, kind, when):
+        if self.kept >= self.limit:
+            self._forget_oldest()
+        name = self._names.setdefault(kind, kind)
+        waiting = self._by_id.get(commandid)
+        if waiting is None:
+            self._by_id[commandid] = [(name, when)]
+        else:
+            waiting.append((name, when))
+        self.kept += 1
+
+    def answer(self, replyid):
+        """The (class, time) of the oldest request waiting with this commandid, taken out; None if none."""
+        waiting = self._by_id.get(replyid)
+        if waiting is None:
+            return None
+        request = waiting.pop(0)
+        if not waiting:
+            del self._by_id[replyid]
+        self.kept -= 1
+        return request
+
+    def unanswered(self):
+        return self.kept + self.forgotten
+
+    def _forget_oldest(self):
+        commandid = next(iter(self._by_id))     # O(1): an OrderedDict starts at its oldest key
+        self.answer(commandid)
+        self.forgotten += 1
+
+
 class SessionStats:
     """Counts and reply times for one session.
 
@@ -83,8 +132,8 @@ class SessionStats:
         self.ended = None
         self.label = label
         self.directions = {CLIENT: DirectionStats(), SERVER: DirectionStats()}
-        self.pending = collections.defaultdict(collections.deque)   # commandid: [(class, time)], oldest first
-        self.reply_ms = collections.defaultdict(list)  # request class: [milliseconds]
+        self.waiting = WaitingRequests()
+        self.reply_ms = collections.defaultdict(lambda: array.array('d'))  # request class: milliseconds
 
     def add_chunk(self, direction, data):
         counts = self.directions[direction]
@@ -102,12 +151,13 @@ class SessionStats:
         if direction == CLIENT:
             commandid = message.get('commandid')
             if commandid is not None and _hashable(commandid):
-                self.pending[commandid].append((kind, when))
+                self.waiting.add(commandid, str(kind), when)
         else:
             replyid = message.get('replyid')
-            if replyid is not None and _hashable(replyid) and self.pending.get(replyid):
-                kind, asked = self.pending[replyid].popleft()    # the oldest request with that id
-                self.reply_ms[str(kind)].append((when - asked) * 1000.0)
+            if replyid is not None and _hashable(replyid):
+                request = self.waiting.answer(replyid)     # the oldest request with that id
+                if request is not None:
+                    self.reply_ms[request[0]].append((when - request[1]) * 1000.0)
 
     def report(self):
         """The report as a JSON-ready dict."""
@@ -121,7 +171,7 @@ class SessionStats:
         ended = self.ended if self.ended is not None else self.started
         return {'session': self.number, 'duration': round(ended - self.started, 6),
                 CLIENT: self.directions[CLIENT].as_dict(), SERVER: self.directions[SERVER].as_dict(),
-                'replies': replies, 'unanswered': sum(len(waiting) for waiting in self.pending.values())}
+                'replies': replies, 'unanswered': self.waiting.unanswered()}
 
 
 def format_report(report, label=''):
