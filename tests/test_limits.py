@@ -124,8 +124,9 @@ class SelfRelayAtStartTest(unittest.TestCase):
                 self.assertEqual(status, 1, err)
                 self.assertEqual(out, b'')
                 self.assertEqual(len(err.splitlines()), 1, err)
+                shown = '[%s]' % host if ':' in host else host      # an IPv6 address is shown in brackets
                 self.assertRegex(err, r'^ctispy: the server %s:%s is the tool itself, which listens on port %s of '
-                                      % (re.escape(host), port, port))
+                                      % (re.escape(shown), port, port))
 
     def test_same_port_elsewhere_is_fine(self):
         """Listening on 127.0.0.1 only, the same port of 127.0.0.2 is not the tool."""
