@@ -21,8 +21,8 @@ import ssl
 import sys
 import threading
 import time
-import traceback
 
+from .escaping import escape_text, shown_traceback
 from .filters import CLIENT, SERVER
 from .tls import PlainConnection, StarttlsWatch, TlsConnection, TlsFailure, TlsOptions, tls_reason
 
@@ -36,14 +36,15 @@ CONNECT_TIMEOUT = 15.0      # seconds to reach the server
 
 class Log:
     """One-line notes on stderr, each after the tool's name: what the user must know (the start
-    line, warnings, errors) always; connection events with --verbose."""
+    line, warnings, errors) always; connection events with --verbose.  A note may quote the
+    network (a TLS reason, a server's error): it is escaped, and stays on one line."""
 
     def __init__(self, prog, verbose=False):
         self.prog = prog
         self.verbose = verbose
 
     def say(self, text):
-        sys.stderr.write('%s: %s\n' % (self.prog, text))
+        sys.stderr.write('%s: %s\n' % (self.prog, escape_text(text)))
         sys.stderr.flush()
 
     error = say
@@ -389,7 +390,7 @@ class RelayServer(ListeningServer):
     def handle_error(self, request, client_address):
         """A session failed in a way it did not expect (a bug): report it, keep serving."""
         self.log.error('internal error in the session with %s; please report:' % peer_name(client_address))
-        traceback.print_exc()
+        sys.stderr.write(shown_traceback())
 
     def new_session_number(self):
         with self._lock:
