@@ -14,8 +14,9 @@ not UTF-8 is \\x85: both can be told apart), \\u202e, \\U000e0041.  JSON gets JS
 (\\u202e; \\udb40\\udc41 beyond U+FFFF), so that it stays JSON with the same meaning.
 
 The common case costs little: one C-speed scan finds that nothing needs escaping.  Where
-something does, each distinct character is replaced in one C-speed pass, so that no input,
-however hostile, costs a Python-level step per character.
+something does, each distinct character is replaced in one C-speed pass: no input, however
+hostile, costs a Python step per character (at most one per occurrence of the text '\\udc').
+Big pieces are shown a slice at a time (shown_pieces, json_string_pieces): bounded memory.
 """
 
 import codecs
@@ -52,15 +53,19 @@ UNSAFE_CODES = frozenset(code for low, high in _UNSAFE_RANGES for code in range(
 
 
 def _escapes_by_lead(escape, codes):
-    """{first byte: [(a regex finding the characters that begin so, {their UTF-8: escape})]}."""
+    """{first byte: [(UTF-8 but the last byte, a regex finding the characters so encoded,
+    {their UTF-8: escape})]} for the characters of codes."""
     groups = {}
     for code in sorted(codes):
         encoded = chr(code).encode('utf-8')
-        groups.setdefault(encoded[:2], {})[encoded] = escape(code).encode('ascii')
+        groups.setdefault(encoded[:-1] or encoded, {})[encoded] = escape(code).encode('ascii')
     table = {}
     for start, group in groups.items():
-        finder = re.compile(b'|'.join(re.escape(character) for character in group))
-        table.setdefault(start[0], []).append((finder, group))
+        if len(start) == 1 and start in group:          # a character of one byte
+            finder = re.compile(re.escape(start))
+        else:
+            finder = re.compile(re.escape(start) + b'[' + b''.join(re.escape(char[-1:]) for char in group) + b']')
+        table.setdefault(start[0], []).append((start, finder, group))
     return table
 
 
@@ -72,6 +77,8 @@ _JSON_ESCAPES = _escapes_by_lead(_json_escape, [code for code in UNSAFE_CODES if
 # The bytes that cannot begin the UTF-8 of a character to escape: text made of them alone needs nothing.
 _SAFE_BYTES = bytes(sorted(set(range(256)) - set(_TEXT_ESCAPES)))
 _SAFE_BYTES_AND_NEWLINES = _SAFE_BYTES + b'\n'
+# Each byte to 1 if it may begin a character to escape in JSON (where newlines are the layout's), else 0.
+_JSON_SUSPECTS = bytes(0 if byte in _SAFE_BYTES_AND_NEWLINES else 1 for byte in range(256))
 
 
 def _escape_utf8(encoded, safe, escapes):
@@ -80,9 +87,12 @@ def _escape_utf8(encoded, safe, escapes):
     One C-speed pass finds the bytes that may begin such a character; a regex finds which of the
     characters they begin are there, and each is replaced in a C-speed pass of its own: no input
     costs a step in Python per character."""
-    for lead in set(encoded.translate(None, safe)):
-        for finder, group in escapes.get(lead, ()):
-            found = finder.search(encoded)
+    suspects = encoded.translate(None, safe)
+    if not suspects:
+        return encoded
+    for lead in set(suspects):
+        for start, finder, group in escapes.get(lead, ()):
+            found = start in encoded and finder.search(encoded)
             while found:            # once per character present: the replace removes it
                 character = found.group()
                 encoded = encoded.replace(character, group[character])
@@ -106,7 +116,12 @@ def json_bytes(text):
     turns back into the byte."""
     if text.isascii() and '\x7f' not in text:
         return text.encode('ascii')
-    return _escape_utf8(text.encode('utf-8', 'backslashreplace'), _SAFE_BYTES_AND_NEWLINES, _JSON_ESCAPES)
+    encoded = text.encode('utf-8', 'backslashreplace')
+    if 1 not in encoded.translate(_JSON_SUSPECTS):      # no byte that may begin one (accented letters)
+        return encoded
+    if (text.replace('\n', ' ') if '\n' in text else text).isprintable():   # some may (’), none does
+        return encoded
+    return _escape_utf8(encoded, _SAFE_BYTES_AND_NEWLINES, _JSON_ESCAPES)
 
 
 def _shown(text, keep_newlines=False):

@@ -114,10 +114,10 @@ _string = json.encoder.encode_basestring       # a JSON string literal, non-ASCI
 _LITERALS = {True: 'true', False: 'false', None: 'null'}
 _INFINITY = float('inf')
 
-# pretty_json indents this many levels at most (64 columns); a deeper object or array is written
-# on one line, so that a deeply nested message cannot make the output many times its size.
+# pretty_json indents objects and arrays nested up to this deep (their items at 64 columns at most);
+# a deeper one is written on one line, so that nesting cannot make the output many times its size.
 MAX_INDENT_DEPTH = 16
-_DEEPEST_NEWLINE = 1 + 4 * MAX_INDENT_DEPTH
+_TOO_DEEP = 1 + 4 * MAX_INDENT_DEPTH         # the length of the newline and indentation one level deeper
 
 
 def _number(value):
@@ -144,7 +144,7 @@ def pretty_json(value, newline='\n'):
     if kind is dict:
         if not value:
             return '{}'
-        if len(newline) > _DEEPEST_NEWLINE:
+        if len(newline) >= _TOO_DEEP:
             return _one_line_sorted(value)
         inner = newline + '    '
         return '{' + inner + (',' + inner).join([
@@ -153,7 +153,7 @@ def pretty_json(value, newline='\n'):
     if kind is list:
         if not value:
             return '[]'
-        if len(newline) > _DEEPEST_NEWLINE:
+        if len(newline) >= _TOO_DEEP:
             return _one_line_sorted(value)
         inner = newline + '    '
         return '[' + inner + (',' + inner).join([
