@@ -81,21 +81,31 @@ _SAFE_BYTES_AND_NEWLINES = _SAFE_BYTES + b'\n'
 _JSON_SUSPECTS = bytes(0 if byte in _SAFE_BYTES_AND_NEWLINES else 1 for byte in range(256))
 
 
+DISTINCT_PASSES = 3
+
+
 def _escape_utf8(encoded, safe, escapes):
     """Valid UTF-8 with each character of escapes replaced by its escape.
 
     One C-speed pass finds the bytes that may begin such a character; a regex finds which of the
-    characters they begin are there, and each is replaced in a C-speed pass of its own: no input
-    costs a step in Python per character."""
+    characters they begin are there, and each is replaced in a C-speed pass of its own.  A group
+    of characters (C1 controls) with more than DISTINCT_PASSES of them there is replaced in one
+    regex pass instead (binary data holds a few of each, and a pass per character would cost
+    more); either way no input costs a Python step per byte."""
     suspects = encoded.translate(None, safe)
     if not suspects:
         return encoded
     for lead in set(suspects):
         for start, finder, group in escapes.get(lead, ()):
             found = start in encoded and finder.search(encoded)
+            passes = 0
             while found:            # once per character present: the replace removes it
+                if passes == DISTINCT_PASSES:
+                    encoded = finder.sub(lambda match: group[match.group()], encoded)
+                    break
                 character = found.group()
                 encoded = encoded.replace(character, group[character])
+                passes += 1
                 found = finder.search(encoded, found.start())
     return encoded
 
