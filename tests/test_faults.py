@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
 import unittest
 
 from tests.harness import (HEADER, TIMEOUT, Tool, close_session, closed_port, exchange, exchange_all, oracle_message,
@@ -50,32 +51,49 @@ def expected_lines(stream):
     return entries
 
 
-_CONTROLS = {code: '\\x%02x' % code for code in list(range(32)) + [127] if code != 9}
+def escaped(char):
+    """Whether the README says char is shown as an escape: a control or invisible format character
+    (Unicode Cc, Cf, Zl, Zp), except tab, newline and the joiners U+200C, U+200D."""
+    return unicodedata.category(char) in ('Cc', 'Cf', 'Zl', 'Zp') and char not in '\t\n\u200c\u200d'
 
 
 def shown_text(line):
     """A line that is not a message, as the README says it is shown: UTF-8 where it can be, \\xff for other
-    bytes, \\x1b for control characters (tab kept), without the CR of a CRLF."""
+    bytes, \\x1b, \\u0085, \\u202e for control and format characters (tab kept), without the CR of a CRLF."""
     if line.endswith(b'\r'):
         line = line[:-1]
-    return line.decode('utf-8', 'backslashreplace').translate(_CONTROLS)
+    return ''.join(('\\x%02x' % ord(char) if char < '\x80' else '\\u%04x' % ord(char) if char <= '\uffff'
+                    else '\\U%08x' % ord(char)) if escaped(char) else char
+                   for char in line.decode('utf-8', 'backslashreplace'))
+
+
+def json_escape(char):
+    """'\\u202e'; '\\udb40\\udc41' beyond U+FFFF."""
+    units = char.encode('utf-16-be', 'surrogatepass').hex()
+    return ''.join('\\u' + units[start:start + 4] for start in range(0, len(units), 4))
+
+
+def shown_json(text):
+    """JSON text as the tools show and save it: each escaped character (see escaped) as a \\u escape."""
+    return ''.join(json_escape(char) if escaped(char) else char for char in text)
 
 
 def spy_body(line, message, pretty=False):
     """The lines ctispy shows under a header for one line of traffic."""
     if message is not None:
         if pretty:
-            return json.dumps(message, indent=4, sort_keys=True, ensure_ascii=False).split('\n')
-        return [json.dumps(message, ensure_ascii=False)]
+            return shown_json(json.dumps(message, indent=4, sort_keys=True, ensure_ascii=False)).split('\n')
+        return [shown_json(json.dumps(message, ensure_ascii=False))]
     text = shown_text(line)
     return [text] if text else []
 
 
 def saved_file(stream):
     """What ctisave writes for a side's stream: each message pretty-printed with sorted keys, each other line
-    as it came."""
-    return b''.join((json.dumps(message, indent=4, sort_keys=True, ensure_ascii=False).encode('utf-8')
-                     if message is not None else line) + b'\n' for line, message in expected_lines(stream))
+    as ctispy shows it."""
+    return b''.join((shown_json(json.dumps(message, indent=4, sort_keys=True, ensure_ascii=False))
+                     if message is not None else shown_text(line)).encode('utf-8') + b'\n'
+                    for line, message in expected_lines(stream))
 
 
 def stat_counts(stream):

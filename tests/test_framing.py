@@ -4,7 +4,7 @@ import json
 import unittest
 
 from tests.harness import random_cuts, seeded_rng
-from ctiproxy.framing import PIECE_SIZE, Fragment, HeldBudget, LineSplitter, line_text, parse_message
+from ctiproxy.framing import PIECE_SIZE, Fragment, HeldBudget, LineSplitter, parse_message
 
 
 def split_all(pieces, max_line_size=1 << 20):
@@ -157,15 +157,6 @@ class ParseMessageTest(unittest.TestCase):
     def test_non_ascii(self):
         message = parse_message(json.dumps({'name': 'H\u00e9l\u00e8ne \U0001f600'}).encode())
         self.assertEqual(message['name'], 'H\u00e9l\u00e8ne \U0001f600')
-
-
-class LineTextTest(unittest.TestCase):
-
-    def test_utf8_and_bad_bytes(self):
-        self.assertEqual(line_text(b'H\xc3\xa9l\xc3\xa8ne \xff\r'), 'H\u00e9l\u00e8ne \\xff')
-
-    def test_control_characters_are_escaped(self):
-        self.assertEqual(line_text(b'a\x1b[31m\x00\tb'), 'a\\x1b[31m\\x00\tb')
 
 
 if __name__ == '__main__':

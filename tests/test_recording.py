@@ -139,7 +139,7 @@ class RecordingTest(unittest.TestCase):
                 self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         self.assertEqual(contents['read-c'], contents['live-c'])
         self.assertEqual(contents['read-s'], contents['live-s'])
-        self.assertIn(b'not JSON \xff\n', contents['read-s'])
+        self.assertIn(b'not JSON \\xff\n', contents['read-s'])
         self.assertIn(b'"sessionid": "abc"', contents['read-s'])
 
     def test_ctistat_replay_counts_what_live_counted(self):

@@ -16,7 +16,8 @@ import unittest
 
 from tests.harness import TIMEOUT, Tool, close_session, recv_exactly, seeded_rng, send_in_pieces, tool_path
 
-# Each item: (what goes on the wire, what the file must hold for it: the message, or the raw line).
+# Each item: (what goes on the wire, what the file must hold for it: the message, or the line as ctispy shows it:
+# bytes that are not UTF-8 and control characters escaped, without the CR of a CRLF).
 SERVER_ITEMS = [
     (b'XiVO CTI Server Version 1.2.3\n', b'XiVO CTI Server Version 1.2.3'),
     (b'{"timenow": 1732712345.5, "class": "login_id", "replyid": 1, "sessionid": "4c9a"}\n',
@@ -26,7 +27,7 @@ SERVER_ITEMS = [
      {'class': 'getlist', 'function': 'updatestatus', 'tid': 17, 'timenow': 1.0,
       'status': {'name': 'H\u00e9l\u00e8ne \U0001f600', 'availstate': 'away'}}),
     (b'{"class": "broken", \n', b'{"class": "broken", '),
-    (b'\xff\xfe not UTF-8 \x1b[0m\r\n', b'\xff\xfe not UTF-8 \x1b[0m\r'),
+    (b'\xff\xfe not UTF-8 \x1b[0m\r\n', b'\\xff\\xfe not UTF-8 \\x1b[0m'),
     (b'{"z": [1, 2.5, null, true, false, {}, [], {"k": "v"}], "class": "keepalive", '
      b'"a": {"y": -1e-07, "b": "say \\"hi\\"\\n"}, "replyid": 3, "timenow": 2.25}\r\n',
      {'z': [1, 2.5, None, True, False, {}, [], {'k': 'v'}], 'class': 'keepalive',
@@ -96,7 +97,7 @@ def expected_entries(items, shows=lambda message: True, strip=(), text=True):
 
 
 def rendered(entries):
-    """The exact bytes the spec asks for: each message pretty-printed with sorted keys, each line as it came."""
+    """The exact bytes the spec asks for: each message pretty-printed with sorted keys, each other line as shown."""
     return b''.join((json.dumps(entry, indent=4, sort_keys=True, ensure_ascii=False).encode('utf-8')
                      if isinstance(entry, dict) else entry) + b'\n' for entry in entries)
 

@@ -1,5 +1,6 @@
 """End-to-end tests of ctispy: the real script between a scripted client and server."""
 
+import codecs
 import datetime
 import json
 import os
@@ -155,7 +156,9 @@ class OutputTest(unittest.TestCase):
         self.assertEqual('\n'.join(server_bodies[1]),
                          json.dumps(message, indent=4, sort_keys=True, ensure_ascii=False))
 
-    def test_raw_shows_each_chunk_verbatim(self):
+    def test_raw_shows_each_chunk_escaped(self):
+        """Each chunk as received, its control characters and bytes that are not UTF-8 escaped (newlines kept):
+        unescaped, the chunks give back every byte."""
         rng = seeded_rng(self)
         server_traffic = SERVER_TRAFFIC + b'\xff\xfe\x00 \x1b[31m not json\r\n{"partial": '
         with Tool('ctispy', '--raw') as tool:
@@ -171,10 +174,12 @@ class OutputTest(unittest.TestCase):
             status, out, err = tool.finish()
         self.assertEqual(status, 0, err)
         chunks = parse_raw_output(out)
-        self.assertEqual(b''.join(data for direction, data in chunks if direction == 'Server > Client'),
-                         server_traffic)
+        shown = b''.join(data for direction, data in chunks if direction == 'Server > Client')
+        self.assertIn(b'\\xff\\xfe\\x00 \\x1b[31m not json\\x0d\n', shown)
+        self.assertEqual(codecs.escape_decode(shown)[0], server_traffic)
         self.assertEqual(b''.join(data for direction, data in chunks if direction == 'Client > Server'),
-                         CLIENT_TRAFFIC)
+                         CLIENT_TRAFFIC.replace(b'\r', b'\\x0d'))
+        self.assertIsNone(re.search(r'[\x00-\x09\x0b-\x1f\x7f-\x9f]', out.decode('utf-8')))
         for line in out.split(b'\n'):
             if line.endswith((b'Server > Client', b'Client > Server')):
                 self.assertTrue(PLAIN_HEADER.match(line.decode()), line)
@@ -214,7 +219,7 @@ class OutputTest(unittest.TestCase):
             client.close()
             status, out, err = tool.finish()
         self.assertEqual(status, 0, err)
-        self.assertEqual(parse_raw_output(out), [('Server > Client', b'shown\xff')])
+        self.assertEqual(parse_raw_output(out), [('Server > Client', b'shown\\xff')])
 
     def test_lines_that_are_not_messages_are_shown_as_text(self):
         server_traffic = (b'XiVO CTI Server Version 1.2.3\n'

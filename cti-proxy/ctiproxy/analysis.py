@@ -11,8 +11,8 @@ import collections
 import sys
 import threading
 import time
-import traceback
 
+from .escaping import shown_traceback
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE, TOTAL_HELD_SIZE, HeldBudget, LineSplitter, parse_message
 from .outputs import OutputError
@@ -177,8 +177,7 @@ class Analyzer:
         except OSError as error:            # stdout on a full disk, say
             self._output_ended('cannot write the output: %s' % (error.strerror or error))
         except Exception:
-            sys.stderr.write('internal error while showing traffic; please report:\n')
-            traceback.print_exc()
+            sys.stderr.write('internal error while showing traffic; please report:\n' + shown_traceback())
 
     def _output_ended(self, reason):
         """The output cannot go on: stop the tool (once), saying why unless it is a closed pipe."""

@@ -242,7 +242,7 @@ def add_filter_options(parser, what='shown'):
 SPY_EXAMPLES = '''
 ctispy xivo-new                       show every message, one per line
 ctispy xivo-new --pretty-print        indented, with sorted keys
-ctispy xivo-new --raw                 every chunk as it was received
+ctispy xivo-new --raw                 every chunk as it was received (control characters escaped)
 ctispy xivo-new --strip timenow --strip commandid --strip replyid
 ctispy xivo-new --include class=getlist
 ctispy xivo-new --no-client --loop    only what the server says, session after session
@@ -274,7 +274,8 @@ def spy_parser(argv=()):
     style.add_argument('--pretty-print', action='store_true',
                        help='show each message indented by 4, with sorted keys')
     style.add_argument('--raw', action='store_true',
-                       help='show each chunk of bytes as received, without framing')
+                       help='show each chunk of bytes as received, without framing; control characters and '
+                            'bytes that are not UTF-8 are shown escaped (\\x1b, \\xff), newlines kept')
     style.add_argument('--json-lines', action='store_true',
                        help='write one JSON record per message, for jq, scripts and --read: '
                             '{"time", "session", "direction", "message" (or "text")}')

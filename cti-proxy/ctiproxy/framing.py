@@ -170,13 +170,3 @@ def parse_message(line):
     if message.__class__ is not dict or text[end:].strip(_JSON_SPACE):
         return None
     return message
-
-
-_CONTROL_ESCAPES = {c: '\\x%02x' % c for c in list(range(32)) + [127] if c != 9}
-
-
-def line_text(line):
-    """Show a line that is not a message: UTF-8 where it can be, escapes for other bytes."""
-    if line.endswith(b'\r'):
-        line = line[:-1]
-    return line.decode('utf-8', 'backslashreplace').translate(_CONTROL_ESCAPES)

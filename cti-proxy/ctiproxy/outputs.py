@@ -20,8 +20,8 @@ import os
 import re
 import stat
 
+from .escaping import SLICE, escape_text, json_bytes, json_string_pieces, shown_pieces
 from .filters import CLIENT, SERVER
-from .framing import line_text
 from .recording import message_record, notice_record
 
 
@@ -104,21 +104,28 @@ class Output:
         any session: the moment to open files, not before."""
 
 
-def _one_line_encoder():
-    """json.dumps(message, ensure_ascii=False), with json's C encoder built once instead of per call."""
+def _one_line_encoder(sort_keys=False):
+    """json.dumps(message, ensure_ascii=False, sort_keys=sort_keys), with json's C encoder built once
+    instead of per call."""
     make_encoder = getattr(json.encoder, 'c_make_encoder', None)
     if make_encoder is None:
-        return json.JSONEncoder(ensure_ascii=False).encode
+        return json.JSONEncoder(ensure_ascii=False, sort_keys=sort_keys).encode
     # markers, default, string encoder, indent, key and item separators, sort_keys, skipkeys, allow_nan
-    encode = make_encoder(None, None, json.encoder.encode_basestring, None, ': ', ', ', False, False, True)
+    encode = make_encoder(None, None, json.encoder.encode_basestring, None, ': ', ', ', sort_keys, False, True)
     return lambda message: ''.join(encode(message, 0))
 
 
 one_line_json = _one_line_encoder()
+_one_line_sorted = _one_line_encoder(sort_keys=True)
 
 _string = json.encoder.encode_basestring       # a JSON string literal, non-ASCII kept as is
 _LITERALS = {True: 'true', False: 'false', None: 'null'}
 _INFINITY = float('inf')
+
+# pretty_json indents objects and arrays nested up to this deep (their items at 64 columns at most);
+# a deeper one is written on one line, so that nesting cannot make the output many times its size.
+MAX_INDENT_DEPTH = 16
+_TOO_DEEP = 1 + 4 * MAX_INDENT_DEPTH         # the length of the newline and indentation one level deeper
 
 
 def _number(value):
@@ -135,8 +142,9 @@ def _number(value):
 def pretty_json(value, newline='\n'):
     """A message indented by 4 with sorted keys, as ctispy --pretty-print and ctisave write it.
 
-    The same text as json.dumps(value, indent=4, sort_keys=True, ensure_ascii=False),
-    two to three times faster before Python 3.13, whose json does this in C.
+    The same text as json.dumps(value, indent=4, sort_keys=True, ensure_ascii=False) for a
+    message nested at most MAX_INDENT_DEPTH deep, two to three times faster before Python 3.13,
+    whose json does this in C.  Deeper objects and arrays are written on one line, with sorted keys.
     """
     kind = value.__class__
     if kind is str:
@@ -144,6 +152,8 @@ def pretty_json(value, newline='\n'):
     if kind is dict:
         if not value:
             return '{}'
+        if len(newline) >= _TOO_DEEP:
+            return _one_line_sorted(value)
         inner = newline + '    '
         return '{' + inner + (',' + inner).join([
             _string(key) + ': ' + (_string(item) if item.__class__ is str else pretty_json(item, inner))
@@ -151,6 +161,8 @@ def pretty_json(value, newline='\n'):
     if kind is list:
         if not value:
             return '[]'
+        if len(newline) >= _TOO_DEEP:
+            return _one_line_sorted(value)
         inner = newline + '    '
         return '[' + inner + (',' + inner).join([
             _string(item) if item.__class__ is str else pretty_json(item, inner)
@@ -162,23 +174,21 @@ def pretty_json(value, newline='\n'):
     return _LITERALS[value]
 
 
+def message_bytes(message, to_json):
+    """The UTF-8 bytes of a message through to_json, safe on a terminal (json_bytes); None when
+    it is nested deeper than json can write."""
+    try:
+        return json_bytes(to_json(message))
+    except (ValueError, RecursionError):
+        return None
+
+
 def shown_text(line):
-    """A line that is not a message, made safe to show on a terminal."""
-    return line_text(line).encode('utf-8')
-
-
-def render(message, line, to_json, as_text=shown_text):
-    """The UTF-8 bytes for one line: its message through to_json, else the line through as_text."""
-    if message is not None:
-        try:
-            return to_json(message).encode('utf-8', 'backslashreplace')
-        except (ValueError, RecursionError):
-            pass
-    return as_text(line)
-
-
-def as_received(line):
-    return line
+    """A line that is not a message, made safe to show on a terminal (without the CR of a CRLF):
+    UTF-8 bytes, in pieces of bounded size."""
+    if line.endswith(b'\r'):
+        line = memoryview(line)[:-1]
+    return shown_pieces(line)
 
 
 ARROWS = {CLIENT: 'Client > Server', SERVER: 'Server > Client'}
@@ -223,15 +233,28 @@ class SpyOutput(Output):
 
     def notice(self, session, when, text):
         """'    13:01:02.123456 -- STARTTLS: ...': a line of its own, between messages."""
-        line = '%s -- %s' % (self._stamp(session, when, len(self.open_sessions) > 1), text)
-        self.stream.write(line.encode('utf-8') + b'\n')
+        line = '%s -- %s' % (self._stamp(session, when, len(self.open_sessions) > 1), escape_text(text))
+        self.stream.write(line.encode('utf-8', 'backslashreplace') + b'\n')
 
     def chunk(self, session, direction, when, data):
+        """--raw: the chunk's bytes, control characters escaped, newlines kept."""
         if self.raw:
-            self.stream.write(self.header(session, direction, when) + data + b'\n')
+            self._write_pieces(self.header(session, direction, when), shown_pieces(data, keep_newlines=True))
 
     def message(self, session, direction, when, message, line):
-        self.stream.write(self.header(session, direction, when) + render(message, line, self.to_json) + b'\n')
+        header = self.header(session, direction, when)
+        body = None if message is None else message_bytes(message, self.to_json)
+        if body is not None:
+            self.stream.write(header + body + b'\n')
+        else:
+            self._write_pieces(header, shown_text(line))
+
+    def _write_pieces(self, header, pieces):
+        write = self.stream.write
+        write(header)
+        for piece in pieces:
+            write(piece)
+        write(b'\n')
 
     def flush(self):
         self.stream.flush()
@@ -244,18 +267,31 @@ class JsonLinesOutput(Output):
         self.stream = BatchedStream(stream)
 
     def message(self, session, direction, when, message, line):
-        try:
-            encoded = one_line_json(message_record(session.number, direction, when, message, line))
-        except (ValueError, RecursionError):          # nested deeper than json can write
-            encoded = one_line_json(message_record(session.number, direction, when, None, line))
-        self._write(encoded)
+        if message is not None:
+            try:
+                return self._write(one_line_json(message_record(session.number, direction, when, message, line)))
+            except (ValueError, RecursionError):          # nested deeper than json can write: as text
+                pass
+        if len(line) > SLICE:
+            self._write_long_text(session, direction, when, line)
+        else:
+            self._write(one_line_json(message_record(session.number, direction, when, None, line)))
+
+    def _write_long_text(self, session, direction, when, line):
+        """The same record as for a short line, its text written a slice at a time (bounded memory)."""
+        empty = one_line_json(message_record(session.number, direction, when, None, b''))
+        write = self.stream.write
+        write(json_bytes(empty[:-len('"}')]))          # ... "text": "
+        for piece in json_string_pieces(line):
+            write(piece)
+        write(b'"}\n')
 
     def notice(self, session, when, text):
         self._write(one_line_json(notice_record(session.number, when, text)))
 
     def _write(self, encoded):
         # A lone surrogate (a byte that was not UTF-8) comes out as the JSON escape \udcff.
-        self.stream.write(encoded.encode('utf-8', 'backslashreplace') + b'\n')
+        self.stream.write(json_bytes(encoded) + b'\n')
 
     def flush(self):
         self.stream.flush()
@@ -437,9 +473,17 @@ class SaveOutput(Output):
             self.files[session, side] = file
 
     def message(self, session, direction, when, message, line):
+        """The message pretty-printed, or else the line as ctispy shows it; escaped as on the display."""
         file = self.files[session, direction]
         self._changed.add(file)
-        self._do(file, file.write, render(message, line, pretty_json, as_received) + b'\n')
+        body = None if message is None else message_bytes(message, pretty_json)
+        self._do(file, self._write_pieces, file, [body] if body is not None else shown_text(line))
+
+    @staticmethod
+    def _write_pieces(file, pieces):
+        for piece in pieces:
+            file.write(piece)
+        file.write(b'\n')
 
     def encrypted(self, session, direction, when):
         """Noted in the file, so that it does not stop unexplained."""

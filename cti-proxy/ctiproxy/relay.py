@@ -22,7 +22,6 @@ import ssl
 import sys
 import threading
 import time
-import traceback
 import weakref
 
 try:
@@ -30,6 +29,7 @@ try:
 except ImportError:         # not on this system
     resource = None
 
+from .escaping import escape_text, shown_traceback
 from .filters import CLIENT, SERVER
 from .stopping import stop_signals_blocked
 from .tls import (ENCRYPTED, REFUSE, START_TLS, ClearTextAnswer, PlainConnection, StarttlsHandover, TlsConnection,
@@ -50,7 +50,8 @@ RESOURCE_BACKOFF = 0.1
 
 class Log:
     """One-line notes on stderr, each after the tool's name: what the user must know (the start
-    line, warnings, errors) always; connection events with --verbose."""
+    line, warnings, errors) always; connection events with --verbose.  A note may quote the
+    network (a TLS reason, a server's error): it is escaped, and stays on one line."""
 
     def __init__(self, prog, verbose=False):
         self.prog = prog
@@ -59,7 +60,7 @@ class Log:
     def say(self, text):
         if sys.stderr is None:       # started with stderr closed (2>&-)
             return
-        sys.stderr.write('%s: %s\n' % (self.prog, text))
+        sys.stderr.write('%s: %s\n' % (self.prog, escape_text(text)))
         sys.stderr.flush()
 
     error = say
@@ -623,7 +624,7 @@ class RelayServer(ListeningServer):
             self._refuse(client_address, thread_failure(error))
             return
         self.log.error('internal error in the session with %s; please report:' % peer_name(client_address))
-        traceback.print_exc()
+        sys.stderr.write(shown_traceback())
 
     def _refuse(self, client_address, reason):
         """A client that cannot be served: one line."""

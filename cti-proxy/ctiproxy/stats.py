@@ -6,6 +6,7 @@ import json
 import math
 import time
 
+from .escaping import escape_text, json_bytes
 from .filters import CLIENT, SERVER
 from .outputs import ARROWS, Output
 from .relay import peer_name
@@ -175,36 +176,44 @@ class SessionStats:
 
 
 def format_report(report, label=''):
-    """The report as text for people: counts, messages by class with bars, reply times."""
+    """The report as text for people: counts, messages by class with bars, reply times.
+
+    Class names come from the traffic: they are shown escaped (escape_text)."""
+    label = escape_text(label)
     lines = ['Session #%d%s, %.3f s' % (report['session'], ', ' + label if label else '', report['duration']), '']
     rows = [('bytes', 'bytes'), ('chunks', 'chunks'), ('messages', 'messages'), ('not JSON', 'invalid')]
     lines.append('%-12s %16s %16s' % ('', ARROWS[CLIENT], ARROWS[SERVER]))
     for title, key in rows:
         lines.append('%-12s %16d %16d' % (title, report[CLIENT][key], report[SERVER][key]))
     for direction in (CLIENT, SERVER):
-        classes = report[direction]['classes']
+        classes = _escaped_items(report[direction]['classes'])
         lines.append('')
         lines.append('%s messages by class' % ARROWS[direction])
         if not classes:
             lines.append('  (none)')
             continue
-        width = max(len(kind) for kind in classes)
-        most = max(classes.values())
-        for kind, count in classes.items():
+        width = max(len(kind) for kind, _ in classes)
+        most = max(count for _, count in classes)
+        for kind, count in classes:
             bar = '\u2588' * max(1, round(BAR_WIDTH * count / most))
             lines.append('  %-*s %8d  %s' % (width, kind, count, bar))
     lines.append('')
-    replies = report['replies']
+    replies = _escaped_items(report['replies'])
     if replies:
-        width = max(12, max(len(kind) for kind in replies))
+        width = max(12, max(len(kind) for kind, _ in replies))
         lines.append('  %-*s %8s %9s %9s %9s %9s' % (width, 'Reply times', 'count', 'min ms', 'median', 'p95', 'max'))
-        for kind, row in replies.items():
+        for kind, row in replies:
             lines.append('  %-*s %8d %9.3f %9.3f %9.3f %9.3f' % (
                 width, kind, row['count'], row['min_ms'], row['median_ms'], row['p95_ms'], row['max_ms']))
     else:
         lines.append('No request was answered (no replyid matched a commandid).')
     lines.append('Requests never answered: %d' % report['unanswered'])
     return '\n'.join(lines) + '\n'
+
+
+def _escaped_items(table):
+    """[(key, value)] of table, each key (a class name from the traffic) escaped for a terminal."""
+    return [(escape_text(key), value) for key, value in table.items()]
 
 
 class StatOutput(Output):
@@ -241,10 +250,10 @@ class StatOutput(Output):
     def _print(self, stats):
         report = stats.report()
         if self.as_json:
-            text = json.dumps(report, ensure_ascii=False) + '\n'
+            text = json_bytes(json.dumps(report, ensure_ascii=False)) + b'\n'
         else:
-            text = format_report(report, stats.label) + '\n'
-        self.stream.write(text.encode('utf-8', 'backslashreplace'))
+            text = (format_report(report, stats.label) + '\n').encode('utf-8', 'backslashreplace')
+        self.stream.write(text)
         self.stream.flush()
 
 
