@@ -504,7 +504,8 @@ class Proxy:
             for note in args.notes:
                 log.say(note)
             status = self._serve(server)
-            complete = self._stop(server, None)     # ending on its own: a stop signal still cuts this short
+            self.stopping = True                    # ending on its own: the output's end need not signal us
+            complete = self._stop(server, None)     # a stop signal still cuts this short
         except KeyboardInterrupt:
             signalled = True
         finally:
