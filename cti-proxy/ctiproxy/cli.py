@@ -462,33 +462,7 @@ class Proxy:
 
     def run(self):
         args, log = self.args, self.log
-        upstream = Upstream(args.host, args.port)
-        try:
-            upstream.check_resolves()
-        except (OSError, UnicodeError) as error:
-            log.error('cannot find server host %r: %s' % (args.host, describe_error(error)))
-            return 1
-        try:
-            listen = ListenAddress(args.listen_addr, args.listen_port)
-        except (OSError, UnicodeError) as error:
-            log.error('cannot use listen address %r: %s' % (args.listen_addr, describe_error(error)))
-            return 1
-        try:
-            server = RelayServer(listen, upstream, self.analyzer, log, args.tls_options)
-        except OSError as error:
-            log.error('cannot listen on %s: %s' % (listen.describe(), describe_error(error)))
-            return 1
-        if server.relays_to_itself():
-            log.error('the server %s is the tool itself, which listens on %s: each client would be relayed back '
-                      'to the tool' % (upstream, listen.describe(server.port)))
-            server.server_close()
-            return 1
-        try:
-            self.analyzer.output.start()       # only now may files be touched: the tool can start
-        except OutputError as error:
-            server.server_close()
-            log.error(str(error))
-            return 1
+        upstream, listen, server = self._start()
         status = 0
         signalled = False
         complete = None
@@ -521,6 +495,36 @@ class Proxy:
         if self.analyzer.output_closed:
             _silence_stdout()
         return status
+
+    def _start(self):
+        """Find the server, bind the listening port, refuse to relay to the tool itself, and only then let
+        the output open its files; return (upstream, listen, server), or raise StartError naming what failed."""
+        args = self.args
+        upstream = Upstream(args.host, args.port)
+        try:
+            upstream.check_resolves()
+        except (OSError, UnicodeError) as error:
+            raise StartError('cannot find server host %r: %s' % (args.host, describe_error(error)))
+        try:
+            listen = ListenAddress(args.listen_addr, args.listen_port)
+        except (OSError, UnicodeError) as error:
+            raise StartError('cannot use listen address %r: %s' % (args.listen_addr, describe_error(error)))
+        try:
+            server = RelayServer(listen, upstream, self.analyzer, self.log, args.tls_options)
+        except OSError as error:
+            raise StartError('cannot listen on %s: %s' % (listen.describe(), describe_error(error)))
+        try:
+            if server.relays_to_itself():
+                raise StartError('the server %s is the tool itself, which listens on %s: each client would be '
+                                 'relayed back to the tool' % (upstream, listen.describe(server.port)))
+            self.analyzer.output.start()       # only now may files be touched: the tool can start
+        except OutputError as error:
+            server.server_close()
+            raise StartError(str(error))
+        except StartError:
+            server.server_close()
+            raise
+        return upstream, listen, server
 
     def _serve(self, server):
         if self.args.loop:
