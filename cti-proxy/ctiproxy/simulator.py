@@ -68,7 +68,16 @@ SERVICES = ['enablednd', 'fwdunc', 'fwdbusy', 'fwdrna']
 
 def encode(message):
     """One message on the wire, as a Python CTI server writes it: ASCII JSON and a newline."""
-    return (json.dumps(message) + '\n').encode('ascii')
+    return (json.dumps(message, allow_nan=False) + '\n').encode('ascii')
+
+
+def strict_json(value):
+    """Whether value can be written as JSON proper: no NaN or infinity anywhere in it."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
 
 
 MAX_REQUEST_DEPTH = 32      # a request nested deeper is answered with an error, unread
@@ -250,6 +259,9 @@ class SimulatedSession(socketserver.StreamRequestHandler):
             return
         if nested_deeper(request, MAX_REQUEST_DEPTH):      # not echoed: its commandid may be the deep part
             self.send({'class': 'error', 'error_string': 'nested too deep'})
+            return
+        if not (strict_json(request.get('class')) and strict_json(request.get('commandid'))):
+            self.send({'class': 'error', 'error_string': 'class or commandid is not finite'})   # not echoed
             return
         kind = request.get('class')
         handler = self.HANDLERS.get(kind) if isinstance(kind, str) else None
