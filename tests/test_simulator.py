@@ -308,6 +308,13 @@ class SimulatorServerTest(unittest.TestCase):
         answer, _ = self.talk.ask('keepalive')
         self.assertEqual(answer['class'], 'keepalive')
 
+    def test_history_size_or_mode_not_a_number(self):
+        """Before: "size": true was taken as 1."""
+        for fields in ({'size': True}, {'size': False}, {'mode': True}, {'size': 'many'}, {'size': None}):
+            with self.subTest(fields=fields):
+                answer, _ = self.talk.ask('history', **fields)
+                self.assertEqual(answer['error_string'], 'bad mode or size')
+
     def test_no_commandid_no_replyid(self):
         self.talk.send({'class': 'keepalive'})
         answer = self.talk.read_message()

@@ -80,6 +80,14 @@ def strict_json(value):
     return True
 
 
+def whole_number(value):
+    """A request's number (5, 5.0 or "5") as an int; ValueError for a bool (true is not a number), as for
+    "x"; OverflowError for infinity."""
+    if value.__class__ is bool:
+        raise ValueError(value)
+    return int(value)
+
+
 MAX_REQUEST_DEPTH = 32      # a request nested deeper is answered with an error, unread
 
 
@@ -401,8 +409,8 @@ class SimulatedSession(socketserver.StreamRequestHandler):
     def history(self, request):
         """The last calls of the user."""
         try:
-            size = min(max(int(request.get('size', 8)), 0), 100)
-            mode = int(request.get('mode', 0))
+            size = min(max(whole_number(request.get('size', 8)), 0), 100)
+            mode = whole_number(request.get('mode', 0))
         except (TypeError, ValueError, OverflowError):      # OverflowError: 1e400 reads as infinity
             return self.error(request, 'bad mode or size')
         self.answer(request, mode=mode, history=self.pbx.history(self.userid, mode, size))
