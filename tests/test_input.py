@@ -170,6 +170,33 @@ class ReadTest(unittest.TestCase):
                     self.assertEqual(status, 1, err)
                     self.assertEqual(err, '%s: %s, line 2: "time" is out of range: "%s"\n' % (name, path, time))
 
+    def assertBadSecondLine(self, second, reason):
+        """A recording whose second line is `second` (a dict): one line naming the line and the reason, exit 1."""
+        path = self.write(record(1, 'client', {'class': 'a'}) + json.dumps(second) + '\n')
+        for name in ('ctispy', 'ctistat'):
+            with self.subTest(record=second, tool=name):
+                status, out, err = read_tool(name, '--read', path)
+                self.assertEqual(status, 1, err)
+                self.assertEqual(err, '%s: %s, line 2: %s\n' % (name, path, reason))
+
+    def test_time_that_is_no_date_is_said_to_be_none(self):
+        """Before: a time that is no date at all was "out of range"."""
+        for time in ('2026-13-01T00:00:00', '', 'NaN', '2026-11-27T25:00:00', 5):
+            self.assertBadSecondLine({'time': time, 'session': 1, 'direction': 'client', 'message': {}},
+                                     '"time" must be a time like "2026-11-27T13:01:02.123456"')
+
+    def test_notice_that_is_not_a_string(self):
+        """Before: said "direction" must be "client" or "server"."""
+        for notice in (5, None, ['STARTTLS'], {'text': 'x'}):
+            self.assertBadSecondLine({'time': '2026-11-27T13:00:02', 'session': 1, 'notice': notice},
+                                     '"notice" must be a string')
+
+    def test_session_numbers_start_at_1(self):
+        """The tools number sessions from 1; before, 0 and -1 were taken."""
+        for session in (0, -1, True, 1.0, '1'):
+            self.assertBadSecondLine({'time': '2026-11-27T13:00:02', 'session': session, 'direction': 'client',
+                                      'message': {}}, '"session" must be a whole number from 1 up')
+
     def test_times_out_of_order_are_taken_as_the_time_before_and_said(self):
         path = self.write(record(10, 'client', {'class': 'getlist', 'commandid': 1}) +
                           record(5, 'server', {'class': 'getlist', 'replyid': 1}) +

@@ -57,6 +57,10 @@ class SimServer:
         return self.process.returncode, self.start_line + err.decode('utf-8', 'replace')
 
 
+def refuse_constant(name):
+    raise AssertionError('not JSON: %s' % name)
+
+
 class Talk:
     """One client connection: send requests with increasing commandids, read lines and messages."""
 
@@ -77,7 +81,8 @@ class Talk:
         return line + b'\n'
 
     def read_message(self):
-        return json.loads(self.read_line().decode('ascii'))
+        """The next message, which must be JSON proper (NaN or Infinity in it fails the test)."""
+        return json.loads(self.read_line().decode('ascii'), parse_constant=refuse_constant)
 
     def send(self, message):
         self.sock.sendall((json.dumps(message) + '\n').encode('utf-8'))
@@ -288,6 +293,27 @@ class SimulatorServerTest(unittest.TestCase):
         self.assertEqual(self.talk.read_message()['error_string'], 'not a JSON object')
         answer, _ = self.talk.ask('keepalive')
         self.assertEqual(answer['class'], 'keepalive')
+
+    def test_class_or_commandid_not_finite_then_goes_on(self):
+        """Before: answered with "replyid": Infinity (or "class": NaN), which is not JSON."""
+        for request in (b'{"class": "x", "commandid": 1e400}', b'{"class": "keepalive", "commandid": -1e400}',
+                        b'{"class": "keepalive", "commandid": [1, NaN]}', b'{"class": 1e400, "commandid": 1}',
+                        b'{"class": {"a": Infinity}}'):
+            with self.subTest(request=request):
+                self.talk.sock.sendall(request + b'\n')
+                answer = self.talk.read_message()
+                self.assertEqual((answer['class'], answer['error_string']),
+                                 ('error', 'class or commandid is not finite'))
+                self.assertNotIn('replyid', answer)
+        answer, _ = self.talk.ask('keepalive')
+        self.assertEqual(answer['class'], 'keepalive')
+
+    def test_history_size_or_mode_not_a_number(self):
+        """Before: "size": true was taken as 1."""
+        for fields in ({'size': True}, {'size': False}, {'mode': True}, {'size': 'many'}, {'size': None}):
+            with self.subTest(fields=fields):
+                answer, _ = self.talk.ask('history', **fields)
+                self.assertEqual(answer['error_string'], 'bad mode or size')
 
     def test_no_commandid_no_replyid(self):
         self.talk.send({'class': 'keepalive'})

@@ -79,6 +79,7 @@ CLASS_ROW = re.compile('^\\s+(\\S.*?)\\s+(\\S+)\\s+(\u2588+)$')
 NUMBER = r'(\d+(?:\.\d+)?)'
 REPLY_ROW = re.compile(r'^\s+(\S+)\s+(\S+)\s+' + r'\s+'.join([NUMBER] * 4) + '$')
 UNANSWERED = re.compile(r'never answered:\s*(\S+)$')
+NOT_TIMED = re.compile(r'not timed \(too many waiting\):\s*(\S+)$')
 ROW_KEYS = {'bytes': 'bytes', 'chunks': 'chunks', 'messages': 'messages', 'not JSON': 'invalid'}
 
 
@@ -96,7 +97,7 @@ def parse_report(text):
     if not match:
         raise AssertionError('no session line: %r' % lines[0])
     report = {'session': int(match.group(1)), 'duration': float(match.group(2)), 'replies': {}, 'unanswered': None,
-              C: {'classes': {}}, S: {'classes': {}}, 'bars': {C: {}, S: {}}}
+              'not_timed': 0, C: {'classes': {}}, S: {'classes': {}}, 'bars': {C: {}, S: {}}}
     columns, section = None, None
     for line in lines[1:]:
         if 'Client > Server' in line and 'Server > Client' in line:
@@ -127,6 +128,9 @@ def parse_report(text):
         row = UNANSWERED.search(line)
         if row:
             report['unanswered'] = whole(row.group(1))
+        row = NOT_TIMED.search(line)
+        if row:
+            report['not_timed'] = whole(row.group(1))
     return report
 
 
@@ -165,7 +169,7 @@ class StatTestCase(unittest.TestCase):
 
     def assertJsonReport(self, report):
         """The JSON report has the documented shape, its counts whole numbers."""
-        self.assertEqual(set(report), {'session', 'duration', C, S, 'replies', 'unanswered'})
+        self.assertEqual(set(report), {'session', 'duration', C, S, 'replies', 'unanswered', 'not_timed'})
         for side in (C, S):
             self.assertEqual(set(report[side]), {'bytes', 'chunks', 'messages', 'invalid', 'classes'})
             for key in ('bytes', 'chunks', 'messages', 'invalid'):
@@ -176,6 +180,7 @@ class StatTestCase(unittest.TestCase):
             self.assertEqual(set(row), {'count', 'min_ms', 'median_ms', 'p95_ms', 'max_ms'})
             self.assertIs(type(row['count']), int)
         self.assertIs(type(report['unanswered']), int)
+        self.assertIs(type(report['not_timed']), int)
         self.assertIs(type(report['session']), int)
         self.assertIsInstance(report['duration'], (int, float))
 
@@ -260,6 +265,22 @@ class StatReportTest(StatTestCase):
         expected = {C: {'messages': ROUND_TRIPS, 'invalid': 0, 'classes': {'getlist': ROUND_TRIPS}},
                     S: {'messages': ROUND_TRIPS, 'invalid': 0, 'classes': {'getlist': ROUND_TRIPS}}}
         self.assertCounts(json.loads(out), traffic, expected, replies={'getlist': ROUND_TRIPS}, unanswered=0)
+
+    def test_requests_beyond_the_cap_are_not_called_unanswered(self):
+        """12,000 requests (10,000 kept per session), then answers to the first 3,000: 2,000 of those were
+        forgotten, so their answers are not timed, and they are not counted as never answered either (before:
+        never answered 11,000, though only 9,000 were)."""
+        requests = b''.join(b'{"class": "getlist", "commandid": %d}\n' % number for number in range(12000))
+        answers = b''.join(b'{"class": "getlist", "replyid": %d}\n' % number for number in range(3000))
+        steps = [(C, requests), (C, b'{"class": "keepalive"}\n'), (S, answers)]
+        expected = {C: {'messages': 12001, 'invalid': 0, 'classes': {'getlist': 12000, 'keepalive': 1}},
+                    S: {'messages': 3000, 'invalid': 0, 'classes': {'getlist': 3000}}}
+        for options, parse in ((['--json'], json.loads), ([], lambda out: parse_report(split_reports(out)[0]))):
+            with self.subTest(options=options):
+                out, traffic = self.run_script(*options, steps=steps, most=1 << 16)
+                report = parse(out)
+                self.assertCounts(report, traffic, expected, replies={'getlist': 1000}, unanswered=9000)
+                self.assertEqual(report['not_timed'], 2000)
 
 
 class StatStopTest(StatTestCase):

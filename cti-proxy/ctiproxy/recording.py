@@ -67,13 +67,22 @@ def _line_bytes(text):
         return text.encode('utf-8', 'backslashreplace')
 
 
+class TimeOutOfRange(ValueError):
+    """A record's "time" is a date, but one that cannot be shown as a local time."""
+
+
 def record_time(text):
-    """A record's "time" as a timestamp; ValueError if it is none, or out of the range shown."""
+    """A record's "time" as a timestamp; ValueError if it is not a date, TimeOutOfRange if it is one out of
+    the range shown."""
     try:
-        when = datetime.datetime.fromisoformat(text).timestamp()
-        datetime.datetime.fromtimestamp(when)               # shown as local time, it must be one
-    except (TypeError, ValueError, OverflowError, OSError):
+        moment = datetime.datetime.fromisoformat(text)
+    except (TypeError, ValueError):
         raise ValueError(text)
+    try:
+        when = moment.timestamp()
+        datetime.datetime.fromtimestamp(when)               # shown as local time, it must be one
+    except (ValueError, OverflowError, OSError):
+        raise TimeOutOfRange(text)
     return when
 
 
@@ -92,13 +101,13 @@ def _checked_entries(lines, name):
         if not isinstance(entry, dict):
             _fail(name, number, 'a record must be a JSON object')
         session = entry.get('session')
-        if session.__class__ is not int:
-            _fail(name, number, '"session" must be a whole number')
+        if session.__class__ is not int or session < 1:
+            _fail(name, number, '"session" must be a whole number from 1 up')
         try:
             when = record_time(entry.get('time'))
+        except TimeOutOfRange:
+            _fail(name, number, '"time" is out of range: %s' % json.dumps(entry['time'][:40]))
         except ValueError:
-            if isinstance(entry.get('time'), str):
-                _fail(name, number, '"time" is out of range: %s' % json.dumps(entry['time'][:40]))
             _fail(name, number, '"time" must be a time like "2026-11-27T13:01:02.123456"')
         yield number, entry, session, when
 
@@ -107,7 +116,9 @@ def read_records(lines, name):
     """Yield a Record for each record of a recording (lines of text), as they are read; RecordingError
     names a bad line (IncompleteRecording, a last line cut short)."""
     for number, entry, session, when in _checked_entries(lines, name):
-        if isinstance(entry.get('notice'), str):
+        if 'notice' in entry:
+            if not isinstance(entry['notice'], str):
+                _fail(name, number, '"notice" must be a string')
             yield Record(session, None, when, None, entry['notice'], number)
             continue
         direction = entry.get('direction')

@@ -68,7 +68,24 @@ SERVICES = ['enablednd', 'fwdunc', 'fwdbusy', 'fwdrna']
 
 def encode(message):
     """One message on the wire, as a Python CTI server writes it: ASCII JSON and a newline."""
-    return (json.dumps(message) + '\n').encode('ascii')
+    return (json.dumps(message, allow_nan=False) + '\n').encode('ascii')
+
+
+def strict_json(value):
+    """Whether value can be written as JSON proper: no NaN or infinity anywhere in it."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
+def whole_number(value):
+    """A request's number (5, 5.0 or "5") as an int; ValueError for a bool (true is not a number), as for
+    "x"; OverflowError for infinity."""
+    if value.__class__ is bool:
+        raise ValueError(value)
+    return int(value)
 
 
 MAX_REQUEST_DEPTH = 32      # a request nested deeper is answered with an error, unread
@@ -251,6 +268,9 @@ class SimulatedSession(socketserver.StreamRequestHandler):
         if nested_deeper(request, MAX_REQUEST_DEPTH):      # not echoed: its commandid may be the deep part
             self.send({'class': 'error', 'error_string': 'nested too deep'})
             return
+        if not (strict_json(request.get('class')) and strict_json(request.get('commandid'))):
+            self.send({'class': 'error', 'error_string': 'class or commandid is not finite'})   # not echoed
+            return
         kind = request.get('class')
         handler = self.HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
@@ -389,8 +409,8 @@ class SimulatedSession(socketserver.StreamRequestHandler):
     def history(self, request):
         """The last calls of the user."""
         try:
-            size = min(max(int(request.get('size', 8)), 0), 100)
-            mode = int(request.get('mode', 0))
+            size = min(max(whole_number(request.get('size', 8)), 0), 100)
+            mode = whole_number(request.get('mode', 0))
         except (TypeError, ValueError, OverflowError):      # OverflowError: 1e400 reads as infinity
             return self.error(request, 'bad mode or size')
         self.answer(request, mode=mode, history=self.pbx.history(self.userid, mode, size))

@@ -76,9 +76,10 @@ class WaitingRequests:
     """Client requests waiting for their answer, by commandid, each id's oldest first.
 
     Answered requests are dropped.  At most `limit` are kept: beyond that, the
-    request waiting longest is forgotten (an answer that comes for it later is not
-    matched), and counted, so that unanswered() stays the number of requests no
-    answer was matched for.
+    request waiting longest is forgotten and counted in `forgotten`.  Whether an
+    answer comes for a forgotten request later cannot be told (its id is not kept),
+    so it is neither timed nor counted as never answered: unanswered() is the number
+    of requests still waiting, which no answer came for.
     """
 
     def __init__(self, limit=MAX_WAITING):
@@ -111,7 +112,8 @@ class WaitingRequests:
         return request
 
     def unanswered(self):
-        return self.kept + self.forgotten
+        """The requests kept and still waiting: none of them was answered."""
+        return self.kept
 
     def _forget_oldest(self):
         commandid = next(iter(self._by_id))     # O(1): an OrderedDict starts at its oldest key
@@ -172,7 +174,7 @@ class SessionStats:
         ended = self.ended if self.ended is not None else self.started
         return {'session': self.number, 'duration': round(ended - self.started, 6),
                 CLIENT: self.directions[CLIENT].as_dict(), SERVER: self.directions[SERVER].as_dict(),
-                'replies': replies, 'unanswered': self.waiting.unanswered()}
+                'replies': replies, 'unanswered': self.waiting.unanswered(), 'not_timed': self.waiting.forgotten}
 
 
 def format_report(report, label=''):
@@ -208,6 +210,8 @@ def format_report(report, label=''):
     else:
         lines.append('No request was answered (no replyid matched a commandid).')
     lines.append('Requests never answered: %d' % report['unanswered'])
+    if report['not_timed']:
+        lines.append('Requests not timed (too many waiting): %d' % report['not_timed'])
     return '\n'.join(lines) + '\n'
 
 
