@@ -57,7 +57,9 @@ class DemoTest(unittest.TestCase):
 
     @unittest.skipIf(shutil.which('make') is None, 'make is not installed')
     def test_make_demo(self):
-        self.check_session(*run(['make', '-s', 'demo', 'PYTHON=' + sys.executable]))
+        # --no-print-directory: under `make -C DIR test` the inner make would add its "Entering directory"
+        # lines to the output.
+        self.check_session(*run(['make', '-s', '--no-print-directory', 'demo', 'PYTHON=' + sys.executable]))
 
 
 if __name__ == '__main__':

@@ -232,7 +232,7 @@ class DemoTlsTest(unittest.TestCase):
 
     @unittest.skipIf(shutil.which('make') is None, 'make is not installed')
     def test_make_demo_tls(self):
-        self.check_seen_through(*run(['make', '-s', 'demo-tls', 'PYTHON=' + sys.executable]))
+        self.check_seen_through(*run(['make', '-s', '--no-print-directory', 'demo-tls', 'PYTHON=' + sys.executable]))
 
 
 if __name__ == '__main__':
