@@ -411,6 +411,18 @@ def same_file(first, second):
         return os.path.realpath(first) == os.path.realpath(second)
 
 
+def numbered_file_of(path, other):
+    """N if path is other's numbered file other.N (N >= 2), which ctisave --loop writes for session N, in any
+    spelling (through links, or a link to one that exists); else None."""
+    match = re.match(r'(.+)\.([1-9][0-9]*)\Z', path, re.DOTALL)
+    if match and int(match.group(2)) >= 2 and same_file(match.group(1), other):
+        return int(match.group(2))
+    for numbered in numbered_files(other):
+        if same_file(path, numbered):
+            return int(numbered.rsplit('.', 1)[1])
+    return None
+
+
 def _cannot_write(path, error):
     return OutputError('cannot write %s: %s' % (path, error.strerror or error))
 
