@@ -3,9 +3,11 @@ cannot start is one line per refused client; a tool pointed at itself is refused
 connection that comes back to the tool ends the loop with one line."""
 
 import io
+import os
 import re
 import signal
 import socket
+import tempfile
 import threading
 import unittest
 
@@ -30,9 +32,37 @@ class FileDescriptorLimitTest(unittest.TestCase):
     """ulimit -n 64 and 80 clients at once: one line, and every client is served as sessions end."""
 
     def test_says_it_once_and_serves_everyone(self):
+        status, out, err = self.serve_all('ctispy', '--loop')
+        self.assert_said_once('ctispy', status, err)
+        shown = parse_spy_output(out.decode('utf-8'))
+        self.assertEqual(len(shown), 2 * CLIENTS)
+
+    def test_ctisave_waits_for_its_files_and_saves_everyone(self):
+        """ctisave needs two files per session beyond its sockets: the sessions beyond the limit wait for
+        them, and each session is saved in its own files."""
+        with tempfile.TemporaryDirectory() as folder:
+            client_path, server_path = os.path.join(folder, 'c'), os.path.join(folder, 's')
+            status, out, err = self.serve_all('ctisave', '--loop', client_path, server_path)
+            self.assert_said_once('ctisave', status, err)
+            saved = {}
+            for session in range(1, CLIENTS + 1):
+                suffix = '.%d' % session if session > 1 else ''
+                with open(client_path + suffix, 'rb') as client_file, open(server_path + suffix, 'rb') as server_file:
+                    said = re.match(br'\{\n    "client": (\d+)\n\}\n\Z', client_file.read())
+                    self.assertIsNotNone(said, session)
+                    number = int(said.group(1))
+                    self.assertEqual(server_file.read(), b'{\n    "server": %d\n}\n' % number)
+                    saved[number] = session
+            self.assertEqual(sorted(saved), list(range(CLIENTS)))
+            self.assertEqual(sorted(os.listdir(folder)), sorted(
+                ['c', 's'] + ['%s.%d' % (name, session) for name in 'cs' for session in range(2, CLIENTS + 1)]))
+
+    def serve_all(self, *args):
+        """Run the tool under the limit, connect CLIENTS clients at once, then serve each session to its end,
+        one after another; return its exit status, stdout and stderr after the start line."""
         if not hasattr(resource, 'prlimit'):
             self.skipTest('no prlimit here')
-        with Tool('ctispy', '--loop') as tool:
+        with Tool(args[0], *args[1:]) as tool:
             resource.prlimit(tool.process.pid, resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
             clients = {}
             for number in range(CLIENTS):
@@ -53,14 +83,14 @@ class FileDescriptorLimitTest(unittest.TestCase):
                 self.assertEqual(recv_until_eof(client), b'{"server": %d}\n' % number)
                 client.close()
             status, out, err = tool.stop(signal.SIGINT)
-        err = said.decode('utf-8') + err[len(tool.start_line):]
+        return status, out, said.decode('utf-8') + err[len(tool.start_line):]
+
+    def assert_said_once(self, name, status, err):
         self.assertEqual(status, 0, err)
         lines = err.splitlines()
         self.assertEqual(len(lines), 1, err)
-        self.assertRegex(lines[0], r"^ctispy: cannot accept more clients: too many open files \(the tool's limit "
-                                   r"is 64: ulimit -n\); new clients wait until sessions end$")
-        shown = parse_spy_output(out.decode('utf-8'))
-        self.assertEqual(len(shown), 2 * CLIENTS)
+        self.assertRegex(lines[0], r"^%s: cannot accept more clients: too many open files \(the tool's limit "
+                                   r"is 64: ulimit -n\); new clients wait until sessions end$" % name)
 
 
 class RecordedLog(Log):

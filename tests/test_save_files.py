@@ -292,11 +292,58 @@ class SaferFilesTest(FolderTestCase):
         self.assertFalse(os.path.lexists(self.server_path + '.2'))
 
     def test_loop_never_overwrites_a_file_it_saved(self):
-        """SERVERFILE named CLIENTFILE.2: the second session may not empty the first one's server file."""
-        server_path = self.client_path + '.2'
-        lines = self.loop_until_refused(self.client_path, server_path)
-        self.assertEqual(lines, ['ctisave: cannot write %s: this run already saved into it' % server_path])
-        self.assertEqual(read(server_path), b'{\n    "class": "welcome"\n}\n')
+        """The check at run time, behind the one at start: CLIENTFILE.2 made a hard link to SERVERFILE once
+        the tool runs; the second session may not empty the first one's server file."""
+        with SaveSession(self.client_path, self.server_path, '--loop') as save:
+            save.one_session(self, b'{"class": "first"}\n', b'{"class": "welcome"}\n')
+            os.link(self.server_path, self.client_path + '.2')
+            client, server = save.tool.connect()
+            status = save.tool.process.wait(TIMEOUT)
+            client.close()
+            server.close()
+            err = save.tool.process.stderr.read().decode('utf-8', 'replace')
+        self.assertEqual(status, 1, err)
+        self.assertEqual(err.splitlines(), ['ctisave: cannot write %s.2: this run already saved into it'
+                                            % self.client_path])
+        self.assertEqual(read(self.server_path), b'{\n    "class": "welcome"\n}\n')
+
+
+class NumberedClashTest(FolderTestCase):
+    """--loop with one file being the other's numbered file (SERVERFILE being CLIENTFILE.2, in any spelling):
+    a usage error at start, every file left as it was."""
+
+    def assertRefused(self, client_path, server_path, needle):
+        before = snapshot(self.dir)
+        status, out, err = run_ctisave('127.0.0.1', client_path, server_path, '--loop', '--listen-port', '0',
+                                       '--listen-addr', '127.0.0.1', cwd=self.dir)
+        self.assertOneLine(err, status, 2, needle, 'which --loop writes for session')
+        self.assertEqual(snapshot(self.dir), before)
+
+    def test_server_file_is_client_file_2(self):
+        self.assertRefused('c', 'c.2', 'SERVERFILE (c.2) is CLIENTFILE.2')
+
+    def test_spelled_differently(self):
+        self.assertRefused('c', './c.3', 'SERVERFILE (./c.3) is CLIENTFILE.3')
+        self.assertRefused(os.path.join(self.dir, 'c'), 'c.12', 'is CLIENTFILE.12')
+
+    def test_client_file_is_server_file_n(self):
+        self.assertRefused('s.4', 's', 'CLIENTFILE (s.4) is SERVERFILE.4')
+
+    def test_through_a_linked_folder(self):
+        os.symlink('.', os.path.join(self.dir, 'here'))
+        self.assertRefused('c', os.path.join('here', 'c.2'), 'is CLIENTFILE.2')
+
+    def test_hard_link_to_a_numbered_file(self):
+        write(os.path.join(self.dir, 'c.5'), OLD)
+        os.link(os.path.join(self.dir, 'c.5'), os.path.join(self.dir, 'other'))
+        self.assertRefused('c', 'other', 'SERVERFILE (other) is CLIENTFILE.5')
+
+    def test_other_names_start(self):
+        """c.1, c.02 and c.2x are not numbered files; without --loop, c.2 is only ever SERVERFILE."""
+        for names in (['c', 'c.1', '--loop'], ['c', 'c.02', '--loop'], ['c', 'c.2x', '--loop'], ['c', 'c.2']):
+            with self.subTest(names=names):
+                with SaveSession(*[os.path.join(self.dir, name) if name[0] == 'c' else name for name in names]) as save:
+                    self.assertIsNotNone(save.tool.port, save.tool.start_line)
 
 
 class Session:

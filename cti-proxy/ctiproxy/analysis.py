@@ -81,7 +81,7 @@ class Stream:
         self.encrypted = False     # STARTTLS passed through: bytes are counted, not read
 
 
-_OPENED, _DATA, _ENCRYPTED, _NOTICE, _ENDED, _CLOSED, _STOP = range(7)
+_OPENED, _DATA, _ENCRYPTED, _NOTICE, _ENDED, _CLOSED, _FAILED, _STOP = range(8)
 
 
 class Analyzer:
@@ -111,8 +111,22 @@ class Analyzer:
 
     # -- the relay's side (called on the session threads) --
 
+    @property
+    def descriptors_per_session(self):
+        """The file descriptors the output opens for a session (ctisave's files), beyond its sockets."""
+        return self.output.files_per_session
+
     def session_opened(self, session):
+        """Let the output open what the session needs, then queue its start; return False if the output
+        cannot take it: the tool ends, once what came before is handled.  Out of file descriptors, the OSError
+        is the caller's."""
+        try:
+            self.output.session_opening(session)
+        except OutputError as error:
+            self._queue.put((_FAILED, session, None, None, str(error)))
+            return False
         self._queue.put((_OPENED, session, None, None, None))
+        return True
 
     def received(self, session, direction, when, data):
         self._queue.put((_DATA, session, direction, when, data), len(data) + ITEM_COST)
@@ -164,6 +178,8 @@ class Analyzer:
                 self._call(self.encrypt_direction, session, direction, when)
             elif kind == _NOTICE:
                 self._call(self.output.notice, session, when, data)
+            elif kind == _FAILED:                # the output could not take a session (its files)
+                self._output_ended(data)
             else:
                 self._call(self.close_session, session, when)
 

@@ -11,7 +11,8 @@ from . import __version__
 from .analysis import BUFFER_SIZE, Analyzer
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
-from .outputs import JsonLinesOutput, OutputError, SaveOutput, SpyOutput, numbered_files, same_file
+from .outputs import (JsonLinesOutput, OutputError, SaveOutput, SpyOutput, numbered_file_of, numbered_files,
+                      same_file)
 from .recording import IncompleteRecording, RecordingError, Replay, last_records, read_records
 from .relay import SWITCH_INTERVAL, ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
@@ -348,10 +349,23 @@ def save_tool(argv):
     if same_file(args.client_file, args.server_file):
         parser.error('CLIENTFILE and SERVERFILE are the same file (%s): each direction needs its own'
                      % args.server_file)
+    if args.loop:
+        refuse_numbered_clash(parser, args.client_file, args.server_file)
     output = SaveOutput(args.client_file, args.server_file, warn=Log('ctisave').say)
     if args.loop:
         args.notes.extend(older_files_note(args.client_file, args.server_file))
     return args, output, message_filter(args)
+
+
+def refuse_numbered_clash(parser, client_file, server_file):
+    """--loop: one file being the other's numbered file (SERVERFILE being CLIENTFILE.2, say) would have session N
+    overwrite what session 1 saved: a usage error now, not a failure at session N."""
+    for (path, name), (other, other_name) in (((server_file, 'SERVERFILE'), (client_file, 'CLIENTFILE')),
+                                              ((client_file, 'CLIENTFILE'), (server_file, 'SERVERFILE'))):
+        number = numbered_file_of(path, other)
+        if number is not None:
+            parser.error('%s (%s) is %s.%d, which --loop writes for session %d: give the two files names that '
+                         'do not clash' % (name, path, other_name, number, number))
 
 
 def older_files_note(client_file, server_file, most=6):

@@ -1,6 +1,8 @@
 """Outputs: what each tool does with the messages it is shown.
 
-Each output reacts to named events, all called on the analysis thread:
+Each output reacts to named events, all called on the analysis thread but the first:
+    session_opening(session)                    on the session's own thread, before session_started:
+        open what the session needs (files_per_session descriptors at most)
     session_started(session)
     chunk(session, direction, when, data)      every chunk relayed, as received
     message(session, direction, when, message, line)
@@ -19,6 +21,7 @@ import json
 import os
 import re
 import stat
+import threading
 
 from .escaping import SLICE, escape_text, json_bytes, json_string_pieces, shown_pieces
 from .filters import CLIENT, SERVER
@@ -74,6 +77,11 @@ class Output:
     """The events an output may react to; each does nothing unless overridden."""
 
     wants_messages = True
+    files_per_session = 0           # file descriptors that session_opening opens
+
+    def session_opening(self, session):
+        """Out of file descriptors, this raises the OSError (EMFILE...), which the relay waits on and
+        calls it again; any other failure is an OutputError."""
 
     def session_started(self, session):
         pass
@@ -308,6 +316,7 @@ class JsonLinesOutput(Output):
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOCTTY | getattr(os, 'O_CLOEXEC', 0)
 _OPEN_EXISTING = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, 'O_CLOEXEC', 0)
 PRIVATE_MODE = 0o600
+OUT_OF_DESCRIPTORS = frozenset((errno.EMFILE, errno.ENFILE))
 SHOWN_TO_OTHERS = 0o044          # readable by the group or by anyone
 
 
@@ -402,6 +411,18 @@ def same_file(first, second):
         return os.path.realpath(first) == os.path.realpath(second)
 
 
+def numbered_file_of(path, other):
+    """N if path is other's numbered file other.N (N >= 2), which ctisave --loop writes for session N, in any
+    spelling (through links, or a link to one that exists); else None."""
+    match = re.match(r'(.+)\.([1-9][0-9]*)\Z', path, re.DOTALL)
+    if match and int(match.group(2)) >= 2 and same_file(match.group(1), other):
+        return int(match.group(2))
+    for numbered in numbered_files(other):
+        if same_file(path, numbered):
+            return int(numbered.rsplit('.', 1)[1])
+    return None
+
+
 def _cannot_write(path, error):
     return OutputError('cannot write %s: %s' % (path, error.strerror or error))
 
@@ -411,16 +432,22 @@ class SaveOutput(Output):
 
     The first session writes CLIENTFILE and SERVERFILE; the Nth, CLIENTFILE.N and SERVERFILE.N.
     A file that cannot be opened or written ends the tool (OutputError), rather than lose messages;
-    so does a file this run already saved into (SERVERFILE being CLIENTFILE.2, say).
+    so does a file this run already saved into (SERVERFILE being CLIENTFILE.2, say).  Running out of
+    file descriptors to open them is left to the relay (an OSError), which waits for some.
     warn(text) is told of a file that was already there and that others may read.
     """
+
+    files_per_session = 2
 
     def __init__(self, client_path, server_path, warn=None):
         self.paths = {CLIENT: client_path, SERVER: server_path}
         self.warn = warn or (lambda text: None)
         self.sessions_seen = 0
         self.files = {}
+        self._lock = threading.Lock()  # guards what follows: sessions open their files on their own threads
         self._next_files = None
+        self._opened = {}              # session -> its files, opened on its thread, not yet started
+        self._closed = False
         self._changed = set()          # the files written since the last flush
         self._saved = set()            # (device, inode) of every file this run has saved into
 
@@ -443,7 +470,7 @@ class SaveOutput(Output):
         except BaseException as error:
             for file in opened:
                 file.abandon()
-            if isinstance(error, OSError):
+            if isinstance(error, OSError) and error.errno not in OUT_OF_DESCRIPTORS:
                 raise _cannot_write(error.filename or path, error)
             raise
         streams = [file.stream() for file in opened]
@@ -463,14 +490,28 @@ class SaveOutput(Output):
             if file.identity in self._saved:
                 raise OutputError('cannot write %s: this run already saved into it' % file.path)
 
+    def session_opening(self, session):
+        """On the session's thread: open its files, so that one out of file descriptors waits there."""
+        with self._lock:
+            if not self._closed:
+                self._opened[session] = self._next_session_files()
+
     def session_started(self, session):
-        self.sessions_seen += 1
+        with self._lock:
+            files = self._opened.pop(session, None)
+            if files is None:              # not opened beforehand (a replay)
+                files = self._next_session_files()
+        for side, file in files.items():
+            self.files[session, side] = file
+
+    def _next_session_files(self):
+        """Under _lock: the files of the next session, numbered from 2 after the first."""
         if self._next_files is not None:
             files, self._next_files = self._next_files, None
         else:
-            files = self._open_files('.%d' % self.sessions_seen if self.sessions_seen > 1 else '')
-        for side, file in files.items():
-            self.files[session, side] = file
+            files = self._open_files('.%d' % (self.sessions_seen + 1) if self.sessions_seen else '')
+        self.sessions_seen += 1
+        return files
 
     def message(self, session, direction, when, message, line):
         """The message pretty-printed, or else the line as ctispy shows it; escaped as on the display."""
@@ -503,10 +544,14 @@ class SaveOutput(Output):
             self._do(file, file.flush)
 
     def close(self):
-        files = list(self.files.values()) + list((self._next_files or {}).values())
+        with self._lock:
+            self._closed = True
+            waiting = [self._next_files or {}] + list(self._opened.values())
+            self._next_files = None
+            self._opened.clear()
+        files = list(self.files.values()) + [file for files in waiting for file in files.values()]
         self.files.clear()
         self._changed.clear()
-        self._next_files = None
         self._close(files)
 
     def _close(self, files):

@@ -7,7 +7,9 @@ is queued before its answer can exist).  The queue is bounded; only when it is f
 does the relay wait.
 
 The observer gets these calls, from the session's threads:
-    session_opened(session)            the client is connected to the server
+    session_opened(session)            the client is connected to the server; it may open files
+        (descriptors_per_session of them, which the relay holds for it from the client's arrival) and
+        return False to end the session unrelayed; out of descriptors, it raises the OSError and is called again
     received(session, direction, when, data)   data came from direction's side
     encrypted(session, direction, when)         what follows from that side is TLS (STARTTLS)
     notice(session, when, text)                 something to tell the user about the session
@@ -16,6 +18,7 @@ The observer gets these calls, from the session's threads:
 """
 
 import errno
+import os
 import socket
 import socketserver
 import ssl
@@ -87,12 +90,13 @@ class Upstream:
         name cannot be resolved."""
         socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)
 
-    def connect(self, tls):
-        """Return (socket, connection): TLS from the first byte with --tls, else plain.
+    def connect(self, tls, reserved=()):
+        """Return (socket, connection): TLS from the first byte with --tls, else plain; reserved: file
+        descriptors held for the socket, closed to make it.
 
         Connecting may take CONNECT_TIMEOUT seconds, and the TLS handshake as long: a server
         behind a firewall that drops packets is reported, not waited for for minutes."""
-        sock = self._dial()
+        sock = self._dial(reserved)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = PlainConnection(sock)
@@ -116,33 +120,34 @@ class Upstream:
                                       % self.port) from error
             raise
 
-    def _dial(self):
+    def _dial(self, reserved):
         """socket.create_connection(), each socket known to self.own before it connects, so that a connection
         coming back to the tool is recognised when accepted."""
         error = OSError('cannot resolve %s' % self.host)
-        for family, kind, protocol, _, address in socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM):
-            sock = self._new_socket(family, kind, protocol)
-            try:
-                sock.settimeout(CONNECT_TIMEOUT)
-                self.own.add(sock)
-                sock.connect(address)
-                return sock
-            except OSError as failure:
-                error = failure
-                sock.close()
+        reserved = list(reserved)          # the first socket made takes them
+        try:
+            found = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)
+            for family, kind, protocol, _, address in found:
+                sock = self._new_socket(family, kind, protocol, reserved)
+                try:
+                    sock.settimeout(CONNECT_TIMEOUT)
+                    self.own.add(sock)
+                    sock.connect(address)
+                    return sock
+                except OSError as failure:
+                    error = failure
+                    sock.close()
+        finally:
+            close_all(reserved)
         raise error
 
-    def _new_socket(self, family, kind, protocol):
-        """A new socket; out of file descriptors, wait for some (as accepting clients does) for
-        CONNECT_TIMEOUT seconds at most."""
-        deadline = time.monotonic() + CONNECT_TIMEOUT
-        while True:
-            try:
-                return socket.socket(family, kind, protocol)
-            except OSError as error:
-                if error.errno not in OUT_OF_RESOURCES or self.limit is None or time.monotonic() > deadline:
-                    raise
-                self.limit.reached(error)
+    def _new_socket(self, family, kind, protocol, reserved):
+        """A new socket, made once the descriptors reserved for it (a list, emptied) are closed; out of file
+        descriptors, wait for some (as accepting clients does) for CONNECT_TIMEOUT seconds at most."""
+        if self.limit is None:
+            close_all(reserved)
+            return socket.socket(family, kind, protocol)
+        return self.limit.obtain(lambda: socket.socket(family, kind, protocol), CONNECT_TIMEOUT, reserved=reserved)
 
 
 def plain_address(address):
@@ -189,12 +194,16 @@ class OwnConnections:
 
 class ResourceLimit:
     """Out of file descriptors (or kernel memory) to accept a client or connect to the server: said once,
-    then whoever needs one waits until a session ends (or RESOURCE_BACKOFF seconds) and tries again."""
+    then whoever needs one waits until a session ends (or RESOURCE_BACKOFF seconds) and tries again.
+
+    What obtain() makes, it makes one at a time: a descriptor reserved for a session and closed to make its
+    socket or file cannot be taken meanwhile by a client being accepted."""
 
     def __init__(self, log):
         self.log = log
         self._said = False
         self._freed = threading.Condition()
+        self._making = threading.Lock()
 
     def reached(self, error):
         with self._freed:
@@ -207,6 +216,28 @@ class ResourceLimit:
     def freed(self):
         with self._freed:
             self._freed.notify_all()
+
+    def obtain(self, make, timeout=None, abandoned=None, reserved=None):
+        """make()'s result, made once the descriptors reserved for it (a list, emptied) are closed; while it
+        fails for want of resources, wait as reached() does and try again, for timeout seconds at most (None:
+        as long as it takes), unless abandoned() says to stop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                with self._making:
+                    close_all(reserved or [])
+                    return make()
+            except OSError as error:
+                if (error.errno not in OUT_OF_RESOURCES or (abandoned is not None and abandoned())
+                        or (deadline is not None and time.monotonic() > deadline)):
+                    raise
+                self.reached(error)
+
+
+def close_all(descriptors):
+    """Close the file descriptors of a list, emptying it."""
+    while descriptors:
+        os.close(descriptors.pop())
 
 
 def limit_reason(error):
@@ -304,26 +335,45 @@ class Session(socketserver.BaseRequestHandler):
             self.server.report_failure(self, str(failure))
             return
         try:
-            self.server_sock, self.connections[SERVER] = self.upstream.connect(self.tls)
+            self.server_sock, self.connections[SERVER] = self.upstream.connect(
+                self.tls, self.server.take_reserved(self.request, 1))
         except (OSError, UnicodeError) as error:
             self.server.report_failure(self, 'cannot connect to server %s: %s' % (self.upstream, describe_error(error)))
             return
         self.opened = time.time()
         self.log.event('session #%d: connected to server %s' % (self.number, self.upstream))
         self.server.session_started(self)
+        announced = False
         try:
-            self.observer.session_opened(self)
-            pumps = [threading.Thread(target=self._pump, name='pump-%d-%s' % (self.number, side),
-                                      args=(side,), daemon=True)
-                     for side in (CLIENT, SERVER)]
-            for pump in pumps:
-                pump.start()
-            for pump in pumps:
-                pump.join()
+            announced = self._announce()
+            if announced:
+                self._relay()
         finally:
             self.server_sock.close()
             self.log.event('session #%d: closed' % self.number)
-            self.observer.session_closed(self)
+            if announced:
+                self.observer.session_closed(self)
+
+    def _announce(self):
+        """Tell the observer of the session, which opens its files in place of the descriptors held for them;
+        return whether it takes the session.  Should something else take them first, wait for some (said once)."""
+        try:
+            return self.server.limit.obtain(lambda: self.observer.session_opened(self), abandoned=lambda: self._aborted,
+                                            reserved=self.server.take_reserved(self.request))
+        except OSError as error:
+            if not self._aborted:
+                self.server.report_failure(self, 'cannot save the session of client %s: %s'
+                                           % (peer_name(self.client_address), describe_error(error)))
+            return False
+
+    def _relay(self):
+        pumps = [threading.Thread(target=self._pump, name='pump-%d-%s' % (self.number, side),
+                                  args=(side,), daemon=True)
+                 for side in (CLIENT, SERVER)]
+        for pump in pumps:
+            pump.start()
+        for pump in pumps:
+            pump.join()
 
     def finish(self):
         self.server.session_finished(self)
@@ -570,6 +620,7 @@ class RelayServer(ListeningServer):
         self._numbers = 0
         self._running = 0              # sessions accepted and not finished
         self._sessions = set()         # sessions connected to the server
+        self._reserved = {}            # client socket -> descriptors held for the files of its session
         self.limit = upstream.limit = ResourceLimit(log)
         super().__init__(listen, Session)
         end_a_thread()
@@ -585,15 +636,38 @@ class RelayServer(ListeningServer):
         return any(self.reached_at(address[0]) for _, _, _, _, address in found)
 
     def get_request(self):
-        """Accept a client; out of file descriptors, say so once and wait for some, rather than try again
-        and again at once (the listening socket stays readable)."""
-        while True:
-            try:
-                return super().get_request()
-            except OSError as error:
-                if error.errno not in OUT_OF_RESOURCES:
-                    raise
-                self.limit.reached(error)
+        """Accept a client, and hold the descriptors its session will need: one for its server connection,
+        and those the observer opens for it (ctisave's files).  Out of file descriptors, say so once and wait
+        for some, rather than try again and again at once (the listening socket stays readable).
+
+        Held here, before the next client is accepted, a session's descriptors cannot go to clients that
+        would then wait for their server connection or their files while no session can run to its end."""
+        request, client_address = self.limit.obtain(super().get_request)
+        reserved = []
+        try:
+            for _ in range(1 + getattr(self.observer, 'descriptors_per_session', 0)):
+                reserved.append(self.limit.obtain(lambda: os.dup(request.fileno())))
+        except BaseException:
+            close_all(reserved)
+            request.close()
+            raise
+        with self._lock:
+            self._reserved[request] = reserved
+        return request, client_address
+
+    def take_reserved(self, request, most=None):
+        """The descriptors held for request's session (at most `most` of them), now the caller's to close."""
+        with self._lock:
+            reserved = self._reserved.get(request, [])
+            taken = reserved[:most] if most is not None else reserved[:]
+            del reserved[:len(taken)]
+        return taken
+
+    def shutdown_request(self, request):
+        with self._lock:
+            reserved = self._reserved.pop(request, [])
+        close_all(reserved)
+        super().shutdown_request(request)
 
     def verify_request(self, request, client_address):
         """Refuse a connection that is the tool's own to the server, come back to it: the server's address
