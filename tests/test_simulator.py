@@ -8,7 +8,7 @@ import subprocess
 import sys
 import unittest
 
-from tests.harness import TIMEOUT, tool_path
+from tests.harness import TIMEOUT, read_line_unbuffered, tool_path
 
 BANNER = b'XiVO CTI Server Version 1.2.3 (simulated)\n'
 NAMES = ['H\u00e9l\u00e8ne Dupr\u00e9', 'J\u00fcrgen Gro\u00df', 'Zo\u00eb \U0001f600']
@@ -29,7 +29,7 @@ class SimServer:
                    '--events', '0'] + list(args)
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE)
-        self.start_line = self.process.stderr.readline().decode('utf-8', 'replace')
+        self.start_line = read_line_unbuffered(self.process.stderr.fileno()).decode('utf-8', 'replace')
         match = re.search(r'listening on port (\d+)', self.start_line)
         self.port = int(match.group(1)) if match else None
 

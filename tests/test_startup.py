@@ -117,57 +117,103 @@ class ModuleTest(unittest.TestCase):
                 self.assertEqual(result[3 - stream], '')
 
 
-# Run the script with an import hook that stops at the import of one module until a signal comes: a
-# Ctrl-C at a known moment of the start-up (the hook stands in for a slow disk).
-PAUSED_IMPORT = '''
-import os, runpy, sys
-module, ready, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-class PauseAt:
+# Run the script (or -m MODULE) with an import hook that, at the import of one module, sends the process a
+# signal: a stop signal at a known moment of the start-up.  It does so inside a weakref callback, where Python
+# drops an exception (printing "Exception ignored"), as it does in importlib's own callbacks: a KeyboardInterrupt
+# raised in the middle of an import may be lost there.  (pthread_kill runs the Python handler before returning.)
+SIGNALLED_IMPORT = '''
+import os, runpy, signal, sys, threading, weakref
+module, signum = sys.argv[1], int(sys.argv[2])
+class SignalAt:
     def find_spec(self, name, path=None, target=None):
         if name == module:
-            os.write(ready, b'.')
-            os.read(hold, 1)
+            lock = SignalAt()
+            callback = weakref.ref(lock, lambda ref: signal.pthread_kill(threading.get_ident(), signum))
+            del lock                    # runs the callback
         return None
-sys.meta_path.insert(0, PauseAt())
-sys.argv = sys.argv[4:]
-runpy.run_path(sys.argv[0], run_name='__main__')
+sys.meta_path.insert(0, SignalAt())
+if sys.argv[3] == '-m':
+    sys.argv = sys.argv[4:]
+    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)
+else:
+    sys.argv = sys.argv[3:]
+    runpy.run_path(sys.argv[0], run_name='__main__')
 '''
 
+# What each tool needs to listen (and go on until stopped); ctispy and ctistat relay to a port that nobody need open.
+LISTENING_ARGS = {
+    'ctispy': ['127.0.0.1:9', '--listen-port', '0', '--listen-addr', '127.0.0.1'],
+    'ctistat': ['127.0.0.1:9', '--listen-port', '0', '--listen-addr', '127.0.0.1', '--loop'],
+    'ctisim': ['server', '--port', '0', '--listen-addr', '127.0.0.1'],
+}
 
-class InterruptedImportTest(unittest.TestCase):
-    """Ctrl-C while the tool is being imported: no traceback, the exit status of a later Ctrl-C."""
 
-    def interrupt_import(self, name, module):
-        """Run tool name --version, interrupted while it imports module; return (exit code, stdout, stderr)."""
-        ready_read, ready_write = os.pipe()
-        hold_read, hold_write = os.pipe()
+class InterruptedStartTest(unittest.TestCase):
+    """A stop signal while the tool is being imported waits until the tool's handlers are set, and then stops
+    it, before it listens: no traceback, the exit status of a later Ctrl-C."""
+
+    def start_signalled(self, command, module, signum, ignore_sighup=False):
+        """Start command under SIGNALLED_IMPORT, sent signum at the import of module."""
+        process = subprocess.Popen(
+            [sys.executable, '-c', SIGNALLED_IMPORT, module, str(int(signum))] + command, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tempfile.gettempdir(),
+            env=dict(os.environ, PYTHONPATH=PACKAGE_PARENT),
+            preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignore_sighup else None)
+        self.addCleanup(self.ended, process)
+        return process
+
+    def ended(self, process):
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+    def interrupted(self, command, module, signum=signal.SIGINT):
+        """Run command, sent signum while it imports module; return (exit code, stdout, stderr)."""
+        process = self.start_signalled(command, module, signum)
         try:
-            process = subprocess.Popen(
-                [sys.executable, '-c', PAUSED_IMPORT, module, str(ready_write), str(hold_read), tool_path(name),
-                 '--version'], pass_fds=(ready_write, hold_read), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        finally:
-            os.close(ready_write)
-            os.close(hold_read)
-        try:
-            if os.read(ready_read, 1) == b'.':
-                process.send_signal(signal.SIGINT)
             out, err = process.communicate(timeout=TIMEOUT)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-            os.close(ready_read)
-            os.close(hold_write)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            self.fail('still running after the signal: %s' % err.decode('utf-8', 'replace'))
         return process.returncode, out.decode('utf-8', 'replace'), err.decode('utf-8', 'replace')
 
     def test_tools(self):
         for name in ('ctispy', 'ctisave', 'ctistat'):
             with self.subTest(tool=name):
-                self.assertEqual(self.interrupt_import(name, 'ctiproxy.cli'), (0, '', ''))
+                self.assertEqual(self.interrupted([tool_path(name), '--version'], 'ctiproxy.cli'), (0, '', ''))
 
     def test_simulator(self):
-        self.assertEqual(self.interrupt_import('ctisim', 'ctiproxy.simulator'), (130, '', ''))
+        self.assertEqual(self.interrupted([tool_path('ctisim'), '--version'], 'ctiproxy.simulator'), (130, '', ''))
+
+    def test_stopped_before_listening(self):
+        """Arguments that would make it listen: it stops instead, quietly (no "listening" line, no traceback)."""
+        for name, status in (('ctispy', 0), ('ctistat', 0), ('ctisim', 130)):
+            module = 'ctiproxy.simulator' if name == 'ctisim' else 'ctiproxy.cli'
+            with self.subTest(tool=name):
+                self.assertEqual(self.interrupted([tool_path(name)] + LISTENING_ARGS[name], module), (status, '', ''))
+
+    def test_sigterm(self):
+        self.assertEqual(self.interrupted([tool_path('ctispy')] + LISTENING_ARGS['ctispy'], 'ctiproxy.cli',
+                                          signal.SIGTERM), (0, '', ''))
+
+    def test_module_and_installed_commands(self):
+        """python3 -m ctiproxy, and the commands that pip installs (launch.ctispy() and the others): both hold the
+        stop signals from launch.run."""
+        self.assertEqual(self.interrupted(['-m', 'ctiproxy', 'spy'] + LISTENING_ARGS['ctispy'], 'ctiproxy.cli'),
+                         (0, '', ''))
+        self.assertEqual(self.interrupted(['-m', 'ctiproxy', 'sim'] + LISTENING_ARGS['ctisim'], 'ctiproxy.simulator'),
+                         (130, '', ''))
+
+    def test_sighup_ignored_under_nohup(self):
+        """Started with SIGHUP ignored (nohup), a SIGHUP during the start-up stays ignored: the tool listens."""
+        process = self.start_signalled([tool_path('ctispy')] + LISTENING_ARGS['ctispy'], 'ctiproxy.cli',
+                                       signal.SIGHUP, ignore_sighup=True)
+        line = process.stderr.readline().decode('utf-8', 'replace')
+        self.assertTrue(line.startswith('ctispy: listening on '), line)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=TIMEOUT)
+        self.assertEqual((process.returncode, out, err), (0, b'', b''))
 
 
 if __name__ == '__main__':

@@ -391,9 +391,9 @@ TOOLS = {'ctispy': spy_tool, 'ctisave': save_tool, 'ctistat': stat_tool}
 def main(prog, argv=None):
     """Run one of the tools; return its exit status (0 when stopped by Ctrl-C, SIGTERM or SIGHUP)."""
     signals = StopSignals()
-    signals.install()
     log = Log(prog)
     try:
+        signals.install()           # a Ctrl-C that came during the start-up stops the tool here
         args, output, chosen = TOOLS[prog](sys.argv[1:] if argv is None else argv)
         log.verbose = args.verbose
         if args.read is not None:

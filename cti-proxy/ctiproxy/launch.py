@@ -8,12 +8,14 @@ after the check.
 """
 
 import os
+import signal
 import sys
 
 OLDEST_PYTHON = (3, 7)
 TOOLS = ('ctispy', 'ctisave', 'ctistat', 'ctisim')
 STOPPED_STATUS = {'ctisim': 130}       # the exit status on Ctrl-C (the tools' own; 0 for the others)
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ('SIGINT', 'SIGTERM', 'SIGHUP') if hasattr(signal, name))
 MODULE_USAGE = ('usage: python3 -m ctiproxy {spy,save,stat,sim} [ARGUMENTS]\n'
                 'runs ctispy, ctisave, ctistat or ctisim with ARGUMENTS (--help for each)\n')
 
@@ -21,6 +23,7 @@ MODULE_USAGE = ('usage: python3 -m ctiproxy {spy,save,stat,sim} [ARGUMENTS]\n'
 def run(tool, argv=None):
     """Run tool (ctispy, ctisave, ctistat or ctisim) with argv (default: the command line's
     arguments) and exit with its status."""
+    hold_stop_signals()
     check_python(tool)
     try:
         if tool == 'ctisim':
@@ -30,10 +33,26 @@ def run(tool, argv=None):
             from .cli import main
             status = main(tool, argv)
     except KeyboardInterrupt:
-        # Ctrl-C while the tool is still being imported (it takes a few dozen milliseconds): as quiet
+        # Ctrl-C held while the tool was being imported, delivered when it set its handlers up: as quiet
         # as Ctrl-C later, with the same exit status.
         status = STOPPED_STATUS.get(tool, 0)
     sys.exit(status)
+
+
+def hold_stop_signals():
+    """Hold the stop signals (SIGINT, SIGTERM, SIGHUP) until the tool's own handlers take them: one that comes
+    while the tool starts waits, pending, instead of raising KeyboardInterrupt in the middle of an import,
+    where Python may drop it (the tool would then start and serve on).  The scripts do the same in their first
+    lines, before they import anything of ours; release_stop_signals() ends the hold."""
+    if hasattr(signal, 'pthread_sigmask'):
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def release_stop_signals():
+    """Called once the tool's handlers are set: a stop signal held since the start is delivered to them now
+    (a SIGHUP ignored under nohup stays ignored)."""
+    if hasattr(signal, 'pthread_sigmask'):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def check_python(name):

@@ -27,7 +27,7 @@ import unicodedata
 
 from . import __version__
 from .cli import HelpFormatter, listen_port, port_number
-from .launch import tool_command
+from .launch import release_stop_signals, tool_command
 from .relay import ListenAddress, ListeningServer, Log, describe_error, peer_name
 from .simtls import CertificateError, LineConnection, certificate_for_run, client_context, server_context
 
@@ -892,8 +892,10 @@ COMMANDS = {'server': run_server, 'client': run_client, 'demo': run_demo}
 
 def main(argv=None):
     """Run ctisim; return its exit status."""
-    # Ctrl-C stops it even when started with SIGINT ignored (a script's background job).
+    # Ctrl-C stops it even when started with SIGINT ignored (a script's background job); one that came during
+    # the start-up stops it now (KeyboardInterrupt: launch.run's exit status).
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    release_stop_signals()
     main_parser = parser()
     args = main_parser.parse_args(sys.argv[1:] if argv is None else argv)
     check_tls_options(main_parser, args)

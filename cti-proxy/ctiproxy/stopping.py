@@ -11,9 +11,9 @@ import os
 import signal
 import time
 
-REPEAT_WINDOW = 0.5         # seconds
+from .launch import STOP_SIGNALS, release_stop_signals
 
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ('SIGINT', 'SIGTERM', 'SIGHUP') if hasattr(signal, name))
+REPEAT_WINDOW = 0.5         # seconds
 
 
 class StopRequests:
@@ -47,11 +47,13 @@ class StopSignals:
 
     def install(self):
         """Handle SIGINT and SIGTERM even when started with them ignored (a script's background job: a
-        debugging tool that ignores the user's Ctrl-C is no use); SIGHUP unless ignored (nohup)."""
+        debugging tool that ignores the user's Ctrl-C is no use); SIGHUP unless ignored (nohup).  A stop signal
+        held since the start (launch.hold_stop_signals) comes now: KeyboardInterrupt from here."""
         for signum in STOP_SIGNALS:
             if signum == getattr(signal, 'SIGHUP', None) and signal.getsignal(signum) == signal.SIG_IGN:
                 continue
             signal.signal(signum, self._handle)
+        release_stop_signals()
 
     def settle(self):
         self.requests.settle(time.monotonic())
