@@ -191,6 +191,14 @@ def message_bytes(message, to_json):
         return None
 
 
+def write_line(stream, pieces):
+    """Write a line that comes in pieces (a long one is escaped a slice at a time), then its newline."""
+    write = stream.write
+    for piece in pieces:
+        write(piece)
+    write(b'\n')
+
+
 def shown_text(line):
     """A line that is not a message, made safe to show on a terminal (without the CR of a CRLF):
     UTF-8 bytes, in pieces of bounded size."""
@@ -258,11 +266,8 @@ class SpyOutput(Output):
             self._write_pieces(header, shown_text(line))
 
     def _write_pieces(self, header, pieces):
-        write = self.stream.write
-        write(header)
-        for piece in pieces:
-            write(piece)
-        write(b'\n')
+        self.stream.write(header)
+        write_line(self.stream, pieces)
 
     def flush(self):
         self.stream.flush()
@@ -518,13 +523,7 @@ class SaveOutput(Output):
         file = self.files[session, direction]
         self._changed.add(file)
         body = None if message is None else message_bytes(message, pretty_json)
-        self._do(file, self._write_pieces, file, [body] if body is not None else shown_text(line))
-
-    @staticmethod
-    def _write_pieces(file, pieces):
-        for piece in pieces:
-            file.write(piece)
-        file.write(b'\n')
+        self._do(file, write_line, file, [body] if body is not None else shown_text(line))
 
     def encrypted(self, session, direction, when):
         """Noted in the file, so that it does not stop unexplained."""
