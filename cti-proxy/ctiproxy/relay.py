@@ -83,7 +83,7 @@ class Upstream:
         self.limit = None           # a ResourceLimit to wait on, out of file descriptors (a RelayServer's)
 
     def __str__(self):
-        return ('[%s]:%d' if ':' in self.host else '%s:%d') % (self.host, self.port)
+        return host_port(self.host, self.port)
 
     def check_resolves(self):
         """Raise OSError (socket.gaierror), or UnicodeError for a malformed name, if the host
@@ -540,7 +540,11 @@ class Session(socketserver.BaseRequestHandler):
 
 def peer_name(address):
     """'127.0.0.1:40512' or '[::1]:40512' for a socket address."""
-    host, port = plain_address(address)     # an IPv4 client on a dual-stack socket as IPv4
+    return host_port(*plain_address(address))     # an IPv4 client on a dual-stack socket as IPv4
+
+
+def host_port(host, port):
+    """'host:port', an IPv6 address in brackets: '[::1]:5003'."""
     return ('[%s]:%d' if ':' in host else '%s:%d') % (host, port)
 
 
