@@ -204,6 +204,7 @@ class Run:
         self.test.assertEqual(status, 0, err)
         self.test.assertNotIn('Traceback', err)
         self.test.assertNotIn('internal error', err)
+        self.test.assertNotIn('the output is incomplete', err)
         return err
 
     def stop(self, sig):

@@ -164,6 +164,8 @@ class Analyzer:
             kind, session, direction, when, data = self._queue.get()
             if kind == _STOP:
                 if not self.output_closed:
+                    self._call(self.end_unfinished_sessions)
+                if not self.output_closed:
                     self._call(self.output.close)
                 return
             if self.output_closed:
@@ -261,6 +263,15 @@ class Analyzer:
         if stream is not None and self.filter.shows_direction(direction):
             stream.encrypted = True
             self.output.encrypted(session, direction, when)
+
+    def end_unfinished_sessions(self):
+        """The tool ends with sessions whose end never came (they did not end in time): show what
+        each side left after its last newline, and close them."""
+        when = time.time()
+        for session in list(dict.fromkeys(session for session, _ in self._streams)):
+            for side in (CLIENT, SERVER):
+                self.end_direction(session, side, when)
+            self.close_session(session, when)
 
     def close_session(self, session, when):
         for side in (CLIENT, SERVER):

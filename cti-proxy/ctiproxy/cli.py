@@ -25,7 +25,7 @@ DEFAULT_LISTEN_PORT = 50030
 
 # After Ctrl-C or SIGTERM, sessions get this long to close and the output this long to catch up,
 # so that the tool ends within a second; an output still behind then is said to be incomplete.
-SESSIONS_GRACE = 0.4
+SESSIONS_BOUND = 2.0     # seconds the relaying sessions get to end once aborted (it takes them milliseconds)
 STOP_GRACE = 0.5
 
 
@@ -560,11 +560,12 @@ class Proxy:
 
     def _stop(self, server, grace):
         """Close every session, then let the output catch up (for at most grace seconds after a
-        signal); return whether it did."""
+        signal); return whether all the traffic reached it."""
         server.server_close()
         server.abort_sessions()
-        server.wait_sessions(timeout=SESSIONS_GRACE)
-        return self.analyzer.finish(grace)
+        ended = server.wait_relaying_sessions(SESSIONS_BOUND)
+        caught_up = self.analyzer.finish(grace)
+        return ended and caught_up
 
 
 def _silence_stdout():

@@ -340,9 +340,11 @@ class Session(socketserver.BaseRequestHandler):
         except (OSError, UnicodeError) as error:
             self.server.report_failure(self, 'cannot connect to server %s: %s' % (self.upstream, describe_error(error)))
             return
+        if not self.server.session_started(self):       # the tool is stopping
+            self.server_sock.close()
+            return
         self.opened = time.time()
         self.log.event('session #%d: connected to server %s' % (self.number, self.upstream))
-        self.server.session_started(self)
         announced = False
         try:
             announced = self._announce()
@@ -624,6 +626,7 @@ class RelayServer(ListeningServer):
         self._numbers = 0
         self._running = 0              # sessions accepted and not finished
         self._sessions = set()         # sessions connected to the server
+        self._stopping = False         # abort_sessions() was called: no session may start relaying
         self._reserved = {}            # client socket -> descriptors held for the files of its session
         self.limit = upstream.limit = ResourceLimit(log)
         super().__init__(listen, Session)
@@ -716,8 +719,12 @@ class RelayServer(ListeningServer):
             return self._numbers
 
     def session_started(self, session):
+        """Count session as relaying, and return True; False once the tool is stopping (it must not start)."""
         with self._lock:
+            if self._stopping:
+                return False
             self._sessions.add(session)
+            return True
 
     def report_failure(self, session, reason):
         """A session could not start or go on (no server, a failed TLS handshake): say why on one line."""
@@ -728,6 +735,7 @@ class RelayServer(ListeningServer):
     def session_finished(self, session):
         with self._lock:
             self._sessions.discard(session)
+            self._lock.notify_all()
         self._ended()
 
     def _ended(self):
@@ -737,10 +745,24 @@ class RelayServer(ListeningServer):
         self.limit.freed()
 
     def abort_sessions(self):
+        """End every session that relays, and let no other start."""
         with self._lock:
+            self._stopping = True
             sessions = list(self._sessions)
         for session in sessions:
             session.abort()
+
+    def wait_relaying_sessions(self, timeout):
+        """Wait until every session that started relaying has told the observer of its end; return whether
+        they all did within timeout seconds.  (Sessions still connecting to the server relay nothing.)"""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._sessions:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+        return True
 
     def wait_sessions(self, timeout=None):
         """Wait until every accepted session has finished; return whether they all did."""
