@@ -20,7 +20,6 @@ import unittest
 
 from ctiproxy.analysis import ITEM_COST, Analyzer
 from ctiproxy.outputs import Output
-from ctiproxy.stats import SessionStats, WaitingRequests
 from tests.harness import (HEADER, TIMEOUT, Tool, close_session, in_parallel, read_fd_until_all, recv_exactly,
                            recv_until_eof, sigint_not_ignored, sigint_restored)
 
@@ -189,58 +188,6 @@ class QueuedItemCostTest(unittest.TestCase):
                 per_chunk = taken / len(chunks) + sys.getsizeof(chunks[0])
                 self.assertLess(per_chunk, size + ITEM_COST, 'a queued chunk takes %.0f bytes' % per_chunk)
                 self.assertGreater(per_chunk, size + ITEM_COST / 2, 'ITEM_COST is far above the real cost')
-
-
-class WaitingRequestsTest(unittest.TestCase):
-    """ctistat's requests waiting for an answer: answered ones dropped, at most a limit kept, the rest counted."""
-
-    def test_answered_requests_leave_nothing(self):
-        waiting = WaitingRequests()
-        for number in range(1000):
-            waiting.add(number, 'getlist', float(number))
-            self.assertEqual(waiting.answer(number), ('getlist', float(number)))
-        self.assertEqual(len(waiting._by_id), 0)
-        self.assertEqual(waiting.unanswered(), 0)
-        self.assertIsNone(waiting.answer(5))
-
-    def test_same_commandid_oldest_first(self):
-        waiting = WaitingRequests()
-        waiting.add(7, 'a', 1.0)
-        waiting.add(7, 'b', 2.0)
-        self.assertEqual(waiting.answer(7), ('a', 1.0))
-        self.assertEqual(waiting.answer(7), ('b', 2.0))
-        self.assertIsNone(waiting.answer(7))
-
-    def test_beyond_the_limit_the_oldest_is_forgotten_and_counted(self):
-        waiting = WaitingRequests(limit=100)
-        for number in range(250):
-            waiting.add(number, 'getlist', float(number))
-        self.assertEqual(waiting.kept, 100)
-        self.assertEqual(waiting.forgotten, 150)
-        self.assertEqual(waiting.unanswered(), 100)       # the forgotten ones may yet be answered: not counted
-        self.assertIsNone(waiting.answer(0))              # forgotten: its answer is not matched
-        self.assertEqual(waiting.answer(249), ('getlist', 249.0))
-        self.assertEqual(waiting.unanswered(), 99)
-        self.assertEqual(waiting.forgotten, 150)
-
-    def test_class_names_are_shared(self):
-        waiting = WaitingRequests()
-        waiting.add(1, ''.join(['get', 'list']), 1.0)
-        waiting.add(2, ''.join(['get', 'list']), 2.0)
-        self.assertIs(waiting.answer(1)[0], waiting.answer(2)[0])
-
-    def test_session_report_counts_forgotten_requests_apart(self):
-        stats = SessionStats(1, 0.0)
-        stats.waiting = WaitingRequests(limit=10)
-        for number in range(30):
-            stats.add_line('client', 1.0, {'class': 'getlist', 'commandid': number})
-        for number in range(25, 30):
-            stats.add_line('server', 1.5, {'class': 'getlist', 'replyid': number})
-        report = stats.report()
-        self.assertEqual(report['replies']['getlist']['count'], 5)
-        self.assertEqual(report['replies']['getlist']['median_ms'], 500.0)
-        self.assertEqual(report['unanswered'], 5)
-        self.assertEqual(report['not_timed'], 20)
 
 
 class ManyCommandidsTest(unittest.TestCase):

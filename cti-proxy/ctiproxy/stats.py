@@ -9,10 +9,10 @@ import time
 from .escaping import escape_text, json_bytes
 from .filters import CLIENT, SERVER
 from .outputs import ARROWS, Output
+from .pairing import RequestPairing, class_name
 from .relay import peer_name
 
 BAR_WIDTH = 40
-MAX_WAITING = 10000       # requests a session keeps waiting for their answer; beyond, the oldest is forgotten
 
 
 class DirectionStats:
@@ -30,36 +30,6 @@ class DirectionStats:
                 'invalid': self.invalid, 'classes': dict(self.classes.most_common())}
 
 
-def _hashable(value):
-    return value.__class__ in (str, int, float)
-
-
-SMALL_CLASS = 16      # a list or object class of at most this many values is named by its JSON text
-
-
-def class_name(kind):
-    """How a class that is not a string is counted: its JSON text if small, else '(a big list)' or '(a big
-    object)', so that a class nested as deep as json reads costs no recursion and makes no long name."""
-    if kind.__class__ in (dict, list) and not _at_most(kind, SMALL_CLASS):
-        return '(a big list)' if kind.__class__ is list else '(a big object)'
-    return json.dumps(kind)
-
-
-def _at_most(value, count):
-    """Whether value holds at most count values, itself included, at any depth (counted without recursion)."""
-    waiting = [value]
-    while waiting:
-        count -= 1
-        if count < 0:
-            return False
-        value = waiting.pop()
-        if value.__class__ in (dict, list):
-            if len(value) > count:
-                return False
-            waiting.extend(value.values() if value.__class__ is dict else value)
-    return True
-
-
 def percentile(ordered, fraction):
     """The nearest-rank percentile of a sorted, non-empty list."""
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
@@ -70,55 +40,6 @@ def median(ordered):
     if len(ordered) % 2:
         return ordered[middle]
     return (ordered[middle - 1] + ordered[middle]) / 2
-
-
-class WaitingRequests:
-    """Client requests waiting for their answer, by commandid, each id's oldest first.
-
-    Answered requests are dropped.  At most `limit` are kept: beyond that, the
-    request waiting longest is forgotten and counted in `forgotten`.  Whether an
-    answer comes for a forgotten request later cannot be told (its id is not kept),
-    so it is neither timed nor counted as never answered: unanswered() is the number
-    of requests still waiting, which no answer came for.
-    """
-
-    def __init__(self, limit=MAX_WAITING):
-        self.limit = limit
-        self.kept = 0
-        self.forgotten = 0
-        self._by_id = collections.OrderedDict()     # commandid: [(class, time), ...]; ids in order of arrival
-        self._names = {}                            # one string per class name, shared by its requests
-
-    def add(self, commandid, kind, when):
-        if self.kept >= self.limit:
-            self._forget_oldest()
-        name = self._names.setdefault(kind, kind)
-        waiting = self._by_id.get(commandid)
-        if waiting is None:
-            self._by_id[commandid] = [(name, when)]
-        else:
-            waiting.append((name, when))
-        self.kept += 1
-
-    def answer(self, replyid):
-        """The (class, time) of the oldest request waiting with this commandid, taken out; None if none."""
-        waiting = self._by_id.get(replyid)
-        if waiting is None:
-            return None
-        request = waiting.pop(0)
-        if not waiting:
-            del self._by_id[replyid]
-        self.kept -= 1
-        return request
-
-    def unanswered(self):
-        """The requests kept and still waiting: none of them was answered."""
-        return self.kept
-
-    def _forget_oldest(self):
-        commandid = next(iter(self._by_id))     # O(1): an OrderedDict starts at its oldest key
-        self.answer(commandid)
-        self.forgotten += 1
 
 
 class SessionStats:
@@ -135,7 +56,7 @@ class SessionStats:
         self.ended = None
         self.label = label
         self.directions = {CLIENT: DirectionStats(), SERVER: DirectionStats()}
-        self.waiting = WaitingRequests()
+        self.pairing = RequestPairing()
         self.reply_ms = collections.defaultdict(lambda: array.array('d'))  # request class: milliseconds
 
     def add_chunk(self, direction, data):
@@ -149,18 +70,13 @@ class SessionStats:
             counts.invalid += 1
             return
         counts.messages += 1
-        kind = message.get('class')
-        counts.classes[kind if kind.__class__ is str else class_name(kind)] += 1
+        counts.classes[class_name(message.get('class'))] += 1
         if direction == CLIENT:
-            commandid = message.get('commandid')
-            if commandid is not None and _hashable(commandid):
-                self.waiting.add(commandid, str(kind), when)
+            self.pairing.request(message, when)
         else:
-            replyid = message.get('replyid')
-            if replyid is not None and _hashable(replyid):
-                request = self.waiting.answer(replyid)     # the oldest request with that id
-                if request is not None:
-                    self.reply_ms[request[0]].append((when - request[1]) * 1000.0)
+            reply = self.pairing.answer(message, when)
+            if reply is not None:
+                self.reply_ms[reply.request.kind].append(reply.ms)
 
     def report(self):
         """The report as a JSON-ready dict."""
@@ -174,7 +90,7 @@ class SessionStats:
         ended = self.ended if self.ended is not None else self.started
         return {'session': self.number, 'duration': round(ended - self.started, 6),
                 CLIENT: self.directions[CLIENT].as_dict(), SERVER: self.directions[SERVER].as_dict(),
-                'replies': replies, 'unanswered': self.waiting.unanswered(), 'not_timed': self.waiting.forgotten}
+                'replies': replies, 'unanswered': self.pairing.kept, 'not_timed': self.pairing.forgotten}
 
 
 def format_report(report, label=''):
