@@ -42,6 +42,7 @@ class SimulatedClient:
                 self.start_tls()
             self.log_in()
             self.read_lists()
+            self.refused_request('getlist', function='listid', listname='voicemails', tipbxid=IPBX_ID)
             self.call('1002')
             self.request('history', mode='0', size='8', xuserid='%s/%s' % (IPBX_ID, self.userid))
             self.request('directory', pattern='e')
@@ -105,6 +106,19 @@ class SimulatedClient:
             self.unsolicited.append(self.read_message())
 
     def request(self, class_, **fields):
+        """Send one request with the next commandid; return its answer, keeping what came before it; a
+        ProtocolError if the server refuses it."""
+        answer = self.answer_to(class_, fields)
+        if 'error_string' in answer:
+            raise ProtocolError('the server refused %s: %s' % (class_, answer['error_string']))
+        return answer
+
+    def refused_request(self, class_, **fields):
+        """Send one request that the server must refuse (a list it does not have): the session's error answer."""
+        if 'error_string' not in self.answer_to(class_, fields):
+            raise ProtocolError('the server did not refuse %s %s' % (class_, fields))
+
+    def answer_to(self, class_, fields):
         """Send one request with the next commandid; return its answer, keeping what came before it."""
         self.commandid += 1
         message = {'class': class_, 'commandid': self.commandid}
@@ -113,8 +127,6 @@ class SimulatedClient:
         while True:
             received = self.read_message()
             if isinstance(received, dict) and received.get('replyid') == self.commandid:
-                if 'error_string' in received:
-                    raise ProtocolError('the server refused %s: %s' % (class_, received['error_string']))
                 return received
             self.unsolicited.append(received)
 

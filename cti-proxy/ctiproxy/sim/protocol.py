@@ -11,6 +11,7 @@ DEFAULT_TLS_PORT = 5013
 DEFAULT_PROXY_PORT = 50030
 DEFAULT_USERS = 5
 DEFAULT_EVENT_INTERVAL = 10.0
+DIRECTORY_DELAY = 0.2          # seconds a directory search takes (a lookup in an LDAP), the session's slow answer
 TIMEOUT = 10.0                 # seconds the client and the demo wait for any one thing
 
 

@@ -9,8 +9,8 @@ import time
 
 from ..relay import ListeningServer, Log, describe_error, peer_name
 from .pbx import DIRECTORY_HEADERS, PRESENCE_CYCLE, FakePBX, capabilities, directory_search
-from .protocol import (BANNER, DEFAULT_USERS, IPBX_ID, LISTNAMES, MAX_REQUEST_DEPTH, XIVO_VERSION, encode,
-                       nested_deeper, strict_json, whole_number)
+from .protocol import (BANNER, DEFAULT_USERS, DIRECTORY_DELAY, IPBX_ID, LISTNAMES, MAX_REQUEST_DEPTH, XIVO_VERSION,
+                       encode, nested_deeper, strict_json, whole_number)
 from .tls import LineConnection
 
 
@@ -213,7 +213,9 @@ class SimulatedSession(socketserver.StreamRequestHandler):
         self.answer(request, mode=mode, history=self.pbx.history(self.userid, mode, size))
 
     def directory(self, request):
-        """The contacts whose name contains the pattern, with non-ASCII names."""
+        """The contacts whose name contains the pattern, with non-ASCII names, after DIRECTORY_DELAY: the slow
+        answer of a session."""
+        time.sleep(DIRECTORY_DELAY)
         results = directory_search(str(request.get('pattern', '')))
         self.answer(request, headers=DIRECTORY_HEADERS, resultlist=results, status='ok')
 
