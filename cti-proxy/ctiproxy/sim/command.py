@@ -3,6 +3,7 @@
 import argparse
 import signal
 import sys
+import textwrap
 
 from .. import __version__
 from ..launch import release_stop_signals
@@ -11,6 +12,9 @@ from ..relay import ListenAddress, Log, describe_error
 from .client import ProtocolError, SimulatedClient
 from .demo import run_demo
 from .protocol import DEFAULT_EVENT_INTERVAL, DEFAULT_PORT, DEFAULT_PROXY_PORT, DEFAULT_TLS_PORT, DEFAULT_USERS
+from ..recording import RecordingError
+from .recorded import IDENTIFYING_FIELDS, RecordingProblem, load_session
+from .replay_server import UNKNOWN_REQUEST, ReplayServer
 from .server import SimulatorServer
 from .tls import CertificateError, certificate_for_run, client_context, server_context
 
@@ -37,6 +41,28 @@ def seconds(text):
     return value
 
 
+def speed_factor(text):
+    """--speed: a factor of 0 to 1000 on the recorded gaps."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError('not a factor from 0 to 1000: %r' % text)
+    return value
+
+
+def session_number(text):
+    """--session: a whole number from 1 up."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError('not a session number (1 or more): %r' % text)
+    return value
+
+
 def examples(text):
     """The examples ending a --help, indented."""
     return 'examples:\n' + '\n'.join('  ' + line for line in text.strip().splitlines())
@@ -55,6 +81,8 @@ ctisim server --port 0 --listen-addr 127.0.0.1  a free port on loopback, said on
 ctisim server --users 200 --events 2            200 users; a presence change every 2 seconds
 ctisim server --tls                             TLS on port 5013, with a certificate made for the run
 ctisim server --starttls --cert c.pem --key c.key   STARTTLS offered on port 5003, with this certificate
+ctisim server --replay session.jsonl             a recorded XiVO: the recording's answers to any client
+ctisim server --replay s.jsonl --session 2 --speed 0    its second session, unasked messages at once
 Then: ctispy 127.0.0.1 --port 5003, and a CTI client (or ctisim client) on port 50030.
 The certificate made for a run (by the openssl command) is said on start, for --tls-ca; it is removed
 when ctisim ends.
@@ -96,6 +124,7 @@ def parser():
                         help='after login, a presence change every SECONDS (default: %(default)g; 0: never)')
     server.add_argument('-v', '--verbose', action='store_true', help='report connections on stderr')
     add_server_tls_options(server)
+    add_server_replay_options(server)
 
     client = commands.add_parser('client', help='play one CTI client session against HOST',
                                  description='Play one CTI client session: log in, read the lists, dial,\n'
@@ -115,6 +144,47 @@ def parser():
                       help='the server offers STARTTLS, ctispy sees through it and the client takes it, with a '
                            'certificate made for the run (by the openssl command)')
     return main_parser
+
+
+REPLAY_MATCHING = (
+    'A request is answered with the recorded answer to a request of the same class with the same %s (a field '
+    'absent from both is the same); login_id, login_pass and login_capas match by class alone, so any '
+    'credentials log in. The oldest unused answer comes first, then the latest again; its replyid becomes the '
+    'request\'s commandid and its timenow now. A request with no recorded answer gets an error answer ("%s") '
+    'and is listed on stderr.' % (', '.join(IDENTIFYING_FIELDS), UNKNOWN_REQUEST))
+
+
+def add_server_replay_options(server):
+    """--replay FILE and its options, for ctisim server."""
+    group = server.add_argument_group('replay (a recorded XiVO)', textwrap.fill(REPLAY_MATCHING, 78))
+    group.add_argument('--replay', metavar='FILE',
+                       help='play the server of a recording (ctispy --json-lines) to each client instead of the '
+                            'simulated system: its banner, its answers, and the messages it sent unasked after '
+                            'each request, at their recorded gaps')
+    add_session_speed_options(group, 'the answers and unasked messages come at their recorded gaps times X')
+    group.add_argument('--no-starttls', action='store_true',
+                       help='do not offer STARTTLS, even if the recorded server did')
+
+
+def add_session_speed_options(group, speed_help):
+    """--session and --speed, for the replays."""
+    group.add_argument('--session', type=session_number, metavar='N',
+                       help='the session of the recording to replay (default: its first)')
+    group.add_argument('--speed', type=speed_factor, metavar='X',
+                       help='%s (default: 1, as recorded; 0.5: twice as fast; 0: at once)' % speed_help)
+
+
+def check_replay_options(command, args):
+    """Usage errors: the replay's options without --replay, --starttls with --no-starttls."""
+    if getattr(args, 'replay', None) is None:
+        needing = [name for name in ('session', 'speed', 'no_starttls', 'password', 'timeout')
+                   if getattr(args, name, None) is not None and getattr(args, name) is not False]
+        if needing:
+            command.error('--%s needs --replay' % needing[0].replace('_', '-'))
+    if getattr(args, 'no_starttls', False) and getattr(args, 'starttls', False):
+        command.error('--starttls and --no-starttls: give one')
+    if getattr(args, 'speed', None) is None:
+        args.speed = 1.0
 
 
 def add_tls_mode(command, tls_help, starttls_help):
@@ -161,9 +231,25 @@ def add_users_option(command):
                          help='N users, phones and agents, and a queue for every 4 users (default: %(default)s)')
 
 
+def load_recording(args, log):
+    """The session that --replay names, or None after saying (one line) why it cannot be replayed."""
+    try:
+        return load_session(args.replay, args.session)
+    except (RecordingProblem, RecordingError) as error:
+        log.error(str(error))
+    except OSError as error:
+        log.error('cannot read %s: %s' % (args.replay, describe_error(error)))
+    return None
+
+
 def run_server(args, log):
     """Serve until Ctrl-C or SIGTERM; with --tls or --starttls, with --cert and --key or a certificate made
-    for the run."""
+    for the run; with --replay, the recorded server (STARTTLS offered if it was, unless --no-starttls)."""
+    if args.replay is not None:
+        args.recorded = load_recording(args, log)
+        if args.recorded is None:
+            return 1
+        args.starttls = args.starttls or (args.recorded.offered_starttls and not args.no_starttls and not args.tls)
     if args.port is None:
         args.port = DEFAULT_TLS_PORT if args.tls else DEFAULT_PORT
     if not (args.tls or args.starttls):
@@ -180,14 +266,17 @@ def serve(args, log, tls_context=None, made_cert=None):
         log.error('cannot use listen address %r: %s' % (args.listen_addr, describe_error(error)))
         return 1
     try:
-        server = SimulatorServer(listen, users=args.users, event_interval=args.events or None, log=log,
-                                 tls_context=tls_context, starttls=args.starttls)
+        server = new_server(args, listen, log, tls_context)
     except OSError as error:
         log.error('cannot listen on %s: %s' % (listen.describe(), describe_error(error)))
         return 1
     encryption = '; TLS' if args.tls else '; STARTTLS offered' if args.starttls else ''
-    log.error('simulated CTI server listening on %s; %d users%s'
-              % (listen.describe(server.port), args.users, encryption))
+    if args.replay is not None:
+        log.error('recorded CTI server (session %d of %s, %d requests) listening on %s%s' % (
+            args.recorded.number, args.replay, len(args.recorded.exchanges), listen.describe(server.port), encryption))
+    else:
+        log.error('simulated CTI server listening on %s; %d users%s'
+                  % (listen.describe(server.port), args.users, encryption))
     if made_cert is not None:
         log.error('certificate made for this run: %s (trust it with --tls-ca; removed when ctisim ends)' % made_cert)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -199,6 +288,15 @@ def serve(args, log, tls_context=None, made_cert=None):
         signal.signal(signal.SIGTERM, previous)
         server.server_close()
     return 0
+
+
+def new_server(args, listen, log, tls_context):
+    """The simulated server, or with --replay the recorded one, listening."""
+    if args.replay is not None:
+        return ReplayServer(listen, args.recorded, speed=args.speed, log=log, tls_context=tls_context,
+                            starttls=args.starttls)
+    return SimulatorServer(listen, users=args.users, event_interval=args.events or None, log=log,
+                           tls_context=tls_context, starttls=args.starttls)
 
 
 def run_client(args, log):
@@ -222,6 +320,7 @@ def main(argv=None):
     main_parser = parser()
     args = main_parser.parse_args(sys.argv[1:] if argv is None else argv)
     check_tls_options(main_parser, args)
+    check_replay_options(main_parser, args)
     log = Log('ctisim', verbose=getattr(args, 'verbose', False))
     try:
         return COMMANDS[args.command](args, log)

@@ -42,8 +42,7 @@ class SimulatedSession(socketserver.StreamRequestHandler):
         self.log.event('session #%d: client %s connected' % (self.number, peer_name(self.client_address)))
         try:
             self.start_tls()
-            self.wfile.write((BANNER + '\n').encode('ascii'))
-            self.offer_starttls()
+            self.greet()
             for line in self.rfile:
                 if line.endswith(b'\n') and line.strip():
                     self.handle_line(line)
@@ -52,6 +51,11 @@ class SimulatedSession(socketserver.StreamRequestHandler):
         finally:
             self.stopped.set()
             self.log.event('session #%d: closed' % self.number)
+
+    def greet(self):
+        """What the server says first: its banner, and the STARTTLS offer with --starttls."""
+        self.wfile.write((BANNER + '\n').encode('ascii'))
+        self.offer_starttls()
 
     def handle_line(self, line):
         """Answer one request line."""
@@ -68,6 +72,10 @@ class SimulatedSession(socketserver.StreamRequestHandler):
         if not (strict_json(request.get('class')) and strict_json(request.get('commandid'))):
             self.send({'class': 'error', 'error_string': 'class or commandid is not finite'})   # not echoed
             return
+        self.respond(request)
+
+    def respond(self, request):
+        """Answer one request (a JSON object whose class and commandid are finite)."""
         kind = request.get('class')
         handler = self.HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
@@ -250,6 +258,8 @@ class SimulatedSession(socketserver.StreamRequestHandler):
 class SimulatorServer(ListeningServer):
     """The simulated CTI server: a SimulatedSession for each client, each on its own thread."""
 
+    session_class = SimulatedSession
+
     def __init__(self, listen, users=DEFAULT_USERS, event_interval=None, log=None, tls_context=None, starttls=False):
         self.pbx = FakePBX(users)
         self.tls_context = tls_context     # with it: TLS from the first byte, or STARTTLS offered
@@ -258,7 +268,7 @@ class SimulatorServer(ListeningServer):
         self.log = log or Log('ctisim')
         self._numbers = 0
         self._lock = threading.Lock()
-        super().__init__(listen, SimulatedSession)
+        super().__init__(listen, self.session_class)
 
     def new_session_number(self):
         """1 for the first client, 2 for the next..."""

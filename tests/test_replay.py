@@ -1,0 +1,261 @@
+"""ctisim's replays: `ctisim server --replay` (a recorded XiVO) and `ctisim client --replay` (a recorded client),
+the real script over loopback, and the I/O-free parts (the recorded session, the matching) on their own."""
+
+import datetime
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import unittest
+
+from tests.harness import TIMEOUT
+from tests.test_simulator import SimServer, Talk, ctisim
+from ctiproxy.recording import Record
+from ctiproxy.sim.recorded import RecordingProblem, load_session, request_key
+from ctiproxy.sim.replay_server import ReplayCursor
+
+START = datetime.datetime(2026, 11, 27, 13, 1, 2)
+
+
+def record(offset, direction, body, session=1):
+    """One recording line: body a dict (a message) or a str (a line that is not JSON), offset seconds in."""
+    entry = {'time': (START + datetime.timedelta(seconds=offset)).isoformat(timespec='microseconds'),
+             'session': session, 'direction': direction}
+    entry['message' if isinstance(body, dict) else 'text'] = body
+    return json.dumps(entry) + '\n'
+
+
+def ask(commandid, class_, **fields):
+    message = {'class': class_, 'commandid': commandid}
+    message.update(fields)
+    return message
+
+
+def reply(replyid, class_, **fields):
+    message = {'class': class_, 'replyid': replyid, 'timenow': 1795000000.0 + replyid}
+    message.update(fields)
+    return message
+
+
+def status_event(tid, state):
+    return {'class': 'getlist', 'function': 'updatestatus', 'listname': 'users', 'tid': tid,
+            'status': {'availstate': state}, 'timenow': 1795000000.5}
+
+
+# A recorded session: login, two listid requests (users asked twice, answered differently), a keepalive followed
+# by two status events (0.2 s apart), a directory search.
+BANNER_TEXT = 'XiVO CTI Server Version 1.2.3 (simulated)'
+SESSION = [
+    (0.0, 'server', BANNER_TEXT),
+    (0.1, 'client', ask(1, 'login_id', userlogin='alice', company='default')),
+    (0.11, 'server', reply(1, 'login_id', sessionid='abcdefghij', xivoversion='1.2')),
+    (0.2, 'client', ask(2, 'login_pass', hashedpassword='aa' * 20)),
+    (0.21, 'server', reply(2, 'login_pass', capalist=[1])),
+    (0.3, 'client', ask(3, 'login_capas', capaid=1, state='available')),
+    (0.31, 'server', reply(3, 'login_capas', userid='1', presence='available')),
+    (0.32, 'server', status_event('1', 'available')),
+    (0.4, 'client', ask(4, 'getlist', function='listid', listname='users', tipbxid='xivo')),
+    (0.41, 'server', reply(4, 'getlist', function='listid', listname='users', list=['1', '2'])),
+    (0.5, 'client', ask(5, 'getlist', function='listid', listname='phones', tipbxid='xivo')),
+    (0.51, 'server', reply(5, 'getlist', function='listid', listname='phones', list=['7'])),
+    (0.6, 'client', ask(6, 'getlist', function='listid', listname='users', tipbxid='xivo')),
+    (0.61, 'server', reply(6, 'getlist', function='listid', listname='users', list=['1', '2', '3'])),
+    (0.7, 'client', ask(7, 'keepalive')),
+    (0.71, 'server', reply(7, 'keepalive')),
+    (0.72, 'server', status_event('2', 'away')),
+    (0.92, 'server', status_event('3', 'donotdisturb')),
+    (1.0, 'client', ask(8, 'directory', pattern='e')),
+    (1.2, 'server', reply(8, 'directory', resultlist=['H\u00e9l\u00e8ne Dupr\u00e9;1002'], status='ok')),
+]
+
+
+def write_recording(test, sessions):
+    """A recording file in a temporary folder holding sessions ({number: [(offset, direction, body)]}),
+    records of the sessions interleaved by time as a recorder writes them; return its path."""
+    folder = tempfile.TemporaryDirectory()
+    test.addCleanup(folder.cleanup)
+    path = os.path.join(folder.name, 'session.jsonl')
+    lines = sorted((offset, index, number, direction, body) for number, entries in sessions.items()
+                   for index, (offset, direction, body) in enumerate(entries))
+    with open(path, 'w') as stream:
+        for offset, _, number, direction, body in lines:
+            stream.write(record(offset, direction, body, number))
+    return path
+
+
+def records_of(entries, session=1):
+    """Records as recording.read_records yields them, for the I/O-free tests."""
+    for number, (offset, direction, body) in enumerate(entries, 1):
+        line = (json.dumps(body) if isinstance(body, dict) else body).encode('utf-8')
+        yield Record(session, direction, START.timestamp() + offset, line, None, number)
+
+
+class RecordedSessionTest(unittest.TestCase):
+    """The recorded session, built from records without a file."""
+
+    def load(self, entries, number=None):
+        return load_session('s.jsonl', number, records=lambda path: records_of(entries))
+
+    def test_opening_exchanges_and_followers(self):
+        session = self.load(SESSION)
+        self.assertEqual([line for line, _, _ in session.opening], [BANNER_TEXT.encode()])
+        self.assertEqual([exchange.request['commandid'] for exchange in session.exchanges], list(range(1, 9)))
+        keepalive = session.exchanges[6]
+        self.assertEqual([message['tid'] for message, _ in keepalive.followers], ['2', '3'])
+        self.assertAlmostEqual(keepalive.reply_time(), 0.01, places=3)
+        self.assertEqual([message['tid'] for message, _ in session.exchanges[2].followers], ['1'])
+
+    def test_request_key(self):
+        listid = ask(1, 'getlist', function='listid', listname='users', tipbxid='xivo')
+        self.assertEqual(request_key(listid), request_key(dict(listid, commandid=9, unrelated='x')))
+        self.assertNotEqual(request_key(listid), request_key(dict(listid, listname='phones')))
+        self.assertNotEqual(request_key(ask(1, 'history', size=8)), request_key(ask(1, 'history', size='8')))
+        self.assertEqual(request_key(ask(1, 'login_id', userlogin='alice')), request_key(ask(2, 'login_id')))
+
+    def test_oldest_unused_first_then_the_latest(self):
+        cursor = ReplayCursor(self.load(SESSION).answers_by_request())
+        users = ask(40, 'getlist', function='listid', listname='users', tipbxid='xivo')
+        answered = [cursor.next_for(users).request['commandid'] for _ in range(4)]
+        self.assertEqual(answered, [4, 6, 6, 6])
+        self.assertIsNone(cursor.next_for(ask(41, 'getlist', function='listid', listname='queues', tipbxid='xivo')))
+
+    def test_nothing_to_replay(self):
+        server_only = [entry for entry in SESSION if entry[1] == 'server']
+        unanswered = [entry for entry in SESSION if entry[1] == 'client']
+        for entries, reason in ((server_only, 'no message from the client'), (unanswered, 'no answer from the server')):
+            with self.subTest(reason=reason):
+                with self.assertRaises(RecordingProblem) as caught:
+                    self.load(entries)
+                self.assertIn(reason, str(caught.exception))
+        with self.assertRaises(RecordingProblem) as caught:
+            self.load(SESSION, number=3)
+        self.assertEqual(str(caught.exception), 's.jsonl: no session 3 in it (it holds session 1)')
+
+
+class ServerReplayTest(unittest.TestCase):
+    """`ctisim server --replay FILE`: the recorded server, to a scripted client."""
+
+    def start(self, *args, sessions=None):
+        path = write_recording(self, sessions or {1: SESSION})
+        server = SimServer('--replay', path, *args)
+        self.addCleanup(server.__exit__)
+        return server, path
+
+    def test_recorded_answers_in_any_order_replyid_rewritten(self):
+        server, _ = self.start('--speed', '0')
+        talk = server.connect()
+        answer, _ = talk.ask('login_id', userlogin='somebody-else', company='x')
+        self.assertEqual((answer['sessionid'], answer['replyid']), ('abcdefghij', 1))
+        self.assertNotEqual(answer['timenow'], 1795000001.0)          # now, not as recorded
+        answer, _ = talk.ask('login_pass', hashedpassword='0' * 40)
+        self.assertEqual(answer['capalist'], [1])
+        talk.commandid = 100
+        answer, _ = talk.ask('getlist', function='listid', listname='phones', tipbxid='xivo')
+        self.assertEqual((answer['list'], answer['replyid']), (['7'], 101))
+        lists = [talk.ask('getlist', function='listid', listname='users', tipbxid='xivo')[0]['list']
+                 for _ in range(3)]
+        self.assertEqual(lists, [['1', '2'], ['1', '2', '3'], ['1', '2', '3']])
+        answer, _ = talk.ask('directory', pattern='e')
+        self.assertEqual(answer['resultlist'], ['H\u00e9l\u00e8ne Dupr\u00e9;1002'])
+        talk.quit()
+        status, err = server.stop()
+        self.assertEqual(status, 0, err)
+        self.assertNotIn('not in the recording', err)
+
+    def test_unasked_messages_after_their_request(self):
+        server, _ = self.start('--speed', '0')
+        talk = server.connect()
+        talk.ask('login_id', userlogin='alice')
+        talk.send(ask(2, 'keepalive'))
+        talk.send(ask(3, 'login_capas', capaid=1))
+        received = [talk.read_message() for _ in range(5)]
+        self.assertEqual([(message['class'], message.get('replyid'), message.get('tid')) for message in received],
+                         [('keepalive', 2, None), ('getlist', None, '2'), ('getlist', None, '3'),
+                          ('login_capas', 3, None), ('getlist', None, '1')])
+        self.assertEqual(received[1]['status'], {'availstate': 'away'})
+
+    def test_recorded_gaps_scaled(self):
+        """--speed 1: the second status event comes 0.2 s after the first, as recorded (a lower bound: the
+        replay waits at least that long)."""
+        server, _ = self.start()
+        talk = server.connect()
+        talk.ask('keepalive')
+        talk.read_message()
+        first = time.monotonic()
+        talk.read_message()
+        self.assertGreaterEqual(time.monotonic() - first, 0.19)
+
+    def test_unknown_request_gets_an_error_and_is_listed(self):
+        server, _ = self.start('--speed', '0')
+        talk = server.connect()
+        answer, _ = talk.ask('getlist', function='listid', listname='voice\x1bmails', tipbxid='xivo')
+        self.assertEqual((answer['class'], answer['error_string'], answer['replyid']),
+                         ('getlist', 'unknown request', 1))
+        answer, _ = talk.ask('keepalive')          # and it goes on
+        self.assertEqual(answer['replyid'], 2)
+        talk.quit()
+        _, err = server.stop()
+        self.assertIn('ctisim: not in the recording: class=getlist, function=listid, listname=voice\\x1bmails, '
+                      'tipbxid=xivo\n', err)
+
+    def test_session_chosen(self):
+        other = [(0.0, 'server', 'Another banner'), (0.1, 'client', ask(1, 'keepalive')),
+                 (0.2, 'server', reply(1, 'keepalive', note='session 2'))]
+        server, path = self.start('--speed', '0', '--session', '2', sessions={1: SESSION, 2: other})
+        self.assertIn('session 2 of %s, 1 requests' % path, server.start_line)
+        talk = Talk(socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT))
+        self.assertEqual(talk.read_line(), b'Another banner\n')
+        answer, _ = talk.ask('keepalive')
+        self.assertEqual(answer['note'], 'session 2')
+
+    def test_starttls_offered_as_recorded_unless_no_starttls(self):
+        offered = SESSION[:1] + [(0.01, 'server', {'class': 'starttls'})] + SESSION[1:]
+        path = write_recording(self, {1: offered})
+        with SimServer('--replay', path, '--no-starttls') as server:
+            self.assertNotIn('STARTTLS', server.start_line)
+            talk = server.connect()
+            talk.send(ask(1, 'keepalive'))
+            self.assertEqual(talk.read_message()['replyid'], 1)      # the first message after the banner
+        if shutil.which('openssl') is None:
+            self.skipTest('no openssl command to make a certificate with')
+        with SimServer('--replay', path) as server:
+            self.assertIn('STARTTLS offered', server.start_line)
+            talk = server.connect()
+            offer = talk.read_message()
+            self.assertEqual(offer, {'class': 'starttls', 'timenow': offer['timenow']})
+
+    def test_bad_recordings(self):
+        unanswered = [entry for entry in SESSION if entry[1] == 'client']
+        cases = [({1: SESSION}, ['--session', '4'], 'no session 4 in it (it holds session 1)'),
+                 ({1: SESSION[:1]}, [], 'session 1: no message from the client in it, nothing to replay'),
+                 ({1: unanswered}, [], 'session 1: no answer from the server in it')]
+        for sessions, args, reason in cases:
+            with self.subTest(reason=reason):
+                path = write_recording(self, sessions)
+                status, out, err = ctisim('server', '--port', '0', '--replay', path, *args)
+                self.assertEqual((status, out, len(err.splitlines())), (1, '', 1), err)
+                self.assertTrue(err.startswith('ctisim: %s' % path), err)
+                self.assertIn(reason, err)
+        status, _, err = ctisim('server', '--port', '0', '--replay', '/nonexistent/x.jsonl')
+        self.assertEqual((status, err), (1, 'ctisim: cannot read /nonexistent/x.jsonl: No such file or directory\n'))
+        path = write_recording(self, {1: SESSION})
+        with open(path, 'a') as stream:
+            stream.write('{"not": "a record"}\n')
+        status, _, err = ctisim('server', '--port', '0', '--replay', path)
+        self.assertEqual((status, len(err.splitlines())), (1, 1), err)
+        self.assertIn('line 21', err)
+
+    def test_usage_errors(self):
+        for args, reason in ((['--speed', '0'], '--speed needs --replay'),
+                             (['--replay', 'x', '--speed', '-1'], 'not a factor from 0 to 1000'),
+                             (['--replay', 'x', '--starttls', '--no-starttls'], 'give one')):
+            with self.subTest(args=args):
+                status, _, err = ctisim('server', *args)
+                self.assertEqual(status, 2, err)
+                self.assertIn(reason, err)
+
+
+if __name__ == '__main__':
+    unittest.main()
