@@ -7,13 +7,15 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import unittest
 
-from tests.harness import TIMEOUT
+from tests.harness import TIMEOUT, closed_port
 from tests.test_simulator import SimServer, Talk, ctisim
 from ctiproxy.recording import Record
 from ctiproxy.sim.recorded import RecordingProblem, load_session, request_key
+from ctiproxy.sim.replay_client import hashed_password
 from ctiproxy.sim.replay_server import ReplayCursor
 
 START = datetime.datetime(2026, 11, 27, 13, 1, 2)
@@ -255,6 +257,134 @@ class ServerReplayTest(unittest.TestCase):
                 status, _, err = ctisim('server', *args)
                 self.assertEqual(status, 2, err)
                 self.assertIn(reason, err)
+
+
+# A session through which a scripted server sees what the replayed client sends: login_pass with a plain
+# password, a listid refused with an error.
+PLAIN_SESSION = [entry for entry in SESSION if entry[2] != ask(2, 'login_pass', hashedpassword='aa' * 20)]
+PLAIN_SESSION.insert(3, (0.2, 'client', ask(2, 'login_pass', password='recorded-secret')))
+PLAIN_SESSION.extend([(1.3, 'client', ask(9, 'getlist', function='listid', listname='voicemails', tipbxid='xivo')),
+                      (1.31, 'server', reply(9, 'getlist', error_string='unknown listname'))])
+
+
+class ScriptedServer:
+    """A CTI server of the test's own on a loopback port, for one client: the banner, then answer(message)
+    for each line received ([] to answer nothing, None to close the connection)."""
+
+    def __init__(self, test, answer):
+        self.listener = socket.socket()
+        self.listener.bind(('127.0.0.1', 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.received = []
+        self.answer = answer
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+        test.addCleanup(self.listener.close)
+
+    def serve(self):
+        self.listener.settimeout(TIMEOUT)
+        connection, _ = self.listener.accept()
+        with connection:
+            connection.sendall(BANNER_TEXT.encode() + b'\n')
+            talk = Talk(connection)
+            while True:
+                try:
+                    message = talk.read_message()
+                except AssertionError:          # the client's end
+                    return
+                self.received.append(message)
+                answers = self.answer(message)
+                if answers is None:
+                    return
+                for answer in answers:
+                    connection.sendall((json.dumps(answer) + '\n').encode())
+
+    def join(self):
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive(), 'the scripted server did not end'
+
+
+def answer_everything(sessionid='abcdefghij'):
+    """An answer to each request, login_id with this sessionid; the voicemails list refused."""
+    def answer(message):
+        fields = {'sessionid': sessionid} if message['class'] == 'login_id' else {}
+        if message.get('listname') == 'voicemails':
+            fields['error_string'] = 'unknown listname'
+        return [reply(message['commandid'], message['class'], **fields)]
+    return answer
+
+
+def replay_client(path, port, *args):
+    return ctisim('client', '127.0.0.1', '--port', str(port), '--replay', path, '--speed', '0', *args)
+
+
+class ClientReplayTest(unittest.TestCase):
+    """`ctisim client HOST --replay FILE`: the recorded client, to the simulator or a scripted server."""
+
+    def test_hashed_password_test_vector(self):
+        self.assertEqual(hashed_password('abcdefghij', 'secret'), '5cf9b42b39979d08f36da10ca17cada73f8c1ded')
+
+    def test_hashedpassword_computed_with_the_new_session_id(self):
+        path = write_recording(self, {1: SESSION})
+        server = ScriptedServer(self, answer_everything('abcdefghij'))
+        status, out, err = replay_client(path, server.port, '--password', 'secret')
+        server.join()
+        self.assertEqual(status, 0, err)
+        self.assertEqual([message['commandid'] for message in server.received], list(range(1, 9)))
+        self.assertEqual(server.received[1],
+                         ask(2, 'login_pass', hashedpassword='5cf9b42b39979d08f36da10ca17cada73f8c1ded'))
+        self.assertEqual(server.received[0], SESSION[1][2])              # as recorded
+        self.assertIn('8 of 8 requests sent, 8 answered, 0 not answered, 0 answered with an error', out)
+
+    def test_plain_password_reused_or_replaced(self):
+        path = write_recording(self, {1: PLAIN_SESSION})
+        for args, password in (([], 'recorded-secret'), (['--password', 'new'], 'new')):
+            with self.subTest(args=args):
+                server = ScriptedServer(self, answer_everything())
+                status, out, err = replay_client(path, server.port, *args)
+                server.join()
+                self.assertEqual(status, 0, err)
+                self.assertEqual(server.received[1], ask(2, 'login_pass', password=password))
+                self.assertIn('9 of 9 requests sent, 9 answered, 0 not answered, 1 answered with an error', out)
+                self.assertRegex(out, r'\n +\d+ ms +\d+ ms  #9 class=getlist, function=listid, '
+                                      r'listname=voicemails, tipbxid=xivo  <- error: unknown listname\n')
+
+    def test_a_hash_without_password_is_one_line(self):
+        path = write_recording(self, {1: SESSION})
+        status, out, err = replay_client(path, closed_port())
+        self.assertEqual((status, out, err), (1, '', 'ctisim: the recording logs in with a hashedpassword: give the '
+                                                     'password with --password\n'))
+
+    def test_against_the_simulator(self):
+        path = write_recording(self, {1: PLAIN_SESSION})
+        with SimServer() as server:
+            status, out, err = replay_client(path, server.port)
+        self.assertEqual(status, 0, err)
+        lines = out.splitlines()
+        self.assertIn('9 of 9 requests sent, 9 answered, 0 not answered, 1 answered with an error', lines[0])
+        self.assertEqual(len([line for line in lines if ' ms  #' in line]), 9)
+        self.assertRegex(out, r'\n +200 ms +\d+ ms  #8 class=directory, pattern=e\n')     # 200 ms recorded
+
+    def test_unanswered_requests_wait_for_the_timeout(self):
+        path = write_recording(self, {1: PLAIN_SESSION})
+        server = ScriptedServer(self, lambda message: [] if message['class'] == 'keepalive'
+                                else answer_everything()(message))
+        status, out, err = replay_client(path, server.port, '--timeout', '0.3')
+        server.join()
+        self.assertEqual(status, 0, err)
+        self.assertIn('9 of 9 requests sent, 8 answered, 1 not answered, 1 answered with an error', out)
+        self.assertIn('#7 class=keepalive  <- not answered', out)
+
+    def test_server_closing_mid_replay(self):
+        path = write_recording(self, {1: PLAIN_SESSION})
+        server = ScriptedServer(self, lambda message: None if message['commandid'] == 4
+                                else answer_everything()(message))
+        status, out, err = replay_client(path, server.port)
+        server.join()
+        self.assertEqual(status, 1, err)
+        self.assertIn('4 of 9 requests sent, 3 answered, 1 not answered, 0 answered with an error', out)
+        self.assertEqual(err, 'ctisim: the server closed the connection in the middle of the replay\n')
 
 
 if __name__ == '__main__':

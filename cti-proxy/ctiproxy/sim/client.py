@@ -30,7 +30,7 @@ class SimulatedClient:
         self.stream = None
 
     def run(self):
-        """The whole session; return (requests answered, unsolicited messages)."""
+        """Connect, read the banner, take STARTTLS if asked, then play(): return what it returns."""
         self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
@@ -40,16 +40,20 @@ class SimulatedClient:
             self.banner = self.read_line().decode('utf-8', 'replace').rstrip('\r\n')
             if self.starttls:
                 self.start_tls()
-            self.log_in()
-            self.read_lists()
-            self.refused_request('getlist', function='listid', listname='voicemails', tipbxid=IPBX_ID)
-            self.call('1002')
-            self.request('history', mode='0', size='8', xuserid='%s/%s' % (IPBX_ID, self.userid))
-            self.request('directory', pattern='e')
-            self.request('keepalive')
-            self.quit()
+            return self.play()
         finally:
             self.sock.close()
+
+    def play(self):
+        """The session after the banner (and STARTTLS); return (requests answered, unsolicited messages)."""
+        self.log_in()
+        self.read_lists()
+        self.refused_request('getlist', function='listid', listname='voicemails', tipbxid=IPBX_ID)
+        self.call('1002')
+        self.request('history', mode='0', size='8', xuserid='%s/%s' % (IPBX_ID, self.userid))
+        self.request('directory', pattern='e')
+        self.request('keepalive')
+        self.quit()
         return self.commandid, len(self.unsolicited)
 
     def start_tls(self):

@@ -1,6 +1,7 @@
 """ctisim's command line: the options of its commands, and the run of each."""
 
 import argparse
+import getpass
 import signal
 import sys
 import textwrap
@@ -11,9 +12,12 @@ from ..options import HelpFormatter, listen_port, port_number
 from ..relay import ListenAddress, Log, describe_error
 from .client import ProtocolError, SimulatedClient
 from .demo import run_demo
-from .protocol import DEFAULT_EVENT_INTERVAL, DEFAULT_PORT, DEFAULT_PROXY_PORT, DEFAULT_TLS_PORT, DEFAULT_USERS
+from .protocol import (DEFAULT_EVENT_INTERVAL, DEFAULT_PORT, DEFAULT_PROXY_PORT, DEFAULT_TLS_PORT, DEFAULT_USERS,
+                       TIMEOUT)
 from ..recording import RecordingError
 from .recorded import IDENTIFYING_FIELDS, RecordingProblem, load_session
+from .replay_client import (MARK_THRESHOLD, PasswordNeeded, ReplayClient, needs_password,
+                            summary)
 from .replay_server import UNKNOWN_REQUEST, ReplayServer
 from .server import SimulatorServer
 from .tls import CertificateError, certificate_for_run, client_context, server_context
@@ -93,6 +97,8 @@ ctisim client 127.0.0.1                through a tool listening on port 50030 (c
 ctisim client 127.0.0.1 --port 5003    straight to a (simulated) server
 ctisim client 127.0.0.1 --starttls --tls-ca tool.crt    STARTTLS through a tool seeing through it
 ctisim client 127.0.0.1 --port 5013 --tls --tls-no-verify
+ctisim client xivo-new --port 5003 --replay old.jsonl --password secret   the recorded client's requests
+ctisim client xivo-new --port 5003 --replay old.jsonl --speed 0           each as soon as its answers came
 '''
 
 DEMO_EXAMPLES = '''
@@ -134,6 +140,7 @@ def parser():
     client.add_argument('--port', type=port_number, default=DEFAULT_PROXY_PORT,
                         help='its port (default: %(default)s, where the tools listen)')
     add_client_tls_options(client)
+    add_client_replay_options(client)
 
     demo = commands.add_parser('demo', help='a simulated server and client with ctispy in between',
                                description='Start a simulated server on loopback, ctispy --pretty-print in front '
@@ -154,6 +161,13 @@ REPLAY_MATCHING = (
     'and is listed on stderr.' % (', '.join(IDENTIFYING_FIELDS), UNKNOWN_REQUEST))
 
 
+CLIENT_REPLAY = (
+    'Each request goes out as recorded (commandid kept) once the answers the recorded client had when it sent it '
+    'have come (or --timeout passed), after the recorded gap. STARTTLS is taken with --starttls, not from the '
+    'recording. Reply times differing from the recorded ones by more than %d ms are marked.'
+    % round(MARK_THRESHOLD * 1000))
+
+
 def add_server_replay_options(server):
     """--replay FILE and its options, for ctisim server."""
     group = server.add_argument_group('replay (a recorded XiVO)', textwrap.fill(REPLAY_MATCHING, 78))
@@ -164,6 +178,21 @@ def add_server_replay_options(server):
     add_session_speed_options(group, 'the answers and unasked messages come at their recorded gaps times X')
     group.add_argument('--no-starttls', action='store_true',
                        help='do not offer STARTTLS, even if the recorded server did')
+
+
+def add_client_replay_options(client):
+    """--replay FILE and its options, for ctisim client."""
+    group = client.add_argument_group('replay (a recorded client)', textwrap.fill(CLIENT_REPLAY, 78))
+    group.add_argument('--replay', metavar='FILE',
+                       help='play the client of a recording (ctispy --json-lines) instead of the simulated session, '
+                            'then print a summary: requests sent, answered, not answered, answered with an error, '
+                            'and each reply time next to the recorded one')
+    add_session_speed_options(group, 'each request goes out after its recorded gap times X')
+    group.add_argument('--password', metavar='PASSWORD',
+                       help='the password of the recorded login: for a recorded hashedpassword (computed with the '
+                            'new session id; asked on the terminal if not given) or instead of a recorded password')
+    group.add_argument('--timeout', type=seconds, metavar='SECONDS',
+                       help='how long to wait for the answers a request waits for (default: %g)' % TIMEOUT)
 
 
 def add_session_speed_options(group, speed_help):
@@ -300,11 +329,39 @@ def new_server(args, listen, log, tls_context):
 
 
 def run_client(args, log):
-    """One client session; a one-line summary on stderr."""
+    """One client session; a one-line summary on stderr.  With --replay, the recorded client's requests and a
+    summary of the replay on stdout."""
     context = client_context(args.tls_ca, not args.tls_no_verify) if args.tls or args.starttls else None
+    if args.replay is not None:
+        return replay_client(args, log, context)
     requests, unsolicited = SimulatedClient(args.host, args.port, tls_context=context, starttls=args.starttls).run()
     log.error('session done: %d requests answered, %d messages from the server unasked'
               % (requests, unsolicited))
+    return 0
+
+
+def replay_client(args, log, context):
+    """ctisim client --replay: play the recorded requests, print the summary; exit 1 if the server closed first."""
+    recorded = load_recording(args, log)
+    if recorded is None:
+        return 1
+    password = args.password
+    if password is None and needs_password(recorded) and sys.stdin is not None and sys.stdin.isatty():
+        password = getpass.getpass('ctisim: password of the recorded login (for its hashedpassword): ')
+    try:
+        client = ReplayClient(recorded, args.host, args.port, password=password, speed=args.speed,
+                              timeout=TIMEOUT if args.timeout is None else args.timeout, tls_context=context,
+                              starttls=args.starttls)
+    except PasswordNeeded as error:
+        log.error(str(error))
+        return 1
+    outcomes = client.run()
+    where = '%s:%d' % (args.host, args.port)
+    sys.stdout.write(''.join(line + '\n' for line in summary(outcomes, args.replay, recorded.number, where)))
+    sys.stdout.flush()
+    if client.server_closed:
+        log.error('the server closed the connection in the middle of the replay')
+        return 1
     return 0
 
 

@@ -51,3 +51,8 @@ def nested_deeper(value, limit):
                 return True
             waiting.extend((item, depth + 1) for item in (value.values() if value.__class__ is dict else value))
     return False
+
+
+def wire_line(message):
+    """A message on the wire as a Python server writes it (NaN kept, as a recording may hold it)."""
+    return (json.dumps(message) + '\n').encode('ascii')

@@ -7,11 +7,11 @@ unasked after that request follow, each after its recorded gap.  Gaps (the answe
 time too) are multiplied by the speed factor: 0 sends at once.
 """
 
-import json
 import threading
 import time
 
 from .recorded import describe_request, request_key
+from .protocol import wire_line
 from .server import SimulatedSession, SimulatorServer
 
 UNKNOWN_REQUEST = 'unknown request'
@@ -27,11 +27,6 @@ def replayed(message, request=None):
         if 'commandid' in request:
             message['replyid'] = request['commandid']
     return message
-
-
-def wire_line(message):
-    """A message on the wire as a Python server writes it (NaN kept, as a recording may hold it)."""
-    return (json.dumps(message) + '\n').encode('ascii')
 
 
 class ReplayCursor:
