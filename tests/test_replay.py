@@ -2,6 +2,7 @@
 the real script over loopback, and the I/O-free parts (the recorded session, the matching) on their own."""
 
 import datetime
+import difflib
 import json
 import os
 import shutil
@@ -11,7 +12,7 @@ import threading
 import time
 import unittest
 
-from tests.harness import TIMEOUT, closed_port
+from tests.harness import TIMEOUT, Tool, closed_port, run_tool
 from tests.test_simulator import SimServer, Talk, ctisim
 from ctiproxy.recording import Record
 from ctiproxy.sim.recorded import RecordingProblem, load_session, request_key
@@ -385,6 +386,46 @@ class ClientReplayTest(unittest.TestCase):
         self.assertEqual(status, 1, err)
         self.assertIn('4 of 9 requests sent, 3 answered, 1 not answered, 0 answered with an error', out)
         self.assertEqual(err, 'ctisim: the server closed the connection in the middle of the replay\n')
+
+
+def read_lines(path):
+    with open(path, encoding='utf-8') as stream:
+        return stream.read().splitlines()
+
+
+class RegressionWorkflowTest(unittest.TestCase):
+    """The README's regression check, end to end: record a session with the "old" server (ctispy --json-lines),
+    replay its client against the "new" one through ctisave, save the recording with ctisave --read, and compare
+    the saved files: the same client, and the new server's deliberate difference (a sixth user) in the diff."""
+
+    def test_old_and_new_server(self):
+        folder = tempfile.TemporaryDirectory()
+        self.addCleanup(folder.cleanup)
+        names = ('old.jsonl', 'new-client', 'new-server', 'old-client', 'old-server')
+        files = {name: os.path.join(folder.name, name) for name in names}
+        strip = ['--strip', 'timenow', '--strip', 'commandid', '--strip', 'replyid']
+        with SimServer() as old, open(files['old.jsonl'], 'w') as recording:
+            with Tool('ctispy', '--json-lines', server=False, port=old.port, stdout=recording) as spy:
+                status, _, err = ctisim('client', '127.0.0.1', '--port', str(spy.port))
+                self.assertEqual(status, 0, err)
+                self.assertEqual(spy.finish()[0], 0)
+        with SimServer('--users', '6') as new:
+            with Tool('ctisave', files['new-client'], files['new-server'], *strip, server=False,
+                      port=new.port) as save:
+                status, out, err = ctisim('client', '127.0.0.1', '--port', str(save.port), '--replay',
+                                          files['old.jsonl'], '--password', 'secret')
+                self.assertEqual(status, 0, err)
+                self.assertIn('29 of 29 requests sent, 29 answered, 0 not answered, 1 answered with an error', out)
+                self.assertEqual(save.finish()[0], 0)
+        status, _, err = run_tool('ctisave', '--read', files['old.jsonl'], files['old-client'], files['old-server'],
+                                  *strip)
+        self.assertEqual(status, 0, err)
+        saved = {name: read_lines(path) for name, path in files.items()}
+        self.assertEqual(saved['old-client'], saved['new-client'])
+        diff = [line for line in difflib.unified_diff(saved['old-server'], saved['new-server'], lineterm='', n=0)
+                if line[:1] in '+-' and line[:3] not in ('+++', '---')]
+        self.assertIn('+        "6"', diff)                 # the sixth user in the list of users
+        self.assertLess(len(diff), len(saved['old-server']) // 4, diff)
 
 
 if __name__ == '__main__':
