@@ -5,14 +5,18 @@ import datetime
 import difflib
 import json
 import os
+import pty
+import select
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import unittest
 
-from tests.harness import TIMEOUT, Tool, closed_port, run_tool
+from tests.harness import TIMEOUT, Tool, closed_port, read_fd_until_all, run_tool, tool_path
 from tests.test_simulator import SimServer, Talk, ctisim
 from ctiproxy.recording import Record
 from ctiproxy.sim.recorded import RecordingProblem, load_session, request_key
@@ -356,6 +360,39 @@ class ClientReplayTest(unittest.TestCase):
         status, out, err = replay_client(path, closed_port())
         self.assertEqual((status, out, err), (1, '', 'ctisim: the recording logs in with a hashedpassword: give the '
                                                      'password with --password\n'))
+
+    def test_password_asked_on_the_terminal_unechoed(self):
+        """On a terminal (a pty of the test's own, in a session of its own: no other terminal to open), a recorded
+        hash and no --password: the password is asked for, not echoed, and hashed with the new session id."""
+        path = write_recording(self, {1: SESSION})
+        server = ScriptedServer(self, answer_everything('abcdefghij'))
+        master, slave = pty.openpty()
+        self.addCleanup(os.close, master)
+        process = subprocess.Popen([sys.executable, tool_path('ctisim'), 'client', '127.0.0.1', '--port',
+                                    str(server.port), '--replay', path, '--speed', '0'], stdin=slave,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        os.close(slave)
+        try:
+            read_fd_until_all(process.stderr.fileno(), [b'password'])
+            os.write(master, b'secret\n')
+            out, err = process.communicate(timeout=TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        server.join()
+        self.assertEqual(process.returncode, 0, err)
+        self.assertEqual(server.received[1]['hashedpassword'], '5cf9b42b39979d08f36da10ca17cada73f8c1ded')
+        echoed = b''
+        while select.select([master], [], [], 0)[0]:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            echoed += data
+        self.assertNotIn(b'secret', echoed)
 
     def test_against_the_simulator(self):
         path = write_recording(self, {1: PLAIN_SESSION})
