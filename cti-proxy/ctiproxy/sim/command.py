@@ -23,48 +23,35 @@ from .server import SimulatorServer
 from .tls import CertificateError, certificate_for_run, client_context, server_context
 
 
+def number_in(text, convert, lowest, highest, what):
+    """text as a number (convert: int or float) from lowest to highest; else an ArgumentTypeError: 'not WHAT'."""
+    try:
+        value = convert(text)
+    except ValueError:
+        value = None
+    if value is None or not lowest <= value <= highest:
+        raise argparse.ArgumentTypeError('not %s: %r' % (what, text))
+    return value
+
+
 def positive_int(text):
     """--users: 1 to 100000."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 100000:
-        raise argparse.ArgumentTypeError('not a number from 1 to 100000: %r' % text)
-    return value
+    return number_in(text, int, 1, 100000, 'a number from 1 to 100000')
 
 
 def seconds(text):
-    """--events: 0 to 86400 seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 86400:
-        raise argparse.ArgumentTypeError('not a number of seconds (0 to 86400): %r' % text)
-    return value
+    """--events, --timeout: 0 to 86400 seconds."""
+    return number_in(text, float, 0, 86400, 'a number of seconds (0 to 86400)')
 
 
 def speed_factor(text):
     """--speed: a factor of 0 to 1000 on the recorded gaps."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1000:
-        raise argparse.ArgumentTypeError('not a factor from 0 to 1000: %r' % text)
-    return value
+    return number_in(text, float, 0, 1000, 'a factor from 0 to 1000')
 
 
 def session_number(text):
     """--session: a whole number from 1 up."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError('not a session number (1 or more): %r' % text)
-    return value
+    return number_in(text, int, 1, 2 ** 62, 'a session number (1 or more)')
 
 
 def examples(text):
@@ -170,24 +157,22 @@ CLIENT_REPLAY = (
 
 def add_server_replay_options(server):
     """--replay FILE and its options, for ctisim server."""
-    group = server.add_argument_group('replay (a recorded XiVO)', textwrap.fill(REPLAY_MATCHING, 78))
-    group.add_argument('--replay', metavar='FILE',
-                       help='play the server of a recording (ctispy --json-lines) to each client instead of the '
-                            'simulated system: its banner, its answers, and the messages it sent unasked after '
-                            'each request, at their recorded gaps')
-    add_session_speed_options(group, 'the answers and unasked messages come at their recorded gaps times X')
+    group = add_replay_group(server, 'replay (a recorded XiVO)', REPLAY_MATCHING,
+                             'play the server of a recording (ctispy --json-lines) to each client instead of the '
+                             'simulated system: its banner, its answers, and the messages it sent unasked after '
+                             'each request, at their recorded gaps',
+                             'the answers and unasked messages come at their recorded gaps times X')
     group.add_argument('--no-starttls', action='store_true',
                        help='do not offer STARTTLS, even if the recorded server did')
 
 
 def add_client_replay_options(client):
     """--replay FILE and its options, for ctisim client."""
-    group = client.add_argument_group('replay (a recorded client)', textwrap.fill(CLIENT_REPLAY, 78))
-    group.add_argument('--replay', metavar='FILE',
-                       help='play the client of a recording (ctispy --json-lines) instead of the simulated session, '
-                            'then print a summary: requests sent, answered, not answered, answered with an error, '
-                            'and each reply time next to the recorded one')
-    add_session_speed_options(group, 'each request goes out after its recorded gap times X')
+    group = add_replay_group(client, 'replay (a recorded client)', CLIENT_REPLAY,
+                             'play the client of a recording (ctispy --json-lines) instead of the simulated session, '
+                             'then print a summary: requests sent, answered, not answered, answered with an error, '
+                             'and each reply time next to the recorded one',
+                             'each request goes out after its recorded gap times X')
     group.add_argument('--password', metavar='PASSWORD',
                        help='the password of the recorded login: for a recorded hashedpassword (computed with the '
                             'new session id; asked on the terminal if not given) or instead of a recorded password')
@@ -195,12 +180,15 @@ def add_client_replay_options(client):
                        help='how long to wait for the answers a request waits for (default: %g)' % TIMEOUT)
 
 
-def add_session_speed_options(group, speed_help):
-    """--session and --speed, for the replays."""
+def add_replay_group(command, title, description, replay_help, speed_help):
+    """The group of --replay FILE, --session and --speed; return it."""
+    group = command.add_argument_group(title, textwrap.fill(description, 78))
+    group.add_argument('--replay', metavar='FILE', help=replay_help)
     group.add_argument('--session', type=session_number, metavar='N',
                        help='the session of the recording to replay (default: its first)')
     group.add_argument('--speed', type=speed_factor, metavar='X',
                        help='%s (default: 1, as recorded; 0.5: twice as fast; 0: at once)' % speed_help)
+    return group
 
 
 def check_replay_options(command, args):
