@@ -394,6 +394,12 @@ class ClientReplayTest(unittest.TestCase):
             echoed += data
         self.assertNotIn(b'secret', echoed)
 
+    def test_bad_recording_is_one_line_before_connecting(self):
+        path = write_recording(self, {1: SESSION[:1]})
+        status, out, err = replay_client(path, closed_port())
+        self.assertEqual((status, out, err), (1, '', 'ctisim: %s, session 1: no message from the client in it, '
+                                                     'nothing to replay\n' % path))
+
     def test_against_the_simulator(self):
         path = write_recording(self, {1: PLAIN_SESSION})
         with SimServer() as server:
