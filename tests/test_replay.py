@@ -114,6 +114,18 @@ class RecordedSessionTest(unittest.TestCase):
         self.assertAlmostEqual(keepalive.reply_time(), 0.01, places=3)
         self.assertEqual([message['tid'] for message, _ in session.exchanges[2].followers], ['1'])
 
+    def test_what_each_request_awaited_and_its_gap(self):
+        """Request 5 (index 4) was sent 0.09 s after the answer to request 4; a request sent before the answer
+        to the one before it (pipelined) awaits only the answers that had come."""
+        session = self.load(SESSION)
+        self.assertEqual(session.awaited_by(4), [0, 1, 2, 3])
+        self.assertAlmostEqual(session.gap_before(4), 0.09, places=3)
+        pipelined = SESSION[:9] + [(0.405, 'client', ask(5, 'keepalive')), (0.41, 'server', reply(4, 'getlist')),
+                                   (0.42, 'server', reply(5, 'keepalive'))]
+        session = self.load(pipelined)
+        self.assertEqual(session.awaited_by(4), [0, 1, 2])
+        self.assertAlmostEqual(session.gap_before(4), 0.005, places=3)
+
     def test_request_key(self):
         listid = ask(1, 'getlist', function='listid', listname='users', tipbxid='xivo')
         self.assertEqual(request_key(listid), request_key(dict(listid, commandid=9, unrelated='x')))

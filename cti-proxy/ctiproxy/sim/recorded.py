@@ -118,6 +118,20 @@ class RecordedSession:
             raise RecordingProblem('%s: no answer from the server in it (no message with the replyid of a request)'
                                    % where)
 
+    def awaited_by(self, index):
+        """The indexes of the earlier requests whose first answer the recorded client had when it sent request
+        index: what a replay waits for before sending it."""
+        sent_at = self.exchanges[index].time
+        return [earlier for earlier, exchange in enumerate(self.exchanges[:index])
+                if exchange.answers and exchange.answers[0][1] <= sent_at]
+
+    def gap_before(self, index):
+        """Seconds the recorded client took to send request index (not the first) once it had what it awaited:
+        from the later of the previous request and the awaited answers."""
+        ready = [self.exchanges[index - 1].time]
+        ready.extend(self.exchanges[earlier].answers[0][1] for earlier in self.awaited_by(index))
+        return max(0.0, self.exchanges[index].time - max(ready))
+
     def answers_by_request(self):
         """{request_key: [exchanges that were answered, oldest first]}."""
         found = collections.OrderedDict()

@@ -83,24 +83,11 @@ class ReplayClient(SimulatedClient):
     def wait_turn(self, index):
         """Wait until request index is due: the answers it waited for in the recording have come (or the timeout
         passed), then its recorded gap, scaled; False if the server closed first."""
-        if not self.await_answers(self.answered_before(index)):
+        if not self.await_answers([self.outcomes[earlier] for earlier in self.recorded.awaited_by(index)]):
             return False
         ready = max(self.outcomes[index - 1].sent, time.monotonic())
-        gap = (self.outcomes[index].exchange.time - self.recorded_ready(index)) * self.speed
+        gap = self.recorded.gap_before(index) * self.speed
         return self.read_until(ready + gap, lambda: False)
-
-    def answered_before(self, index):
-        """The earlier requests whose recorded answers came before request index was sent."""
-        sent_at = self.outcomes[index].exchange.time
-        return [outcome for outcome in self.outcomes[:index]
-                if outcome.exchange.answers and outcome.exchange.answers[0][1] <= sent_at]
-
-    def recorded_ready(self, index):
-        """When the recorded client had all it waited for before request index: the previous request, or the
-        latest answer (among answered_before) if later."""
-        times = [self.outcomes[index - 1].exchange.time]
-        times.extend(outcome.exchange.answers[0][1] for outcome in self.answered_before(index))
-        return max(times)
 
     def send(self, outcome):
         request = self.prepared(outcome.exchange.request)
