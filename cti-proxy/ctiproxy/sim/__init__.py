@@ -8,5 +8,6 @@ session against a server (or a proxy in front of one); `ctisim demo` runs both w
 in between.
 
 Modules: protocol (constants, the checks of a request line), pbx (the simulated system),
-server, client, demo, tls (certificates and STARTTLS) and command (the command line).
+server, client, demo, tls (certificates and STARTTLS), recorded (a recorded session and the
+matching rule), replay_server and replay_client (--replay), and command (the command line).
 """
