@@ -1,7 +1,9 @@
 """`make demo`: ctisim's simulated server and client with the real ctispy in between."""
 
+import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,6 +56,22 @@ class DemoTest(unittest.TestCase):
         classes = [message['class'] for direction, message in shown if direction == 'Client > Server']
         for class_ in ('ipbxcommand', 'history', 'directory', 'keepalive'):
             self.assertIn(class_, classes)
+
+    def test_an_error_answer_and_a_slow_answer(self):
+        """The session shows what can go wrong: a request refused with an error_string (a list the server does not
+        have) and a directory search answered 150 ms or more after it was asked (the simulated lookup's delay)."""
+        status, out, err = run([sys.executable, tool_path('ctisim'), 'demo'])
+        shown = self.check_session(status, out, err)
+        refused = [message for direction, message in shown if direction == 'Server > Client'
+                   and 'error_string' in message]
+        self.assertEqual([(message['class'], message['error_string']) for message in refused],
+                         [('getlist', 'unknown listname')])
+        times = [datetime.datetime.strptime(stamp, '%H:%M:%S.%f')
+                 for stamp in re.findall(r'^    (\d\d:\d\d:\d\d\.\d{6}) ', out, re.M)]
+        index = [message.get('class') if isinstance(message, dict) else None
+                 for _, message in shown].index('directory')
+        self.assertEqual(shown[index + 1][1]['class'], 'directory')      # its answer, next
+        self.assertGreaterEqual((times[index + 1] - times[index]).total_seconds(), 0.15)
 
     @unittest.skipIf(shutil.which('make') is None, 'make is not installed')
     def test_make_demo(self):

@@ -184,12 +184,12 @@ class InterruptedStartTest(unittest.TestCase):
                 self.assertEqual(self.interrupted([tool_path(name), '--version'], 'ctiproxy.cli'), (0, '', ''))
 
     def test_simulator(self):
-        self.assertEqual(self.interrupted([tool_path('ctisim'), '--version'], 'ctiproxy.simulator'), (130, '', ''))
+        self.assertEqual(self.interrupted([tool_path('ctisim'), '--version'], 'ctiproxy.sim.command'), (130, '', ''))
 
     def test_stopped_before_listening(self):
         """Arguments that would make it listen: it stops instead, quietly (no "listening" line, no traceback)."""
         for name, status in (('ctispy', 0), ('ctistat', 0), ('ctisim', 130)):
-            module = 'ctiproxy.simulator' if name == 'ctisim' else 'ctiproxy.cli'
+            module = 'ctiproxy.sim.command' if name == 'ctisim' else 'ctiproxy.cli'
             with self.subTest(tool=name):
                 self.assertEqual(self.interrupted([tool_path(name)] + LISTENING_ARGS[name], module), (status, '', ''))
 
@@ -202,7 +202,7 @@ class InterruptedStartTest(unittest.TestCase):
         stop signals from launch.run."""
         self.assertEqual(self.interrupted(['-m', 'ctiproxy', 'spy'] + LISTENING_ARGS['ctispy'], 'ctiproxy.cli'),
                          (0, '', ''))
-        self.assertEqual(self.interrupted(['-m', 'ctiproxy', 'sim'] + LISTENING_ARGS['ctisim'], 'ctiproxy.simulator'),
+        self.assertEqual(self.interrupted(['-m', 'ctiproxy', 'sim'] + LISTENING_ARGS['ctisim'], 'ctiproxy.sim.command'),
                          (130, '', ''))
 
     def test_sighup_ignored_under_nohup(self):

@@ -11,6 +11,7 @@ from . import __version__
 from .analysis import BUFFER_SIZE, Analyzer
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
+from .options import HelpFormatter, listen_port, port_number
 from .outputs import (JsonLinesOutput, OutputError, SaveOutput, SpyOutput, numbered_file_of, numbered_files,
                       same_file)
 from .recording import IncompleteRecording, RecordingError, Replay, last_records, read_records
@@ -30,20 +31,6 @@ STOP_GRACE = 0.5
 
 
 # -- option values --
-
-def port_number(text, lowest=1):
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not lowest <= port <= 65535:
-        raise argparse.ArgumentTypeError('not a port number: %r (%d to 65535)' % (text, lowest))
-    return port
-
-
-def listen_port(text):
-    return port_number(text, lowest=0)
-
 
 def key_value(text):
     key, equals, value = text.partition('=')
@@ -79,10 +66,6 @@ def byte_size(text):
 
 
 # -- parsers --
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the examples in --help as written."""
-
 
 def replays(argv):
     """Whether argv asks to replay a recording (--read FILE), which takes the place of HOST."""

@@ -27,7 +27,7 @@ def run(tool, argv=None):
     check_python(tool)
     try:
         if tool == 'ctisim':
-            from .simulator import main
+            from .sim.command import main
             status = main(argv)
         else:
             from .cli import main

@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import tempfile
 
-from .tls import PlainConnection, TlsConnection, tls_reason
+from ..tls import PlainConnection, TlsConnection, tls_reason
 
 OPENSSL_TIMEOUT = 60.0         # seconds for openssl to make a key and a certificate
 HANDSHAKE_TIMEOUT = 10.0       # seconds for a TLS handshake

@@ -1,0 +1,21 @@
+"""Option values and help layout shared by every tool's command line (cli.py and the simulator's)."""
+
+import argparse
+
+
+def port_number(text, lowest=1):
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not lowest <= port <= 65535:
+        raise argparse.ArgumentTypeError('not a port number: %r (%d to 65535)' % (text, lowest))
+    return port
+
+
+def listen_port(text):
+    return port_number(text, lowest=0)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples in --help as written."""

@@ -1,0 +1,180 @@
+"""A recorded session as replay sees it: what the server said first, then each request of the client with
+its answers and the messages the server sent unasked after it.  I/O-free: built from recording records.
+
+Where the records come from is one function, session_records(): today a ctispy --json-lines recording
+(recording.py's reader); a capture goes through the same reader once captures can be read.
+"""
+
+import collections
+import json
+
+from ..filters import CLIENT
+from ..recording import read_records
+
+# A request is answered by the recorded answer to a request of the same class with the same values of these
+# fields (a field absent from both is the same).  The login requests match by class alone: any credentials
+# log in.  STARTTLS is never replayed from the recording: the replaying side does it live.
+IDENTIFYING_FIELDS = ('function', 'listname', 'tipbxid', 'tid', 'command', 'destination', 'channelids', 'pattern',
+                      'mode', 'size', 'xuserid')
+LOGIN_CLASSES = ('login_id', 'login_pass', 'login_capas')
+STARTTLS = 'starttls'
+
+
+class RecordingProblem(Exception):
+    """A recording that cannot be replayed (one line naming it)."""
+
+
+class Exchange:
+    """One recorded request, the recorded answers to it, and the messages the server sent unasked after it
+    (before the client's next request), each (message, time)."""
+
+    def __init__(self, request, time):
+        self.request = request
+        self.time = time
+        self.answers = []
+        self.followers = []
+
+    def reply_time(self):
+        """Seconds from the request to its first recorded answer, or None if it had none."""
+        return self.answers[0][1] - self.time if self.answers else None
+
+    def describe(self):
+        return describe_request(self.request)
+
+
+def describe_request(request):
+    """'class=getlist, function=listid, listname=users': a request by the fields that identify it."""
+    parts = ['class=%s' % shown_value(request.get('class'))]
+    parts.extend('%s=%s' % (field, shown_value(request[field])) for field in IDENTIFYING_FIELDS if field in request)
+    return ', '.join(parts)
+
+
+def shown_value(value):
+    """A field's value in a one-line description: a string as it is, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def request_key(request):
+    """What makes two requests the same request for replay (see IDENTIFYING_FIELDS)."""
+    kind = request.get('class')
+    if kind in LOGIN_CLASSES:
+        return (json.dumps(kind),)
+    return (json.dumps(kind, sort_keys=True),) + tuple(
+        (field, json.dumps(request[field], sort_keys=True)) for field in IDENTIFYING_FIELDS if field in request)
+
+
+def json_key(value):
+    """A commandid or replyid as a key (1 and 1.0 are one; a list is hashable)."""
+    return json.dumps(value, sort_keys=True)
+
+
+class RecordedSession:
+    """One session of a recording: opening (the server's lines before the first request, as (line, message or
+    None, time)), exchanges (in the client's order) and whether the server offered STARTTLS."""
+
+    def __init__(self, name, number):
+        self.name = name
+        self.number = number
+        self.opening = []
+        self.exchanges = []
+        self.offered_starttls = False
+        self._waiting = {}          # json_key(commandid) -> the exchange of that request
+
+    def take(self, direction, line, time):
+        """Take one record of this session (line: its bytes)."""
+        message = decoded(line)
+        kind = message.get('class') if message is not None else None
+        if direction == CLIENT:
+            if message is not None and kind != STARTTLS:
+                self._take_request(message, time)
+        elif kind == STARTTLS:
+            self.offered_starttls = self.offered_starttls or not self.exchanges and 'starttls' not in message
+        else:
+            self._take_server_line(line, message, time)
+
+    def _take_request(self, request, time):
+        exchange = Exchange(request, time)
+        self.exchanges.append(exchange)
+        if 'commandid' in request:
+            self._waiting[json_key(request['commandid'])] = exchange
+
+    def _take_server_line(self, line, message, time):
+        answered = None
+        if message is not None and 'replyid' in message:
+            answered = self._waiting.get(json_key(message['replyid']))
+        if answered is not None:
+            answered.answers.append((message, time))
+        elif not self.exchanges:
+            self.opening.append((line, message, time))
+        elif message is not None:
+            self.exchanges[-1].followers.append((message, time))
+
+    def check(self):
+        """A RecordingProblem if there is nothing to replay: no request, or no answer to any."""
+        where = '%s, session %d' % (self.name, self.number)
+        if not self.exchanges:
+            raise RecordingProblem('%s: no message from the client in it, nothing to replay' % where)
+        if not any(exchange.answers for exchange in self.exchanges):
+            raise RecordingProblem('%s: no answer from the server in it (no message with the replyid of a request)'
+                                   % where)
+
+    def awaited_by(self, index):
+        """The indexes of the earlier requests whose first answer the recorded client had when it sent request
+        index: what a replay waits for before sending it."""
+        sent_at = self.exchanges[index].time
+        return [earlier for earlier, exchange in enumerate(self.exchanges[:index])
+                if exchange.answers and exchange.answers[0][1] <= sent_at]
+
+    def gap_before(self, index):
+        """Seconds the recorded client took to send request index (not the first) once it had what it awaited:
+        from the later of the previous request and the awaited answers."""
+        ready = [self.exchanges[index - 1].time]
+        ready.extend(self.exchanges[earlier].answers[0][1] for earlier in self.awaited_by(index))
+        return max(0.0, self.exchanges[index].time - max(ready))
+
+    def answers_by_request(self):
+        """{request_key: [exchanges that were answered, oldest first]}."""
+        found = collections.OrderedDict()
+        for exchange in self.exchanges:
+            if exchange.answers:
+                found.setdefault(request_key(exchange.request), []).append(exchange)
+        return found
+
+
+def decoded(line):
+    """The JSON object a line holds, or None."""
+    try:
+        message = json.loads(line.decode('utf-8', 'surrogateescape'))
+    except (ValueError, RecursionError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def session_records(path):
+    """The records of the recording at path (a ctispy --json-lines file), as recording.read_records yields them.
+    The one place that reads: a capture's reader takes its place here."""
+    name = path
+    with open(path, encoding='utf-8', errors='replace') as stream:
+        yield from read_records(stream, name)
+
+
+def load_session(path, number=None, records=session_records):
+    """Session number (default: the first) of the recording at path, checked; RecordingProblem (or
+    recording.RecordingError, OSError) for one that cannot be replayed."""
+    sessions = collections.OrderedDict()
+    for record in records(path):
+        if record.notice is not None:
+            continue
+        if record.session not in sessions:
+            sessions[record.session] = RecordedSession(path, record.session)
+        sessions[record.session].take(record.direction, record.line, record.time)
+    if not sessions:
+        raise RecordingProblem('%s: no session in it' % path)
+    if number is None:
+        number = next(iter(sessions))
+    if number not in sessions:
+        raise RecordingProblem('%s: no session %d in it (it holds session%s %s)' % (
+            path, number, 's' if len(sessions) > 1 else '', ', '.join(str(held) for held in sessions)))
+    session = sessions[number]
+    session.check()
+    return session
