@@ -175,7 +175,7 @@ class Analyzer:
             elif kind == _OPENED:
                 self._call(self.open_session, session)
             elif kind == _ENDED:
-                self._call(self.end_direction, session, direction, when)
+                self._call(self.side_ended, session, direction, when)
             elif kind == _ENCRYPTED:
                 self._call(self.encrypt_direction, session, direction, when)
             elif kind == _NOTICE:
@@ -255,6 +255,12 @@ class Analyzer:
         if self.output.wants_messages:
             self.show_lines(session, direction, stream.last_time or when, stream.splitter.finish())
         self.output.flush()
+
+    def side_ended(self, session, direction, when):
+        """direction's side ended its sending: show what it left, then tell the output."""
+        self.end_direction(session, direction, when)
+        if (session, direction) in self._streams:
+            self.output.direction_ended(session, direction, when)
 
     def encrypt_direction(self, session, direction, when):
         """From here on, direction's bytes are TLS: show what came before, then only count."""

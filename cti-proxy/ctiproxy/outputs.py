@@ -9,6 +9,7 @@ Each output reacts to named events, all called on the analysis thread but the fi
         a line: message is its JSON object, or None when the line is not one
     notice(session, when, text)                 news about a session (STARTTLS)
     encrypted(session, direction, when)         what follows from direction's side is TLS
+    direction_ended(session, direction, when)   direction's side ended its sending (its last line shown)
     session_ended(session, when)
     flush()                                     after each chunk's messages
     close()                                     once, when the tool ends
@@ -96,6 +97,9 @@ class Output:
         pass
 
     def encrypted(self, session, direction, when):
+        pass
+
+    def direction_ended(self, session, direction, when):
         pass
 
     def session_ended(self, session, when):
