@@ -375,6 +375,25 @@ class BoundsTest(unittest.TestCase):
         self.assertEqual([row['bytes'] for row in report['biggest']], [1039] * TOP)
         self.assertEqual(sum(report['timeline'][CLIENT]), 200000)
 
+    def test_json_report_is_strict_json(self):
+        """A commandid of NaN or Infinity (which Python's json reads) is listed as its text."""
+        stats = SessionStats(1, 0.0)
+        for number in (float('nan'), float('inf'), -1.5):
+            stats.add_line(CLIENT, 0.0, request(number))
+        listed = json.loads(json.dumps(stats.report(), allow_nan=False))['unanswered_requests']
+        self.assertEqual([row['commandid'] for row in listed], ['NaN', 'Infinity', -1.5])
+
+    def test_timeline_text(self):
+        stats = SessionStats(1, 0.0)
+        for when in (0.0, 0.01, 0.01, 0.2):
+            stats.add_line(SERVER, when, answer(1), size=20)
+        stats.ended = 0.25
+        lines = section(format_report(stats.report()), 'Messages per ')
+        # 0.25 s in buckets of 1/256 s would take 65 > SPARK_WIDTH: 33 of 1/128 s
+        self.assertEqual(lines[0], 'Messages per 1/128 s, from start to end (\u2588 = 2)')
+        self.assertEqual(lines[1], '  Client > Server |%s| peak 0/s' % (' ' * 33))
+        self.assertEqual(lines[2], '  Server > Client |\u2584\u2588%s\u2584%s| peak 256/s' % (' ' * 23, ' ' * 7))
+
     def test_text_report_escapes_the_network(self):
         stats = SessionStats(1, 0.0)
         stats.add_line(CLIENT, 0.0, request('\x9b2J', '\x1b[1mbold', function='\u2066x'), size=50)

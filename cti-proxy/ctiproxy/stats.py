@@ -168,8 +168,15 @@ def iso_time(when):
 
 def request_record(request):
     """A request as the report lists it."""
-    return {'class': request.kind, 'function': request.function, 'commandid': request.commandid,
+    return {'class': request.kind, 'function': request.function, 'commandid': json_id(request.commandid),
             'time': iso_time(request.time)}
+
+
+def json_id(commandid):
+    """A commandid as strict JSON has it: NaN and the infinities (which Python's json reads) as their text."""
+    if commandid.__class__ is float and not math.isfinite(commandid):
+        return json.dumps(commandid)
+    return commandid
 
 
 class SessionStats:
@@ -305,11 +312,11 @@ def _class_rows(direction, counts):
 
 
 def _timeline_rows(timeline):
-    """'Messages per 7.8 ms', then a sparkline for each direction, on one scale, with its peak per second."""
+    """'Messages per 1/128 s', then a sparkline for each direction, on one scale, with its peak per second."""
     bucket = timeline['bucket_seconds']
-    per = '%.3g s' % bucket if bucket >= 1 else '%.3g ms' % (bucket * 1000)
+    per = '%g s' % bucket if bucket >= 1 else '1/%d s' % round(1 / bucket)      # buckets of 2**n seconds
     peak = max(timeline[CLIENT] + timeline[SERVER])
-    lines = ['Messages per %s, from the start to the end (one scale: \u2588 is %d)' % (per, peak)]
+    lines = ['Messages per %s, from start to end (\u2588 = %d)' % (per, peak)]
     for direction in (CLIENT, SERVER):
         counts = timeline[direction]
         lines.append('  %s |%s| peak %.4g/s' % (ARROWS[direction], sparkline(counts, peak), max(counts) / bucket))
