@@ -57,19 +57,22 @@ class TopN:
 
     def __init__(self, size=TOP):
         self.size = size
+        self.floor = -math.inf         # an item's value must be above this to be kept
         self._heap = []
         self._added = 0
 
     def add(self, value, item):
-        heap = self._heap
-        if len(heap) >= self.size and value <= heap[0][0]:
+        if value <= self.floor:
             return
+        heap = self._heap
         self._added += 1
         entry = (value, -self._added, item)
         if len(heap) < self.size:
             heapq.heappush(heap, entry)
         else:
             heapq.heapreplace(heap, entry)
+        if len(heap) == self.size:
+            self.floor = heap[0][0]
 
     def largest(self):
         """The items kept, largest value first."""
@@ -90,7 +93,9 @@ class Timeline:
         self.counts = {CLIENT: [], SERVER: []}
 
     def add(self, direction, when):
-        index = self._index(when)
+        index = int((when - self.start) / self.bucket)
+        if not 0 <= index < self.width:
+            index = self._index(when)
         counts = self.counts[direction]
         if index >= len(counts):
             counts.extend([0] * (index + 1 - len(counts)))
@@ -221,7 +226,8 @@ class SessionStats:
         if function is not None:
             counts.functions[kind, function] += 1
         self.timeline.add(direction, when)
-        self.biggest.add(size, (kind, function, size, direction, when))
+        if size > self.biggest.floor:
+            self.biggest.add(size, (kind, function, size, direction, when))
         if direction == CLIENT:
             self.pairing.request(message, when)
         else:
@@ -232,7 +238,8 @@ class SessionStats:
         if reply is not None:
             request = reply.request
             self.reply_ms[request.kind].append(reply.ms)
-            self.slowest.add(reply.ms, reply)
+            if reply.ms > self.slowest.floor:
+                self.slowest.add(reply.ms, reply)
         error = error_of(message)
         if error is not None:
             self.errors.add(NO_REQUEST if reply is None else request_label(reply.request.kind, reply.request.function),
