@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import re
+import signal
 import socket
 import tempfile
 import unittest
@@ -209,6 +210,31 @@ class StatReportLiveTest(StatTestCase):
         self.assertEqual(json.loads(out)['closed_by'], 'server')
         out, _, _ = self.run_session(steps=SCRIPT[:3], server_closes=True)
         self.assertIn('; the server closed it', out)
+
+    def test_the_tool_closes_the_sessions_open_at_its_stop(self):
+        """--loop: the first session ends by itself (its server closes first); the second is open at Ctrl-C."""
+        with Tool('ctistat', '--loop', '--json') as tool:
+            client, server = tool.connect()
+            Traffic(self, client, server, seeded_rng(self)).play(SCRIPT[:3])
+            server.shutdown(socket.SHUT_WR)
+            self.assertEqual(recv_until_eof(client), b'')
+            client.close()
+            early = tool.read_stdout_until(b'\n')
+            client, server = tool.connect()
+            Traffic(self, client, server, seeded_rng(self)).play(SCRIPT[:3])
+            status, out, err = tool.stop(signal.SIGINT)
+            client.close()
+            server.close()
+        self.assertEqual(status, 0, err)
+        reports = [json.loads(line) for line in (early + out).decode('utf-8').splitlines()]
+        self.assertEqual([(report['session'], report['closed_by']) for report in reports], [(1, 'server'), (2, 'tool')])
+        with Tool('ctistat') as tool:
+            client, server = tool.connect()
+            Traffic(self, client, server, seeded_rng(self)).play(SCRIPT[:3])
+            status, out, err = tool.stop(signal.SIGINT)
+            client.close()
+            server.close()
+        self.assertIn('; the tool closed it (stopped by a signal)\n', out.decode('utf-8'))
 
     def test_many_unanswered_listed_in_json_and_the_first_in_text(self):
         steps = [(C, b''.join(b'{"class": "getlist", "commandid": %d}\n' % number for number in range(25)))]

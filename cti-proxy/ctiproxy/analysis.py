@@ -81,7 +81,7 @@ class Stream:
         self.encrypted = False     # STARTTLS passed through: bytes are counted, not read
 
 
-_OPENED, _DATA, _ENCRYPTED, _NOTICE, _ENDED, _CLOSED, _FAILED, _STOP = range(8)
+_OPENED, _DATA, _ENCRYPTED, _NOTICE, _ENDED, _CLOSED, _FAILED, _STOPPING, _STOP = range(9)
 
 
 class Analyzer:
@@ -143,6 +143,10 @@ class Analyzer:
     def session_closed(self, session):
         self._queue.put((_CLOSED, session, None, time.time(), None))
 
+    def tool_stopping(self):
+        """The tool is about to end the sessions still open (a stop signal): the output learns it before their ends."""
+        self._queue.put((_STOPPING, None, None, time.time(), None))
+
     # -- life --
 
     def start(self):
@@ -180,6 +184,8 @@ class Analyzer:
                 self._call(self.encrypt_direction, session, direction, when)
             elif kind == _NOTICE:
                 self._call(self.output.notice, session, when, data)
+            elif kind == _STOPPING:
+                self._call(self.output.stopping, when)
             elif kind == _FAILED:                # the output could not take a session (its files)
                 self._output_ended(data)
             else:

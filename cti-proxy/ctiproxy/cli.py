@@ -562,6 +562,7 @@ class Proxy:
         """Close every session, then let the output catch up (for at most grace seconds after a
         signal); return whether all the traffic reached it."""
         server.server_close()
+        self.analyzer.tool_stopping()           # before the sessions' ends: the tool closes them, not a side
         server.abort_sessions()
         ended = server.wait_relaying_sessions(SESSIONS_BOUND)
         caught_up = self.analyzer.finish(grace)

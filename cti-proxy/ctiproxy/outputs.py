@@ -11,6 +11,7 @@ Each output reacts to named events, all called on the analysis thread but the fi
     encrypted(session, direction, when)         what follows from direction's side is TLS
     direction_ended(session, direction, when)   direction's side ended its sending (its last line shown)
     session_ended(session, when)
+    stopping(when)                              the tool is about to end the sessions still open (a stop signal)
     flush()                                     after each chunk's messages
     close()                                     once, when the tool ends
 and, on the main thread, start() once the tool knows it can start, before any session.
@@ -103,6 +104,9 @@ class Output:
         pass
 
     def session_ended(self, session, when):
+        pass
+
+    def stopping(self, when):
         pass
 
     def flush(self):

@@ -31,6 +31,7 @@ FIRST_BUCKET = 1 / 1024   # seconds: a timeline's buckets start this short, and 
 SPARKS = '\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588'     # ▁▂▃▄▅▆▇█; an empty bucket is a space
 COUNT_ROWS = ('bytes', 'chunks', 'messages', 'invalid')   # the counts of each direction, a row each in the text
 NO_REQUEST = '(no request)'   # the label of an error message that answers no request waiting
+TOOL = 'tool'             # closed_by of a session that the tool ended (a stop signal)
 
 
 class DirectionStats:
@@ -199,7 +200,7 @@ class SessionStats:
         self.label = label
         self.client_address = client_address
         self.server_address = server_address
-        self.closed_by = None          # the side that ended its sending first
+        self.closed_by = None          # the side that ended its sending first, or TOOL
         self.directions = {CLIENT: DirectionStats(), SERVER: DirectionStats()}
         self.pairing = RequestPairing()
         self.reply_ms = collections.defaultdict(lambda: array.array('d'))  # request class: milliseconds
@@ -294,7 +295,9 @@ def _heading(report, label):
     label = escape_text(label)
     lines = ['Session #%d%s, %.3f s' % (report['session'], ', ' + label if label else '', report['duration'])]
     started = 'Started %s' % report['started'].replace('T', ' ')
-    if report['closed_by']:
+    if report['closed_by'] == TOOL:
+        started += '; the tool closed it (stopped by a signal)'
+    elif report['closed_by']:
         started += '; the %s closed it (ended its sending first)' % report['closed_by']
     lines.extend([started, ''])
     return lines
@@ -434,6 +437,12 @@ class StatOutput(Output):
         stats = self.sessions.get(session)
         if stats is not None and stats.closed_by is None:
             stats.closed_by = direction
+
+    def stopping(self, when):
+        """The tool ends the sessions still open: it closes them, whichever side's end it sees first."""
+        for stats in self.sessions.values():
+            if stats.closed_by is None:
+                stats.closed_by = TOOL
 
     def session_ended(self, session, when):
         stats = self.sessions.pop(session)
