@@ -17,6 +17,7 @@ from ctiproxy.stats import (FIRST_ERRORS, NO_REQUEST, SPARK_WIDTH, TOP, ErrorAns
                             format_report, sparkline)
 from tests.harness import Tool, oracle_message, recv_until_eof, run_tool, seeded_rng
 from tests.test_faults import stat_counts
+from tests.test_pairing import answer, request
 from tests.test_stat import C, S, StatTestCase, Traffic, parse_report, split_reports
 
 HUGE = b'x' * 5000
@@ -276,14 +277,6 @@ class StatReportReplayTest(unittest.TestCase):
 
 
 # -- the pure parts --
-
-def request(number, kind='getlist', **fields):
-    return dict({'class': kind, 'commandid': number}, **fields)
-
-
-def answer(number, kind='getlist', **fields):
-    return dict({'class': kind, 'replyid': number}, **fields)
-
 
 class TopNTest(unittest.TestCase):
 
