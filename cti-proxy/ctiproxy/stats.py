@@ -235,16 +235,16 @@ class SessionStats:
             self._answer(message, when)
 
     def _answer(self, message, when):
+        """A server message: time it if it answers a request, count it if it reports an error."""
         reply = self.pairing.answer(message, when)
+        request = None if reply is None else reply.request
         if reply is not None:
-            request = reply.request
             self.reply_ms[request.kind].append(reply.ms)
             if reply.ms > self.slowest.floor:
                 self.slowest.add(reply.ms, reply)
         error = error_of(message)
         if error is not None:
-            self.errors.add(NO_REQUEST if reply is None else request_label(reply.request.kind, reply.request.function),
-                            error)
+            self.errors.add(NO_REQUEST if request is None else request_label(request.kind, request.function), error)
 
     def report(self):
         """The report as a JSON-ready dict."""
