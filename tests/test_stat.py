@@ -36,8 +36,10 @@ SCRIPT = [
     (S, b'\xff\xfe not UTF-8\n'),                                                   # not JSON
 ]
 EXPECTED = {
-    C: {'messages': 7, 'invalid': 1, 'classes': {'keepalive': 3, 'getlist': 2, 'login_id': 1, 'login_pass': 1}},
-    S: {'messages': 7, 'invalid': 3, 'classes': {'getlist': 4, 'login_id': 2, 'ack': 1}},
+    C: {'messages': 7, 'invalid': 1, 'classes': {'keepalive': 3, 'getlist': 2, 'login_id': 1, 'login_pass': 1},
+        'functions': {'getlist': {'listid': 1, 'updateconfig': 1}}},
+    S: {'messages': 7, 'invalid': 3, 'classes': {'getlist': 4, 'login_id': 2, 'ack': 1},
+        'functions': {'getlist': {'updatestatus': 1}}},
 }
 EXPECTED_REPLIES = {'getlist': 2, 'login_id': 1, 'keepalive': 1}
 EXPECTED_UNANSWERED = 1
@@ -74,13 +76,12 @@ class Traffic:
 # -- reading the human report --
 
 SESSION_LINE = re.compile(r'^Session #(\d+)\b.*?(\d+(?:\.\d+)?) s$')
-COUNT_ROW = re.compile(r'^(bytes|chunks|messages|not JSON)\s+(\S+)\s+(\S+)$')
-CLASS_ROW = re.compile('^\\s+(\\S.*?)\\s+(\\S+)\\s+(\u2588+)$')
+COUNT_ROW = re.compile(r'^(bytes|chunks|messages|invalid)\s+(\S+)\s+(\S+)$')
+CLASS_ROW = re.compile('^(  |    )(\\S.*?)\\s+(\\S+)\\s+(\u2588+)$')      # a class, or (indented more) a class/function
 NUMBER = r'(\d+(?:\.\d+)?)'
 REPLY_ROW = re.compile(r'^\s+(\S+)\s+(\S+)\s+' + r'\s+'.join([NUMBER] * 4) + '$')
 UNANSWERED = re.compile(r'never answered:\s*(\S+)$')
 NOT_TIMED = re.compile(r'not timed \(too many waiting\):\s*(\S+)$')
-ROW_KEYS = {'bytes': 'bytes', 'chunks': 'chunks', 'messages': 'messages', 'not JSON': 'invalid'}
 
 
 def whole(text):
@@ -97,7 +98,8 @@ def parse_report(text):
     if not match:
         raise AssertionError('no session line: %r' % lines[0])
     report = {'session': int(match.group(1)), 'duration': float(match.group(2)), 'replies': {}, 'unanswered': None,
-              'not_timed': 0, C: {'classes': {}}, S: {'classes': {}}, 'bars': {C: {}, S: {}}}
+              'not_timed': 0, C: {'classes': {}, 'functions': {}}, S: {'classes': {}, 'functions': {}},
+              'bars': {C: {}, S: {}}}
     columns, section = None, None
     for line in lines[1:]:
         if 'Client > Server' in line and 'Server > Client' in line:
@@ -106,7 +108,7 @@ def parse_report(text):
         row = COUNT_ROW.match(line)
         if row and columns:
             for side, value in zip(columns, row.group(2, 3)):
-                report[side][ROW_KEYS[row.group(1)]] = whole(value)
+                report[side][row.group(1)] = whole(value)
             continue
         if 'by class' in line:
             section = C if line.startswith('Client > Server') else S
@@ -116,8 +118,13 @@ def parse_report(text):
             continue
         row = CLASS_ROW.match(line)
         if row and section in (C, S):
-            report[section]['classes'][row.group(1)] = whole(row.group(2))
-            report['bars'][section][row.group(1)] = len(row.group(3))
+            name, count = row.group(2), whole(row.group(3))
+            if len(row.group(1)) == 2:
+                report[section]['classes'][name] = count
+                kind = name
+            else:
+                report[section]['functions'].setdefault(kind, {})[name[len(kind) + 1:]] = count
+            report['bars'][section][name] = len(row.group(4))
             continue
         row = REPLY_ROW.match(line)
         if row and section == 'replies':
@@ -152,6 +159,8 @@ class StatTestCase(unittest.TestCase):
                 self.assertEqual(counts['messages'], expected[side]['messages'])
                 self.assertEqual(counts['invalid'], expected[side]['invalid'])
                 self.assertEqual(counts['classes'], expected[side]['classes'])
+                if 'functions' in expected[side]:
+                    self.assertEqual(counts['functions'], expected[side]['functions'])
                 frequencies = list(counts['classes'].values())
                 self.assertEqual(frequencies, sorted(frequencies, reverse=True), 'most frequent first')
                 if traffic.sends[side]:
@@ -169,9 +178,11 @@ class StatTestCase(unittest.TestCase):
 
     def assertJsonReport(self, report):
         """The JSON report has the documented shape, its counts whole numbers."""
-        self.assertEqual(set(report), {'session', 'duration', C, S, 'replies', 'unanswered', 'not_timed'})
+        self.assertEqual(set(report), {'session', 'started', 'duration', 'client_address', 'server_address',
+                                       'closed_by', C, S, 'timeline', 'replies', 'errors', 'unanswered',
+                                       'unanswered_requests', 'not_timed', 'slowest', 'biggest'})
         for side in (C, S):
-            self.assertEqual(set(report[side]), {'bytes', 'chunks', 'messages', 'invalid', 'classes'})
+            self.assertEqual(set(report[side]), {'bytes', 'chunks', 'messages', 'invalid', 'classes', 'functions'})
             for key in ('bytes', 'chunks', 'messages', 'invalid'):
                 self.assertIs(type(report[side][key]), int, (side, key))
             for count in report[side]['classes'].values():

@@ -81,7 +81,7 @@ class Stream:
         self.encrypted = False     # STARTTLS passed through: bytes are counted, not read
 
 
-_OPENED, _DATA, _ENCRYPTED, _NOTICE, _ENDED, _CLOSED, _FAILED, _STOP = range(8)
+_OPENED, _DATA, _ENCRYPTED, _NOTICE, _ENDED, _CLOSED, _FAILED, _STOPPING, _STOP = range(9)
 
 
 class Analyzer:
@@ -143,6 +143,10 @@ class Analyzer:
     def session_closed(self, session):
         self._queue.put((_CLOSED, session, None, time.time(), None))
 
+    def tool_stopping(self):
+        """The tool is about to end the sessions still open (a stop signal): the output learns it before their ends."""
+        self._queue.put((_STOPPING, None, None, time.time(), None))
+
     # -- life --
 
     def start(self):
@@ -175,11 +179,13 @@ class Analyzer:
             elif kind == _OPENED:
                 self._call(self.open_session, session)
             elif kind == _ENDED:
-                self._call(self.end_direction, session, direction, when)
+                self._call(self.side_ended, session, direction, when)
             elif kind == _ENCRYPTED:
                 self._call(self.encrypt_direction, session, direction, when)
             elif kind == _NOTICE:
                 self._call(self.output.notice, session, when, data)
+            elif kind == _STOPPING:
+                self._call(self.output.stopping, when)
             elif kind == _FAILED:                # the output could not take a session (its files)
                 self._output_ended(data)
             else:
@@ -255,6 +261,12 @@ class Analyzer:
         if self.output.wants_messages:
             self.show_lines(session, direction, stream.last_time or when, stream.splitter.finish())
         self.output.flush()
+
+    def side_ended(self, session, direction, when):
+        """direction's side ended its sending: show what it left, then tell the output."""
+        self.end_direction(session, direction, when)
+        if (session, direction) in self._streams:
+            self.output.direction_ended(session, direction, when)
 
     def encrypt_direction(self, session, direction, when):
         """From here on, direction's bytes are TLS: show what came before, then only count."""

@@ -244,9 +244,14 @@ The files hold credentials: they are created readable by their owner only. An ex
 overwritten and keeps its mode; a symbolic link, FIFO or device at either path is refused.
 '''
 
+STAT_DESCRIPTION = '''Print a report about each CTI session when it ends: when it started, its client and server
+and who closed it; messages by class and function; a timeline of messages; reply times; error
+answers; requests never answered; the slowest answers and the biggest messages.'''
+
 STAT_EXAMPLES = '''
 ctistat xivo-new                      a report when the session ends
 ctistat xivo-new --loop --json        one JSON report per session, one per line
+ctistat xivo-new --json | jq .errors  the error answers, by request
 ctistat --read session.jsonl          a report from a ctispy --json-lines recording
 '''
 
@@ -281,9 +286,10 @@ def save_parser(argv=()):
 
 
 def stat_parser(argv=()):
-    parser = base_parser('ctistat', 'Print statistics about each CTI session when it ends.', STAT_EXAMPLES, argv)
+    parser = base_parser('ctistat', STAT_DESCRIPTION, STAT_EXAMPLES, argv)
     parser.add_argument('--json', action='store_true',
-                        help='print each report as one JSON document on one line, and nothing else on stdout')
+                        help='print each report as one JSON document on one line, and nothing else on stdout '
+                             '(the same names as the text report)')
     add_relay_options(parser)
     return parser
 
@@ -545,6 +551,7 @@ class Proxy:
         """Close every session, then let the output catch up (for at most grace seconds after a
         signal); return whether all the traffic reached it."""
         server.server_close()
+        self.analyzer.tool_stopping()           # before the sessions' ends: the tool closes them, not a side
         server.abort_sessions()
         ended = server.wait_relaying_sessions(SESSIONS_BOUND)
         caught_up = self.analyzer.finish(grace)

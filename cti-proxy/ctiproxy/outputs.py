@@ -9,7 +9,9 @@ Each output reacts to named events, all called on the analysis thread but the fi
         a line: message is its JSON object, or None when the line is not one
     notice(session, when, text)                 news about a session (STARTTLS)
     encrypted(session, direction, when)         what follows from direction's side is TLS
+    direction_ended(session, direction, when)   direction's side ended its sending (its last line shown)
     session_ended(session, when)
+    stopping(when)                              the tool is about to end the sessions still open (a stop signal)
     flush()                                     after each chunk's messages
     close()                                     once, when the tool ends
 and, on the main thread, start() once the tool knows it can start, before any session.
@@ -98,7 +100,13 @@ class Output:
     def encrypted(self, session, direction, when):
         pass
 
+    def direction_ended(self, session, direction, when):
+        pass
+
     def session_ended(self, session, when):
+        pass
+
+    def stopping(self, when):
         pass
 
     def flush(self):

@@ -403,20 +403,23 @@ class Session(socketserver.BaseRequestHandler):
         connections = self.connections
         handover = self.handover
         try:
-            while True:
-                at_fault = side
-                data = connections[side].recv()
-                if not data:
-                    break
-                when = time.time()
-                at_fault = other
-                if handover.over:           # no STARTTLS under way, nor to come: nothing to ask
-                    received(self, side, when, data)
-                    connections[other].sendall(data)
-                elif side == SERVER:
-                    self._relay_server_opening(data, when)
-                else:
-                    self._relay_client_opening(data, when)
+            try:
+                while True:
+                    at_fault = side
+                    data = connections[side].recv()
+                    if not data:
+                        break
+                    when = time.time()
+                    at_fault = other
+                    if handover.over:           # no STARTTLS under way, nor to come: nothing to ask
+                        received(self, side, when, data)
+                        connections[other].sendall(data)
+                    elif side == SERVER:
+                        self._relay_server_opening(data, when)
+                    else:
+                        self._relay_client_opening(data, when)
+            finally:
+                self.observer.direction_ended(self, side)     # before the other side can learn of the end
         except TlsFailure as failure:
             if not self._aborted:           # not the echo of the other side's failure
                 self.server.report_failure(self, str(failure))
@@ -427,8 +430,6 @@ class Session(socketserver.BaseRequestHandler):
             self.abort()
         else:
             self._end_direction(side, other)
-        finally:
-            self.observer.direction_ended(self, side)
 
     def _end_direction(self, side, other):
         """side ended its sending: tell the other side the same way (close_notify or not), once the
