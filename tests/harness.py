@@ -360,7 +360,7 @@ def assert_demo_ran(test, status, out, err):
 # A header may go on after the direction: '  reply to login_id, 1.4 ms', '  SLOW', '  ERROR: ...' (group 4).
 # The names HEADER and parse_spy_output are rebound here, so that every test that imports them reads today's output.
 HEADER = re.compile(r'^(?:\[#(\d+)\]|   ) (\d\d:\d\d:\d\d\.\d{6}) (Client > Server|Server > Client)(?:  (.*))?$')
-SPY_NOTICE = re.compile(r'^(?:\[#(\d+)\]|   ) (\S+) -- (.*)$')
+SPY_NOTICE = re.compile(r'^(?:\[#(\d+)\]|   ) ((?:\d{4}-\d\d-\d\d )?\S+) -- (.*)$')   # a time in any --time form
 
 
 def spy_notices(text):
