@@ -164,7 +164,7 @@ def server_address(parser, args):
         args.port = DEFAULT_TLS_PORT if args.tls else DEFAULT_PORT
 
 
-def add_relay_options(parser):
+def add_relay_options(parser, loop_help=''):
     group = parser.add_argument_group('relay')
     group.add_argument('--port', type=port_number,
                        help='the CTI server\'s port (default: %d, or %d with --tls)' % (DEFAULT_PORT, DEFAULT_TLS_PORT))
@@ -174,7 +174,7 @@ def add_relay_options(parser):
                        help='the address to accept clients on (default: all interfaces, IPv4 and IPv6)')
     group.add_argument('--loop', action='store_true',
                        help='serve session after session, several at once, until Ctrl-C '
-                            '(default: exit after one session)')
+                            '(default: exit after one session)' + loop_help)
     group.add_argument('--max-message-size', type=byte_size, default=MAX_LINE_SIZE, metavar='SIZE',
                        help='the longest line decoded as a message; a longer one is shown in pieces '
                             'and still relayed whole (default: 64M)')
@@ -312,7 +312,8 @@ def spy_parser(argv=()):
     sides = add_filter_options(parser).add_mutually_exclusive_group()
     sides.add_argument('--no-client', action='store_true', help='hide what the client sends')
     sides.add_argument('--no-server', action='store_true', help='hide what the server sends')
-    add_relay_options(parser)
+    add_relay_options(parser, '; each message is tagged with its session ([#3]) and a line notes where each '
+                              'session starts (addresses) and ends (who closed, or the error)')
     return parser
 
 
