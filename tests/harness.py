@@ -387,3 +387,25 @@ def parse_spy_output(text):       # noqa: F811 (rebound: see HEADER above)
 def spy_marks(text):
     """What ctispy's default output says after each header's direction, in order ('' for nothing)."""
     return [match.group(4) or '' for match in map(HEADER.match, text.split('\n')) if match]
+
+
+def spy_on_a_terminal(test, args, session, needles, env=None):
+    """Run ctispy with a pseudo-terminal as stdout; session(tool) plays one session up to where the output
+    should hold every needle, and returns (client, server) for close_session; return what the terminal
+    showed (CRLF read as LF)."""
+    import pty
+    master, slave = pty.openpty()
+    try:
+        with Tool('ctispy', *args, env=env, stdout=slave) as tool:
+            os.close(slave)
+            slave = None
+            client, server = session(tool)
+            got = read_fd_until_all(master, needles)
+            close_session(test, client, server)
+            status, _, err = tool.finish()
+        test.assertEqual(status, 0, err)
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+    return got.decode('utf-8').replace('\r\n', '\n')

@@ -4,7 +4,6 @@ answered, --time, session tags and start/end notices with --loop, --oneline; liv
 import datetime
 import json
 import os
-import pty
 import re
 import socket
 import subprocess
@@ -17,8 +16,8 @@ import tests  # noqa: F401 (first: it puts cti-proxy/ on sys.path)
 from ctiproxy.outputs import Clock, Mark, duration, mark_parts, microseconds
 from ctiproxy.pairing import Reply, Request
 from ctiproxy.recording import iso_time, record_time
-from tests.harness import (HEADER, TIMEOUT, Tool, close_session, parse_spy_output, read_fd_until_all, recv_exactly,
-                           recv_until_eof, reset, run_tool, spy_marks, spy_notices, tool_path)
+from tests.harness import (HEADER, TIMEOUT, Tool, close_session, parse_spy_output, recv_exactly,
+                           recv_until_eof, reset, run_tool, spy_marks, spy_notices, spy_on_a_terminal, tool_path)
 
 
 def play(tool, steps):
@@ -148,22 +147,9 @@ class PairingLiveTest(unittest.TestCase):
 
     def test_error_in_colour_on_a_terminal_only(self):
         steps = [request(1, 'login_id'), answer(1, 'login_id', error_string='no')]
-        master, slave = pty.openpty()
-        try:
-            with Tool('ctispy', '--slow', '0', stdout=slave) as tool:
-                os.close(slave)
-                slave = None
-                client, server = play(tool, steps)
-                got = read_fd_until_all(master, [b'ERROR'])
-                close_session(self, client, server)
-                status, _, err = tool.finish()
-            self.assertEqual(status, 0, err)
-        finally:
-            os.close(master)
-            if slave is not None:
-                os.close(slave)
-        self.assertIn('\x1b[1;31mERROR: no\x1b[0m', got.decode('utf-8'))
-        self.assertIn('\x1b[1;33mSLOW\x1b[0m', got.decode('utf-8'))
+        got = spy_on_a_terminal(self, ['--slow', '0'], lambda tool: play(tool, steps), [b'ERROR'])
+        self.assertIn('\x1b[1;31mERROR: no\x1b[0m', got)
+        self.assertIn('\x1b[1;33mSLOW\x1b[0m', got)
         self.assertNotIn('\x1b', spy(self, steps, '--slow', '0'))          # a pipe: no colour
 
 
