@@ -308,6 +308,18 @@ class LoopTest(unittest.TestCase):
             self.assertIn('ended', lines[own[-1]])
         self.assertTrue(all(HEADER.match(text).group(1) for text in lines if HEADER.match(text)))
 
+    def test_a_session_open_when_the_tool_stops(self):
+        with Tool('ctispy', '--loop') as tool:
+            client, server = play(tool, [request(1, 'login_id')])
+            seen = tool.read_stdout_until(b'login_id')
+            status, rest, err = tool.stop()
+            client.close()
+            server.close()
+        self.assertEqual(status, 0, err)
+        notices = [text for _, text in spy_notices((seen + rest).decode('utf-8'))]
+        self.assertEqual(notices[-2:], [notices[-2], 'session #1 ended: the tool stopped'])
+        self.assertTrue(notices[-2].startswith('never answered: login_id (commandid 1)'), notices)
+
     def test_json_lines_records_read_back(self):
         out, peers = self.run_overlapping('--json-lines')
         records = [json.loads(text) for text in out.splitlines()]
