@@ -254,6 +254,31 @@ class TimeFromRecordingTest(unittest.TestCase):
             self.assertEqual((status, again), (0, out), err)
 
 
+class EventRecordTest(unittest.TestCase):
+    """Records of events: one of a later version is skipped, one that is not a string is a bad line."""
+
+    def test_unknown_event_skipped_bad_event_said(self):
+        first = recording(OLD_FORM)
+        later = json.dumps({'time': OLD_FORM[2], 'session': 1, 'event': 'resumed', 'by': 'x'}).encode() + b'\n'
+        status, out, err = replay_utc(first + later)
+        self.assertEqual((status, err), (0, ''))
+        self.assertEqual(len(header_times(out)), 3)
+        bad = json.dumps({'time': OLD_FORM[2], 'session': 1, 'event': 5}).encode() + b'\n'
+        status, out, err = replay_utc(first + bad)
+        self.assertEqual((status, err), (1, 'ctispy: stdin, line 4: "event" must be a string\n'))
+
+    def test_start_and_end_records_tell_the_replayed_session(self):
+        events = [{'time': OLD_FORM[0], 'session': 1, 'event': 'start', 'client': '10.0.0.1:4000',
+                   'server': 'xivo:5003\x1b'},
+                  {'time': OLD_FORM[2], 'session': 1, 'event': 'end', 'closed_by': 'server', 'error': None}]
+        data = json.dumps(events[0]).encode() + b'\n' + recording(OLD_FORM) + json.dumps(events[1]).encode() + b'\n'
+        status, out, err = replay_utc(data, '--loop')
+        self.assertEqual((status, err), (0, ''))
+        self.assertEqual([text for _, text in spy_notices(out) if 'session' in text],
+                         ['session #1 started: client 10.0.0.1:4000, server xivo:5003\\x1b',
+                          'session #1 ended: the server closed'])
+
+
 class LoopTest(unittest.TestCase):
     """With --loop: every header tagged from the first message on, each session's start and end noted."""
 
