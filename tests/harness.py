@@ -353,3 +353,59 @@ def assert_demo_ran(test, status, out, err):
     test.assertRegex(err, r'ctispy: listening on port \d+ of 127\.0\.0\.1')
     test.assertIn('ctisim: demo done', err)
     test.assertIn('"class": "login_id"', out)
+
+
+# -- ctispy's headers and notices since issue 13 (answers marked, notices at sessions' ends) --
+
+# A header may go on after the direction: '  reply to login_id, 1.4 ms', '  SLOW', '  ERROR: ...' (group 4).
+# The names HEADER and parse_spy_output are rebound here, so that every test that imports them reads today's output.
+HEADER = re.compile(r'^(?:\[#(\d+)\]|   ) (\d\d:\d\d:\d\d\.\d{6}) (Client > Server|Server > Client)(?:  (.*))?$')
+SPY_NOTICE = re.compile(r'^(?:\[#(\d+)\]|   ) ((?:\d{4}-\d\d-\d\d )?\S+) -- (.*)$')   # a time in any --time form
+
+
+def spy_notices(text):
+    """The notice lines of ctispy's default output: [(session tag or None, text)]."""
+    return [(match.group(1), match.group(3)) for match in map(SPY_NOTICE.match, text.split('\n')) if match]
+
+
+def parse_spy_output(text):       # noqa: F811 (rebound: see HEADER above)
+    """Split ctispy's default output into [(session tag or None, direction, [body lines])]; notice lines
+    (a session's start and end, requests never answered, STARTTLS) are left out."""
+    entries = []
+    for line in text.split('\n'):
+        match = HEADER.match(line)
+        if match:
+            entries.append((match.group(1), match.group(3), []))
+        elif entries and not SPY_NOTICE.match(line):
+            entries[-1][2].append(line)
+    for entry in entries:
+        while entry[2] and entry[2][-1] == '':
+            entry[2].pop()
+    return entries
+
+
+def spy_marks(text):
+    """What ctispy's default output says after each header's direction, in order ('' for nothing)."""
+    return [match.group(4) or '' for match in map(HEADER.match, text.split('\n')) if match]
+
+
+def spy_on_a_terminal(test, args, session, needles, env=None):
+    """Run ctispy with a pseudo-terminal as stdout; session(tool) plays one session up to where the output
+    should hold every needle, and returns (client, server) for close_session; return what the terminal
+    showed (CRLF read as LF)."""
+    import pty
+    master, slave = pty.openpty()
+    try:
+        with Tool('ctispy', *args, env=env, stdout=slave) as tool:
+            os.close(slave)
+            slave = None
+            client, server = session(tool)
+            got = read_fd_until_all(master, needles)
+            close_session(test, client, server)
+            status, _, err = tool.finish()
+        test.assertEqual(status, 0, err)
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+    return got.decode('utf-8').replace('\r\n', '\n')

@@ -20,8 +20,8 @@ import unittest
 
 from ctiproxy.analysis import ITEM_COST, Analyzer
 from ctiproxy.outputs import Output
-from tests.harness import (HEADER, TIMEOUT, Tool, close_session, in_parallel, read_fd_until_all, recv_exactly,
-                           recv_until_eof, sigint_not_ignored, sigint_restored)
+from tests.harness import (HEADER, SPY_NOTICE, TIMEOUT, Tool, close_session, in_parallel, read_fd_until_all,
+                           recv_exactly, recv_until_eof, sigint_not_ignored, sigint_restored)
 
 MiB = 1 << 20
 
@@ -68,7 +68,8 @@ class SpyBodyCounter:
             pending = lines.pop()
             shown = pieces = 0
             for line in lines:
-                if not HEADER.match(line[:60].decode('utf-8', 'replace')):
+                start = line[:60].decode('utf-8', 'replace')
+                if not HEADER.match(start) and not SPY_NOTICE.match(start):
                     shown += len(line)
                     pieces += 1
             with self.changed:

@@ -85,10 +85,10 @@ class RecordingTest(unittest.TestCase):
         for record, (sender, line) in zip(self.records, EXCHANGE):
             self.assertEqual(record['direction'], sender)
             self.assertEqual(record['session'], 1)
-            self.assertRegex(record['time'], r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$')
+            self.assertRegex(record['time'], r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d$')
             if 'message' in record:
                 self.assertEqual(record['message'], json.loads(line.decode('utf-8')))
-                self.assertEqual(set(record), {'time', 'session', 'direction', 'message'})
+                self.assertEqual(set(record) - {'reply_to'}, {'time', 'session', 'direction', 'message'})
             else:
                 self.assertEqual(set(record), {'time', 'session', 'direction', 'text'})
         self.assertEqual(self.records[0]['text'], 'XiVO CTI Server Version 1.2.3')
@@ -118,7 +118,7 @@ class RecordingTest(unittest.TestCase):
     def test_ctispy_replay_shows_the_recorded_times(self):
         _, replayed, _ = replay('ctispy', self.recording)
         clocks = [HEADER.match(line).group(2) for line in replayed.decode('utf-8').split('\n') if HEADER.match(line)]
-        self.assertEqual(clocks, [record['time'][11:] for record in self.records])
+        self.assertEqual(clocks, [record['time'][11:26] for record in self.records])
 
     def test_ctispy_replay_of_a_replay_is_the_recording(self):
         status, replayed, err = replay('ctispy', self.recording, '--json-lines')
@@ -197,7 +197,10 @@ class NoticeRecordTest(unittest.TestCase):
         self.assertEqual(status, 0, err)
         self.assertTrue(out.decode().endswith('    13:00:00.100000 -- STARTTLS: the session is now encrypted\n'), out)
         status, out, err = replay('ctispy', '-', '--json-lines', stdin=self.recording())
-        self.assertEqual([json.loads(line) for line in out.decode().splitlines()], self.LINES)
+        records = [json.loads(line) for line in out.decode().splitlines()]
+        self.assertEqual([datetime.datetime.fromisoformat(record.pop('time')).timestamp() for record in records],
+                         [datetime.datetime.fromisoformat(line['time']).timestamp() for line in self.LINES])
+        self.assertEqual(records, [{key: value for key, value in line.items() if key != 'time'} for line in self.LINES])
 
 
 class BadRecordingTest(unittest.TestCase):

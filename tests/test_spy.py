@@ -3,15 +3,13 @@
 import codecs
 import datetime
 import json
-import os
-import pty
 import re
 import socket
 import time
 import unittest
 
-from tests.harness import (Tool, close_session, parse_raw_output, parse_spy_output, read_fd_until_all, recv_exactly,
-                           recv_until_eof, recv_until_eof_or_reset, reset, seeded_rng, send_in_pieces)
+from tests.harness import (Tool, close_session, parse_raw_output, parse_spy_output, recv_exactly, recv_until_eof,
+                           recv_until_eof_or_reset, reset, seeded_rng, send_in_pieces, spy_on_a_terminal)
 
 SERVER_TRAFFIC = (b'XiVO CTI Server Version 1.2.3\n'
                   b'{"class": "login_id", "replyid": 1, "timenow": 1732712345.5, "sessionid": "abc"}\n'
@@ -295,27 +293,14 @@ class ColourTest(unittest.TestCase):
     """Headers are coloured on a terminal only, and never with NO_COLOR."""
 
     def terminal_output(self, env=None):
-        master, slave = pty.openpty()
-        try:
-            with Tool('ctispy', env=env, stdout=slave) as tool:
-                os.close(slave)
-                slave = None
-                client, server = tool.connect()
-                server.sendall(b'{"class": "from-server"}\n')
-                recv_exactly(client, 25)
-                client.sendall(b'{"class": "from-client"}\n')
-                recv_exactly(server, 25)
-                got = read_fd_until_all(master, [b'from-server', b'from-client'])
-                client.close()
-                self.assertEqual(recv_until_eof(server), b'')
-                server.close()
-                status, _, err = tool.finish()
-            self.assertEqual(status, 0, err)
-        finally:
-            os.close(master)
-            if slave is not None:
-                os.close(slave)
-        return got.decode('utf-8').replace('\r\n', '\n')
+        def session(tool):
+            client, server = tool.connect()
+            server.sendall(b'{"class": "from-server"}\n')
+            recv_exactly(client, 25)
+            client.sendall(b'{"class": "from-client"}\n')
+            recv_exactly(server, 25)
+            return client, server
+        return spy_on_a_terminal(self, [], session, [b'from-server', b'from-client'], env=env)
 
     def test_headers_coloured_on_a_terminal(self):
         out = self.terminal_output()

@@ -89,7 +89,9 @@ class Analyzer:
 
     For each chunk the output gets chunk(); for each line, if the output wants
     messages and the filter shows it, message() with the decoded JSON object (or
-    None for a line that is not one) and the line's bytes.
+    None for a line that is not one) and the line's bytes.  An output that sees_all
+    gets seen() for every line first, whatever the filters hide (to pair answers
+    with requests), and both directions are framed for it.
     """
 
     def __init__(self, output, message_filter=None, max_line_size=MAX_LINE_SIZE,
@@ -219,10 +221,12 @@ class Analyzer:
 
     def take_chunk(self, session, direction, when, data):
         """Frame a chunk that direction's side sent, and show its lines."""
-        if not self.filter.shows_direction(direction):
-            return
         output = self.output
-        output.chunk(session, direction, when, data)
+        shown = self.filter.shows_direction(direction)
+        if not shown and not output.sees_all:
+            return
+        if shown:
+            output.chunk(session, direction, when, data)
         stream = self._streams[session, direction]
         if output.wants_messages and not stream.encrypted:
             stream.last_time = when
@@ -238,14 +242,20 @@ class Analyzer:
             self.show_lines(session, direction, self._streams[splitter.owner].last_time, pieces)
 
     def show_lines(self, session, direction, when, lines):
-        """Decode each line, and hand the ones the filter shows to the output."""
+        """Decode each line, and hand the ones the filter shows to the output (every one to seen())."""
         message_filter = self.filter
         show_all = message_filter.passes_all
         shows = message_filter.shows
         strip = message_filter.strip if message_filter.strip_paths else None
         handle = self.output.message
+        seen = self.output.seen if self.output.sees_all else None
+        direction_shown = message_filter.shows_direction(direction)
         for line in lines:
             message = parse_message(line)
+            if seen is not None:
+                seen(session, direction, when, message)
+                if not direction_shown:
+                    continue
             if show_all:
                 handle(session, direction, when, message, line)
             elif shows(message):
@@ -256,7 +266,7 @@ class Analyzer:
     def end_direction(self, session, direction, when):
         """Show what the side left after its last newline."""
         stream = self._streams.get((session, direction))
-        if stream is None or not self.filter.shows_direction(direction):
+        if stream is None or not (self.filter.shows_direction(direction) or self.output.sees_all):
             return
         if self.output.wants_messages:
             self.show_lines(session, direction, stream.last_time or when, stream.splitter.finish())
@@ -272,8 +282,9 @@ class Analyzer:
         """From here on, direction's bytes are TLS: show what came before, then only count."""
         self.end_direction(session, direction, when)
         stream = self._streams.get((session, direction))
-        if stream is not None and self.filter.shows_direction(direction):
+        if stream is not None and (self.filter.shows_direction(direction) or self.output.sees_all):
             stream.encrypted = True
+        if stream is not None and self.filter.shows_direction(direction):
             self.output.encrypted(session, direction, when)
 
     def end_unfinished_sessions(self):

@@ -12,8 +12,8 @@ from .analysis import BUFFER_SIZE, Analyzer
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
 from .options import HelpFormatter, listen_port, port_number
-from .outputs import (JsonLinesOutput, OutputError, SaveOutput, SpyOutput, numbered_file_of, numbered_files,
-                      same_file)
+from .outputs import (TIME_FORMS, Clock, JsonLinesOutput, OutputError, SaveOutput, SpyOutput, numbered_file_of,
+                      numbered_files, same_file)
 from .recording import IncompleteRecording, RecordingError, Replay, last_records, read_records
 from .relay import SWITCH_INTERVAL, ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
@@ -24,8 +24,8 @@ DEFAULT_PORT = 5003
 DEFAULT_TLS_PORT = 5013
 DEFAULT_LISTEN_PORT = 50030
 
-# After Ctrl-C or SIGTERM, sessions get this long to close and the output this long to catch up,
-# so that the tool ends within a second; an output still behind then is said to be incomplete.
+# After Ctrl-C or SIGTERM, sessions get this long to close and the output this long to catch up;
+# sessions that did not end, or an output still behind then, make the output said to be incomplete.
 SESSIONS_BOUND = 2.0     # seconds the relaying sessions get to end once aborted (it takes them milliseconds)
 STOP_GRACE = 0.5
 
@@ -37,6 +37,17 @@ def key_value(text):
     if not equals or not key:
         raise argparse.ArgumentTypeError('expected KEY=VALUE, got %r' % text)
     return key, value
+
+
+def milliseconds(text):
+    """--slow MS: a number of milliseconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float('inf'):
+        raise argparse.ArgumentTypeError('not a number of milliseconds: %r' % text)
+    return value
 
 
 def field_name(text):
@@ -136,7 +147,7 @@ def server_address(parser, args):
         args.port = DEFAULT_TLS_PORT if args.tls else DEFAULT_PORT
 
 
-def add_relay_options(parser):
+def add_relay_options(parser, loop_help=''):
     group = parser.add_argument_group('relay')
     group.add_argument('--port', type=port_number,
                        help='the CTI server\'s port (default: %d, or %d with --tls)' % (DEFAULT_PORT, DEFAULT_TLS_PORT))
@@ -146,7 +157,7 @@ def add_relay_options(parser):
                        help='the address to accept clients on (default: all interfaces, IPv4 and IPv6)')
     group.add_argument('--loop', action='store_true',
                        help='serve session after session, several at once, until Ctrl-C '
-                            '(default: exit after one session)')
+                            '(default: exit after one session)' + loop_help)
     group.add_argument('--max-message-size', type=byte_size, default=MAX_LINE_SIZE, metavar='SIZE',
                        help='the longest line decoded as a message; a longer one is shown in pieces '
                             'and still relayed whole (default: 64M)')
@@ -227,11 +238,18 @@ SPY_EXAMPLES = '''
 ctispy xivo-new                       show every message, one per line
 ctispy xivo-new --pretty-print        indented, with sorted keys
 ctispy xivo-new --raw                 every chunk as it was received (control characters escaped)
+ctispy xivo-new --oneline | grep login              time, direction and message on one line
+ctispy xivo-new --slow 500            mark answers that took more than half a second
+ctispy xivo-new --time since-start    times counted from the session's start (also: date, epoch, delta)
 ctispy xivo-new --strip timenow --strip commandid --strip replyid
 ctispy xivo-new --include class=getlist
 ctispy xivo-new --no-client --loop    only what the server says, session after session
+ctispy xivo-new --loop --oneline | grep '\\[#3\\]'      one session out of many
 ctispy xivo-new --json-lines > session.jsonl         record, then replay with any tool:
 ctispy --read session.jsonl --include class=getlist
+ctispy --read session.jsonl --json-lines | jq 'select(.reply_to.ms > 100)'
+An answer's header names its request and the reply time ("reply to login_id, 1.4 ms"), and says
+ERROR when it reports one; requests never answered are listed at the session's end.
 Then point the CTI client at port 50030 of this machine.
 '''
 
@@ -265,13 +283,25 @@ def spy_parser(argv=()):
     style.add_argument('--raw', action='store_true',
                        help='show each chunk of bytes as received, without framing; control characters and '
                             'bytes that are not UTF-8 are shown escaped (\\x1b, \\xff), newlines kept')
+    style.add_argument('--oneline', action='store_true',
+                       help='show time, session tag, direction and message on one line, for grep: '
+                            '13:01:02.125470 S>C {...}')
     style.add_argument('--json-lines', action='store_true',
                        help='write one JSON record per message, for jq, scripts and --read: '
-                            '{"time", "session", "direction", "message" (or "text")}')
+                            '{"time", "session", "direction", "message" (or "text")}, an answer\'s with '
+                            '"reply_to" {"class", "function", "ms"} (and "error"); times in ISO 8601 with '
+                            'the UTC offset')
+    display.add_argument('--time', choices=TIME_FORMS, default='clock', metavar='FORM',
+                         help='how times are shown: clock (13:01:02.125470, the default), date (with the '
+                              'date), epoch (seconds since 1970), since-start (since the session opened), '
+                              'delta (since the previous message of the session)')
+    display.add_argument('--slow', type=milliseconds, metavar='MS',
+                         help='mark SLOW the answers that came more than MS milliseconds after their request')
     sides = add_filter_options(parser).add_mutually_exclusive_group()
     sides.add_argument('--no-client', action='store_true', help='hide what the client sends')
     sides.add_argument('--no-server', action='store_true', help='hide what the server sends')
-    add_relay_options(parser)
+    add_relay_options(parser, '; each message is tagged with its session ([#3]) and a line notes where each '
+                              'session starts (addresses) and ends (who closed, or the error)')
     return parser
 
 
@@ -324,11 +354,16 @@ def spy_tool(argv):
         parser.error('--raw shows bytes as received: --strip, --include and --exclude do not apply to it')
     if args.raw and args.read:
         parser.error('--raw shows bytes as received: a recording holds messages, not bytes')
+    if args.raw and args.slow is not None:
+        parser.error('--raw shows bytes as received: --slow does not apply to it')
+    if args.json_lines and args.time != 'clock':
+        parser.error('--json-lines always writes times in ISO 8601 with the UTC offset: --time does not apply to it')
     stdout = standard_output('nowhere to show the messages')
     if args.json_lines:
-        output = JsonLinesOutput(stdout)
+        output = JsonLinesOutput(stdout, loop=args.loop, slow_ms=args.slow)
     else:
-        output = SpyOutput(stdout, pretty=args.pretty_print, raw=args.raw, colour=wants_colour(sys.stdout))
+        output = SpyOutput(stdout, pretty=args.pretty_print, raw=args.raw, colour=wants_colour(sys.stdout),
+                           oneline=args.oneline, loop=args.loop, slow_ms=args.slow, clock=Clock(args.time))
     return args, output, message_filter(args)
 
 

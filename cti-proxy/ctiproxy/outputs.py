@@ -5,6 +5,7 @@ Each output reacts to named events, all called on the analysis thread but the fi
         open what the session needs (files_per_session descriptors at most)
     session_started(session)
     chunk(session, direction, when, data)      every chunk relayed, as received
+    seen(session, direction, when, message)     every line, before any filter, if the output sees_all
     message(session, direction, when, message, line)
         a line: message is its JSON object, or None when the line is not one
     notice(session, when, text)                 news about a session (STARTTLS)
@@ -17,9 +18,11 @@ Each output reacts to named events, all called on the analysis thread but the fi
 and, on the main thread, start() once the tool knows it can start, before any session.
 """
 
+import collections
 import datetime
 import errno
 import json
+import math
 import os
 import re
 import stat
@@ -27,7 +30,9 @@ import threading
 
 from .escaping import SLICE, escape_text, json_bytes, json_string_pieces, shown_pieces
 from .filters import CLIENT, SERVER
-from .recording import message_record, notice_record
+from .pairing import RequestPairing, error_of, request_label
+from .recording import event_record, iso_time, message_record, notice_record
+from .relay import peer_name
 
 
 class OutputError(Exception):
@@ -79,6 +84,7 @@ class Output:
     """The events an output may react to; each does nothing unless overridden."""
 
     wants_messages = True
+    sees_all = False                # seen() is called for every line, whatever the filters hide
     files_per_session = 0           # file descriptors that session_opening opens
 
     def session_opening(self, session):
@@ -89,6 +95,9 @@ class Output:
         pass
 
     def chunk(self, session, direction, when, data):
+        pass
+
+    def seen(self, session, direction, when, message):
         pass
 
     def message(self, session, direction, when, message, line):
@@ -216,49 +225,270 @@ def shown_text(line):
 
 
 ARROWS = {CLIENT: 'Client > Server', SERVER: 'Server > Client'}
+SHORT_ARROWS = {CLIENT: 'C>S', SERVER: 'S>C'}
 COLOURS = {CLIENT: '\x1b[1;32m', SERVER: '\x1b[1;36m'}
+ERROR_COLOUR = '\x1b[1;31m'
+SLOW_COLOUR = '\x1b[1;33m'
 RESET = '\x1b[0m'
 
+TIME_FORMS = ('clock', 'date', 'epoch', 'since-start', 'delta')
+MAX_SHOWN_ERROR = 200           # characters of an error text shown in a header; the message holds it all
 
-class SpyOutput(Output):
-    """ctispy's display: a header with time and direction, then the message."""
 
-    def __init__(self, stream, pretty=False, raw=False, colour=False):
+def microseconds(when):
+    """A time in whole microseconds, rounded as datetime.fromtimestamp rounds it for a recording: live and
+    replayed times then give the same durations to the microsecond."""
+    fraction, seconds = math.modf(when)
+    return int(seconds) * 1000000 + round(fraction * 1000000)
+
+
+def duration(micro):
+    """'00:00:01.250000' (hours grow past 99), '-00:00:00.000120' for a time that went back."""
+    sign = '-' if micro < 0 else ''
+    seconds, fraction = divmod(abs(micro), 1000000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return '%s%02d:%02d:%02d.%06d' % (sign, hours, minutes, seconds, fraction)
+
+
+class Clock:
+    """How ctispy shows a time (--time): 'clock' 13:01:02.125470 (local), 'date' 2026-11-28 13:01:02.125470,
+    'epoch' 1795870862.125470, 'since-start' the time since the session opened, 'delta' since the previous
+    message shown of that session (since-start for its first), both as 00:00:00.001400."""
+
+    def __init__(self, form='clock'):
+        self.form = form
+        self.advances = form == 'delta'     # each stamp depends on the one before: headers are not reused
+        self._previous = {}                 # session -> the time of its latest message shown, in microseconds
+
+    def stamp(self, session, when, message=True):
+        """The time as shown; message: a message's time (the next delta counts from it), not a notice's."""
+        form = self.form
+        if form == 'clock':
+            return datetime.datetime.fromtimestamp(when).strftime('%H:%M:%S.%f')
+        if form == 'date':
+            return datetime.datetime.fromtimestamp(when).strftime('%Y-%m-%d %H:%M:%S.%f')
+        micro = microseconds(when)
+        if form == 'epoch':
+            return '%d.%06d' % divmod(micro, 1000000)
+        start = microseconds(session.opened)
+        if form == 'since-start':
+            return duration(micro - start)
+        previous = self._previous.get(session, start)
+        if message:
+            self._previous[session] = micro
+        return duration(micro - previous)
+
+    def forget(self, session):
+        self._previous.pop(session, None)
+
+
+Mark = collections.namedtuple('Mark', 'reply error slow')
+Mark.__doc__ = 'What a server message is: the Reply it is (or None), its error text (or None), whether slow.'
+
+
+class AnswerMarks:
+    """Pairs every message of each session (before any filter hides it) and marks the server's answers:
+    the request each answers and how long it took, error answers, answers slower than slow_ms."""
+
+    def __init__(self, slow_ms=None):
+        self.slow_ms = slow_ms
+        self.latest = None          # the Mark of the line seen last, or None
+        self._pairings = {}
+
+    def start(self, session):
+        self._pairings[session] = RequestPairing()
+
+    def see(self, session, direction, when, message):
+        self.latest = None
+        pairing = self._pairings.get(session)
+        if message is None or pairing is None:
+            return
+        when = microseconds(when) / 1000000.0
+        if direction == CLIENT:
+            pairing.request(message, when)
+            return
+        reply = pairing.answer(message, when)
+        error = error_of(message)
+        if reply is not None or error is not None:
+            slow = reply is not None and self.slow_ms is not None and reply.ms > self.slow_ms
+            self.latest = Mark(reply, error, slow)
+
+    def end(self, session):
+        """The session's requests never answered, in the order they came."""
+        pairing = self._pairings.pop(session, None)
+        return pairing.unanswered() if pairing is not None else []
+
+
+def shown_error(text):
+    """An error text for a header: escaped, and cut after MAX_SHOWN_ERROR characters."""
+    if len(text) > MAX_SHOWN_ERROR:
+        text = text[:MAX_SHOWN_ERROR] + '...'
+    return escape_text(text)
+
+
+def mark_parts(mark, colour=False):
+    """['reply to login_id, 1.4 ms', 'SLOW', 'ERROR: unknown class'], each from the network escaped."""
+    parts = []
+    if mark.reply is not None:
+        request = mark.reply.request
+        label = escape_text(request_label(request.kind, request.function))
+        parts.append('reply to %s, %.1f ms' % (label, mark.reply.ms))
+    if mark.slow:
+        parts.append(SLOW_COLOUR + 'SLOW' + RESET if colour else 'SLOW')
+    if mark.error is not None:
+        text = 'ERROR: ' + shown_error(mark.error)
+        parts.append(ERROR_COLOUR + text + RESET if colour else text)
+    return parts
+
+
+def session_peers(session):
+    """(client, server) as shown, or None when not known (a recording without them)."""
+    recorded = getattr(session, 'peers', None)
+    if recorded is not None:
+        return recorded
+    client, upstream = getattr(session, 'client_address', None), getattr(session, 'upstream', None)
+    if client is None or upstream is None:
+        return None
+    return peer_name(client), str(upstream)
+
+
+def start_text(session):
+    """'session #1 started: client 127.0.0.1:40512, server xivo-new:5003'."""
+    peers = session_peers(session)
+    text = 'session #%d started' % session.number
+    return text if peers is None else '%s: client %s, server %s' % (text, peers[0], peers[1])
+
+
+def end_text(session):
+    """'session #1 ended: the client closed', or the failure that ended it."""
+    text = 'session #%d ended' % session.number
+    failure = getattr(session, 'failure', None)
+    if failure:
+        return '%s: %s' % (text, failure)
+    first = getattr(session, 'ended_first', None)
+    return '%s: the %s closed' % (text, first) if first in (CLIENT, SERVER) else text
+
+
+def unanswered_text(request, sent):
+    """'never answered: getlist/updateconfig (commandid 3), sent 13:01:02.125470'."""
+    return 'never answered: %s (commandid %s), sent %s' % (
+        request_label(request.kind, request.function), json.dumps(request.commandid), sent)
+
+
+class MarkingOutput(Output):
+    """What ctispy's outputs share: answers marked (AnswerMarks), the requests never answered listed at each
+    session's end, and with `loop` each session's start and end."""
+
+    sees_all = True
+
+    def __init__(self, loop=False, slow_ms=None):
+        self.loop = loop
+        self.marks = AnswerMarks(slow_ms)
+
+    def seen(self, session, direction, when, message):
+        self.marks.see(session, direction, when, message)
+
+    def session_started(self, session):
+        self.marks.start(session)
+        if self.loop:
+            self.session_start(session)
+
+    def session_ended(self, session, when):
+        for request in self.marks.end(session):
+            self.never_answered(session, when, request)
+        if self.loop:
+            self.session_end(session, when)
+
+    def session_start(self, session):
+        """Show the start of a session (with --loop)."""
+
+    def session_end(self, session, when):
+        """Show the end of a session (with --loop)."""
+
+    def never_answered(self, session, when, request):
+        """Show a request that was never answered, at its session's end."""
+
+
+class SpyOutput(MarkingOutput):
+    """ctispy's display: a header with time and direction (and what an answer answers), then the message;
+    or, with oneline, all of it on one line."""
+
+    def __init__(self, stream, pretty=False, raw=False, colour=False, oneline=False, loop=False, slow_ms=None,
+                 clock=None):
+        super().__init__(loop, slow_ms)
         self.stream = BatchedStream(stream)
         self.to_json = pretty_json if pretty else one_line_json
         self.raw = raw
         self.wants_messages = not raw
+        self.sees_all = not raw
         self.colour = colour
+        self.oneline = oneline
+        self.clock = clock or Clock()
         self.open_sessions = set()
         self._header_key = None
         self._header = None
 
     def session_started(self, session):
         self.open_sessions.add(session)
+        super().session_started(session)
 
     def session_ended(self, session, when):
+        super().session_ended(session, when)
         self.open_sessions.discard(session)
+        self.clock.forget(session)
 
-    def header(self, session, direction, when):
-        """The line above a message: '    13:01:02.123456 Client > Server', tagged '[#2]' when
-        several sessions are open."""
-        key = (session, direction, when, len(self.open_sessions) > 1)
-        if key != self._header_key:
-            text = '%s %s' % (self._stamp(session, when, key[3]), ARROWS[direction])
-            if self.colour:
-                text = COLOURS[direction] + text + RESET
-            self._header_key = key
-            self._header = (text + '\n').encode('utf-8')
-        return self._header
+    def _tagged(self):
+        return self.loop or len(self.open_sessions) > 1
 
-    def _stamp(self, session, when, tagged):
-        tag = '[#%d]' % session.number if tagged else '   '
-        return '%s %s' % (tag, datetime.datetime.fromtimestamp(when).strftime('%H:%M:%S.%f'))
+    def header(self, session, direction, when, mark=None):
+        """The line above a message: '    13:01:02.123456 Client > Server', tagged '[#2]' with --loop or when
+        several sessions are open, and for an answer '  reply to login_id, 1.4 ms' (SLOW, ERROR: ...);
+        with oneline, the start of the message's line: '13:01:02.123456 [#2] S>C '."""
+        key = (session, direction, when, self._tagged())
+        if mark is None and key == self._header_key and not self.clock.advances:
+            return self._header
+        stamp = self.clock.stamp(session, when)
+        tag = '[#%d]' % session.number if key[3] else None
+        if self.oneline:
+            text = '%s %s%s' % (stamp, tag + ' ' if tag else '', SHORT_ARROWS[direction])
+        else:
+            text = '%s %s %s' % (tag or '   ', stamp, ARROWS[direction])
+        if self.colour:
+            text = COLOURS[direction] + text + RESET
+        if mark is not None and not self.oneline:
+            text = '  '.join([text] + mark_parts(mark, self.colour))
+        header = (text + (' ' if self.oneline else '\n')).encode('utf-8', 'backslashreplace')
+        if mark is None:
+            self._header_key, self._header = key, header
+        return header
+
+    def _notice_stamp(self, session, when):
+        tagged = self._tagged()
+        stamp = self.clock.stamp(session, when, message=False)
+        if self.oneline:
+            return '%s [#%d]' % (stamp, session.number) if tagged else stamp
+        return '%s %s' % ('[#%d]' % session.number if tagged else '   ', stamp)
 
     def notice(self, session, when, text):
         """'    13:01:02.123456 -- STARTTLS: ...': a line of its own, between messages."""
-        line = '%s -- %s' % (self._stamp(session, when, len(self.open_sessions) > 1), escape_text(text))
+        line = '%s -- %s' % (self._notice_stamp(session, when), escape_text(text))
         self.stream.write(line.encode('utf-8', 'backslashreplace') + b'\n')
+
+    def session_start(self, session):
+        self.notice(session, session.opened, start_text(session))
+
+    def session_end(self, session, when):
+        self.notice(session, when, end_text(session))
+
+    def never_answered(self, session, when, request):
+        self.notice(session, when, unanswered_text(request, self._sent_stamp(session, request.time)))
+
+    def _sent_stamp(self, session, when):
+        """When a request was sent, in the --time form (since-start for delta)."""
+        if self.clock.advances:
+            return Clock('since-start').stamp(session, when)
+        return self.clock.stamp(session, when, message=False)
 
     def chunk(self, session, direction, when, data):
         """--raw: the chunk's bytes, control characters escaped, newlines kept."""
@@ -266,12 +496,19 @@ class SpyOutput(Output):
             self._write_pieces(self.header(session, direction, when), shown_pieces(data, keep_newlines=True))
 
     def message(self, session, direction, when, message, line):
-        header = self.header(session, direction, when)
+        mark = self.marks.latest
+        header = self.header(session, direction, when, mark)
         body = None if message is None else message_bytes(message, self.to_json)
+        ending = b'\n'
+        if self.oneline and mark is not None:
+            ending = ('  # ' + ', '.join(mark_parts(mark, self.colour)) + '\n').encode('utf-8', 'backslashreplace')
         if body is not None:
-            self.stream.write(header + body + b'\n')
+            self.stream.write(header + body + ending)
         else:
-            self._write_pieces(header, shown_text(line))
+            self.stream.write(header)
+            for piece in shown_text(line):
+                self.stream.write(piece)
+            self.stream.write(ending)
 
     def _write_pieces(self, header, pieces):
         self.stream.write(header)
@@ -281,16 +518,33 @@ class SpyOutput(Output):
         self.stream.flush()
 
 
-class JsonLinesOutput(Output):
+def mark_fields(mark):
+    """The fields a record gets for an answer: "reply_to" {"class", "function", "ms"}, "error", "slow"."""
+    fields = {}
+    if mark.reply is not None:
+        request = mark.reply.request
+        fields['reply_to'] = {'class': request.kind, 'function': request.function, 'ms': round(mark.reply.ms, 3)}
+    if mark.error is not None:
+        fields['error'] = mark.error
+    if mark.slow:
+        fields['slow'] = True
+    return fields
+
+
+class JsonLinesOutput(MarkingOutput):
     """ctispy --json-lines: one JSON record per line, for jq, scripts and --read."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, loop=False, slow_ms=None):
+        super().__init__(loop, slow_ms)
         self.stream = BatchedStream(stream)
 
     def message(self, session, direction, when, message, line):
         if message is not None:
+            record = message_record(session.number, direction, when, message, line)
+            if self.marks.latest is not None:
+                record.update(mark_fields(self.marks.latest))
             try:
-                return self._write(one_line_json(message_record(session.number, direction, when, message, line)))
+                return self._write(one_line_json(record))
             except (ValueError, RecursionError):          # nested deeper than json can write: as text
                 pass
         if len(line) > SLICE:
@@ -309,6 +563,22 @@ class JsonLinesOutput(Output):
 
     def notice(self, session, when, text):
         self._write(one_line_json(notice_record(session.number, when, text)))
+
+    def session_start(self, session):
+        peers = session_peers(session) or (None, None)
+        self._write(one_line_json(event_record(session.number, session.opened, 'start',
+                                               client=peers[0], server=peers[1])))
+
+    def session_end(self, session, when):
+        first = getattr(session, 'ended_first', None)
+        self._write(one_line_json(event_record(session.number, when, 'end', closed_by=first,
+                                               error=getattr(session, 'failure', None))))
+
+    def never_answered(self, session, when, request):
+        self._write(one_line_json(event_record(
+            session.number, when, 'unanswered', request={'class': request.kind, 'function': request.function,
+                                                         'commandid': request.commandid},
+            sent=iso_time(request.time))))
 
     def _write(self, encoded):
         # A lone surrogate (a byte that was not UTF-8) comes out as the JSON escape \udcff.

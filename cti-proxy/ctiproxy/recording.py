@@ -1,9 +1,16 @@
 """Recordings: `ctispy --json-lines` writes one record per line; `--read` replays them.
 
 A record is one of
-    {"time": "2026-11-27T13:01:02.123456", "session": 1, "direction": "client", "message": {...}}
+    {"time": "2026-11-27T13:01:02.123456+01:00", "session": 1, "direction": "client", "message": {...}}
     {"time": ..., "session": 1, "direction": "server", "text": "XiVO CTI Server Version 1.2.3"}
     {"time": ..., "session": 1, "notice": "STARTTLS: ..."}
+    {"time": ..., "session": 1, "event": "start", "client": "127.0.0.1:40512", "server": "xivo:5003"}
+    {"time": ..., "session": 1, "event": "end", "closed_by": "client", "error": null}
+    {"time": ..., "session": 1, "event": "unanswered", "request": {...}, "sent": ...}
+The time is local, in ISO 8601 with its UTC offset; a time without one (as recordings made before
+had) is read as local time.  A message record of an answer may also hold "reply_to" {"class",
+"function", "ms"}, "error" and "slow": a replay works them out again, as it does the "unanswered"
+records, which it skips; "start" and "end" tell a replayed session its addresses and its end.
 "text" holds a line that is not a JSON object exactly as received: a byte that is not UTF-8
 becomes a lone surrogate (written \\udcff), which a replay turns back into the byte.
 A replay turns each direction's records back into lines of bytes and hands them to the
@@ -17,7 +24,9 @@ import json
 
 from .filters import CLIENT, SERVER
 
-Record = collections.namedtuple('Record', 'session direction time line notice number')
+Record = collections.namedtuple('Record', 'session direction time line notice number event')
+Record.__new__.__defaults__ = (None,)
+EVENTS = ('start', 'end', 'unanswered')
 
 # Two directions of a session are stamped by two threads, so a recording's times may go back by a few
 # milliseconds from one record to the next; a replay takes such a time as the one before it, quietly.
@@ -33,9 +42,13 @@ class IncompleteRecording(RecordingError):
     """The last line of a recording is cut short, as a recorder killed while writing leaves it."""
 
 
+def iso_time(when):
+    """'2026-11-27T13:01:02.123456+01:00': local time with its UTC offset."""
+    return datetime.datetime.fromtimestamp(when).astimezone().isoformat(timespec='microseconds')
+
+
 def _entry(session_number, when):
-    return {'time': datetime.datetime.fromtimestamp(when).isoformat(timespec='microseconds'),
-            'session': session_number}
+    return {'time': iso_time(when), 'session': session_number}
 
 
 def message_record(session_number, direction, when, message, line):
@@ -52,6 +65,14 @@ def message_record(session_number, direction, when, message, line):
 def notice_record(session_number, when, text):
     entry = _entry(session_number, when)
     entry['notice'] = text
+    return entry
+
+
+def event_record(session_number, when, event, **fields):
+    """A session's start or end, or a request it never answered (see EVENTS)."""
+    entry = _entry(session_number, when)
+    entry['event'] = event
+    entry.update(fields)
     return entry
 
 
@@ -116,6 +137,12 @@ def read_records(lines, name):
     """Yield a Record for each record of a recording (lines of text), as they are read; RecordingError
     names a bad line (IncompleteRecording, a last line cut short)."""
     for number, entry, session, when in _checked_entries(lines, name):
+        if 'event' in entry:
+            if entry['event'] in EVENTS:
+                yield Record(session, None, when, None, None, number, entry)
+            elif not isinstance(entry['event'], str):
+                _fail(name, number, '"event" must be a string')
+            continue                    # an event this version does not know: nothing to show
         if 'notice' in entry:
             if not isinstance(entry['notice'], str):
                 _fail(name, number, '"notice" must be a string')
@@ -144,11 +171,18 @@ def last_records(lines, name):
     return last
 
 
+def _text_or_none(value):
+    return value if isinstance(value, str) else None
+
+
 class RecordedSession:
     """A session as a recording tells it."""
 
     client_address = None
     upstream = None
+    peers = None                   # (client, server) from its "start" record
+    ended_first = None             # from its "end" record
+    failure = None
 
     def __init__(self, number, opened):
         self.number = number
@@ -184,16 +218,25 @@ class Replay:
 
     def _take(self, record):
         analyzer = self.analyzer
+        event = record.event or {}
         session = self.sessions.get(record.session)
         if session is None:
             session = self.sessions[record.session] = RecordedSession(record.session, record.time)
+            if event.get('event') == 'start':
+                client, server = _text_or_none(event.get('client')), _text_or_none(event.get('server'))
+                session.peers = (client, server) if client and server else None
             analyzer.open_session(session)
         when = self._clock(session, record)
         if record.notice is not None:
             analyzer.output.notice(session, when, record.notice)
-        else:
+        elif record.line is not None:
             analyzer.take_chunk(session, record.direction, when, record.line + b'\n')
-        if self.ends is not None and self.ends.get(record.session) == record.number:
+        ended = event.get('event') == 'end'
+        if ended:
+            closed_by = event.get('closed_by')
+            session.ended_first = closed_by if closed_by in (CLIENT, SERVER) else None
+            session.failure = _text_or_none(event.get('error'))
+        if ended or self.ends is not None and self.ends.get(record.session) == record.number:
             del self.sessions[record.session]
             analyzer.close_session(session, when)
 

@@ -15,6 +15,8 @@ The observer gets these calls, from the session's threads:
     notice(session, when, text)                 something to tell the user about the session
     direction_ended(session, direction)         that side will send nothing more
     session_closed(session)            both directions are over
+By then session.ended_first is the side that ended first (None if neither did before an abort), and
+session.failure the one line that says what ended it, if it did not end the ordinary way.
 """
 
 import errno
@@ -325,6 +327,8 @@ class Session(socketserver.BaseRequestHandler):
         self.handover = StarttlsHandover(self.tls.sees_through_starttls, self.tls.hide_offer)
         self._handover_changed = threading.Condition(threading.Lock())   # guards handover, connections, _aborted
         self._aborted = False
+        self.ended_first = None        # the side whose pump ended first, the ordinary way
+        self.failure = None            # what ended the session otherwise (the first failure), or None
 
     def handle(self):
         self.log.event('session #%d: client %s connected' % (self.number, peer_name(self.client_address)))
@@ -422,13 +426,18 @@ class Session(socketserver.BaseRequestHandler):
                 self.observer.direction_ended(self, side)     # before the other side can learn of the end
         except TlsFailure as failure:
             if not self._aborted:           # not the echo of the other side's failure
+                self.failure = self.failure or str(failure)
                 self.server.report_failure(self, str(failure))
             self.abort()
         except OSError as error:
             if not self._aborted:
-                self.log.event('session #%d: %s connection failed: %s' % (self.number, at_fault, describe_error(error)))
+                reason = '%s connection failed: %s' % (at_fault, describe_error(error))
+                self.failure = self.failure or reason
+                self.log.event('session #%d: %s' % (self.number, reason))
             self.abort()
         else:
+            with self._handover_changed:
+                self.ended_first = self.ended_first or side
             self._end_direction(side, other)
 
     def _end_direction(self, side, other):
@@ -442,7 +451,8 @@ class Session(socketserver.BaseRequestHandler):
             stalls = self.handover.stalls_on_end(side)
             held = self.handover.server_ended() if side == SERVER else b''
         if stalls and not self._aborted:
-            self.server.report_failure(self, 'STARTTLS: the %s ended before its TLS handshake' % side)
+            self.failure = self.failure or 'STARTTLS: the %s ended before its TLS handshake' % side
+            self.server.report_failure(self, self.failure)
             self.abort()
         if held:
             _quietly(self.connections[CLIENT].sendall, held)
@@ -751,6 +761,7 @@ class RelayServer(ListeningServer):
             self._stopping = True
             sessions = list(self._sessions)
         for session in sessions:
+            session.failure = session.failure or 'the tool stopped'
             session.abort()
 
     def wait_relaying_sessions(self, timeout):
