@@ -15,7 +15,7 @@ bench:
 	$(PYTHON) tests/bench.py
 
 demo:
-	$(PYTHON) cti-proxy/ctisim demo
+	$(PYTHON) cti-proxy/ctisim demo $(ARGS)
 
 demo-tls:
-	$(PYTHON) cti-proxy/ctisim demo --starttls
+	$(PYTHON) cti-proxy/ctisim demo --starttls $(ARGS)

@@ -228,11 +228,12 @@ class DemoTlsTest(unittest.TestCase):
         self.assertFalse(os.path.exists(re.search(r'certificate made for this run: (\S+)', err).group(1)))
 
     def test_demo_starttls(self):
-        self.check_seen_through(*run([sys.executable, tool_path('ctisim'), 'demo', '--starttls']))
+        self.check_seen_through(*run([sys.executable, tool_path('ctisim'), 'demo', '--starttls', '--pretty-print']))
 
     @unittest.skipIf(shutil.which('make') is None, 'make is not installed')
     def test_make_demo_tls(self):
-        self.check_seen_through(*run(['make', '-s', '--no-print-directory', 'demo-tls', 'PYTHON=' + sys.executable]))
+        self.check_seen_through(*run(['make', '-s', '--no-print-directory', 'demo-tls', 'PYTHON=' + sys.executable,
+                                      'ARGS=--pretty-print']))
 
 
 if __name__ == '__main__':

@@ -11,7 +11,7 @@ from ..launch import release_stop_signals
 from ..options import HelpFormatter, listen_port, port_number
 from ..relay import ListenAddress, Log, describe_error
 from .client import ProtocolError, SimulatedClient
-from .demo import run_demo
+from .demo import SHORT_DISPLAY, run_demo
 from .protocol import (DEFAULT_EVENT_INTERVAL, DEFAULT_PORT, DEFAULT_PROXY_PORT, DEFAULT_TLS_PORT, DEFAULT_USERS,
                        TIMEOUT)
 from ..recording import RecordingError
@@ -89,9 +89,12 @@ ctisim client xivo-new --port 5003 --replay old.jsonl --speed 0           each a
 '''
 
 DEMO_EXAMPLES = '''
-ctisim demo
+ctisim demo                            one line per message, the lists' contents left out: one screen
+ctisim demo --pretty-print             the whole session, each message indented (any ctispy display option)
+ctisim demo --oneline --time delta     every message on one line, with the time since the one before
 ctisim demo --users 20
 ctisim demo --starttls                 needs the openssl command, to make a certificate for the run
+make demo ARGS=--pretty-print          the same through make
 '''
 
 
@@ -129,9 +132,12 @@ def parser():
     add_client_tls_options(client)
     add_client_replay_options(client)
 
-    demo = commands.add_parser('demo', help='a simulated server and client with ctispy in between',
-                               description='Start a simulated server on loopback, ctispy --pretty-print in front '
-                                           'of it,\nand a simulated client through ctispy: ctispy shows the session.',
+    demo = commands.add_parser('demo', usage='%(prog)s [-h] [--users N] [--starttls] [CTISPY OPTIONS ...]',
+                               help='a simulated server and client with ctispy in between',
+                               description='Start a simulated server on loopback, ctispy in front of it, and a '
+                                           'simulated client\nthrough ctispy: ctispy shows the session. Other '
+                                           'options go to ctispy, in place of\nthe default: %s (one screen).'
+                                           % ' '.join(SHORT_DISPLAY),
                                formatter_class=HelpFormatter, epilog=examples(DEMO_EXAMPLES))
     add_users_option(demo)
     demo.add_argument('--starttls', action='store_true',
@@ -363,7 +369,10 @@ def main(argv=None):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     release_stop_signals()
     main_parser = parser()
-    args = main_parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args, extra = main_parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if extra and (args.command != 'demo' or not extra[0].startswith('-')):
+        main_parser.error('unrecognized arguments: %s' % ' '.join(extra))
+    args.spy_options = extra          # ctisim demo: ctispy's display options, in place of the short display
     check_tls_options(main_parser, args)
     check_replay_options(main_parser, args)
     log = Log('ctisim', verbose=getattr(args, 'verbose', False))
