@@ -8,7 +8,7 @@ import ssl
 import sys
 
 from . import __version__
-from .analysis import BUFFER_SIZE, Analyzer
+from .analysis import BUFFER_SIZE, Analysis, Analyzer
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
 from .outputs import (JsonLinesOutput, OutputError, SaveOutput, SpyOutput, numbered_file_of, numbered_files,
@@ -426,7 +426,7 @@ def replay_recording(args, output, chosen_filter, log):
             if stream.seekable():
                 ends = last_records(read_lines(stream, name), name)
                 stream.seek(0)
-            run = Replay(Analyzer(output, chosen_filter, args.max_message_size), ends)
+            run = Replay(Analysis(output, chosen_filter, args.max_message_size), ends)
             run.run(read_records(read_lines(stream, name), name))
         except IncompleteRecording as warning:
             log.say('warning: %s' % warning)

@@ -1,13 +1,16 @@
 """Outputs: what each tool does with the messages it is shown.
 
-Each output reacts to named events, all called on the analysis thread but the first:
+Each output reacts to named events, all called by the analysis (analysis.py) but the first; session is
+an events.SessionInfo:
     session_opening(session)                    on the session's own thread, before session_started:
         open what the session needs (files_per_session descriptors at most)
     session_started(session)
     chunk(session, direction, when, data)      every chunk relayed, as received
     message(session, direction, when, message, line)
         a line: message is its JSON object, or None when the line is not one
-    notice(session, when, text)                 news about a session (STARTTLS)
+    notice(session, when, text)                 news about a session (STARTTLS, bytes a capture lost)
+    missing(session, direction, when, size)     a capture lost size bytes of direction's stream (None: its start)
+    retransmitted(session, direction, size)     a capture saw size bytes of direction's stream again
     encrypted(session, direction, when)         what follows from direction's side is TLS
     session_ended(session, when)
     flush()                                     after each chunk's messages
@@ -96,6 +99,12 @@ class Output:
         pass
 
     def encrypted(self, session, direction, when):
+        pass
+
+    def missing(self, session, direction, when, size):
+        pass
+
+    def retransmitted(self, session, direction, size):
         pass
 
     def session_ended(self, session, when):

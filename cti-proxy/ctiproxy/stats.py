@@ -9,7 +9,6 @@ import time
 from .escaping import escape_text, json_bytes
 from .filters import CLIENT, SERVER
 from .outputs import ARROWS, Output
-from .relay import peer_name
 
 BAR_WIDTH = 40
 MAX_WAITING = 10000       # requests a session keeps waiting for their answer; beyond, the oldest is forgotten
@@ -24,10 +23,16 @@ class DirectionStats:
         self.messages = 0
         self.invalid = 0
         self.classes = collections.Counter()
+        self.retransmitted = 0     # bytes a capture saw again (counted once in bytes)
+        self.missing = 0           # bytes a capture lost
 
-    def as_dict(self):
-        return {'bytes': self.bytes, 'chunks': self.chunks, 'messages': self.messages,
-                'invalid': self.invalid, 'classes': dict(self.classes.most_common())}
+    def as_dict(self, captured=False):
+        """The counts; a capture's also have retransmitted and missing bytes."""
+        counts = {'bytes': self.bytes, 'chunks': self.chunks, 'messages': self.messages, 'invalid': self.invalid}
+        if captured:
+            counts.update(retransmitted=self.retransmitted, missing=self.missing)
+        counts['classes'] = dict(self.classes.most_common())
+        return counts
 
 
 def _hashable(value):
@@ -129,11 +134,12 @@ class SessionStats:
     the request's last byte to the arrival of the answer's.
     """
 
-    def __init__(self, number, started, label=''):
+    def __init__(self, number, started, label='', captured=False):
         self.number = number
         self.started = started
         self.ended = None
         self.label = label
+        self.captured = captured
         self.directions = {CLIENT: DirectionStats(), SERVER: DirectionStats()}
         self.waiting = WaitingRequests()
         self.reply_ms = collections.defaultdict(lambda: array.array('d'))  # request class: milliseconds
@@ -173,7 +179,8 @@ class SessionStats:
                              'max_ms': round(ordered[-1], 3)}
         ended = self.ended if self.ended is not None else self.started
         return {'session': self.number, 'duration': round(ended - self.started, 6),
-                CLIENT: self.directions[CLIENT].as_dict(), SERVER: self.directions[SERVER].as_dict(),
+                CLIENT: self.directions[CLIENT].as_dict(self.captured),
+                SERVER: self.directions[SERVER].as_dict(self.captured),
                 'replies': replies, 'unanswered': self.waiting.unanswered(), 'not_timed': self.waiting.forgotten}
 
 
@@ -184,9 +191,12 @@ def format_report(report, label=''):
     label = escape_text(label)
     lines = ['Session #%d%s, %.3f s' % (report['session'], ', ' + label if label else '', report['duration']), '']
     rows = [('bytes', 'bytes'), ('chunks', 'chunks'), ('messages', 'messages'), ('not JSON', 'invalid')]
-    lines.append('%-12s %16s %16s' % ('', ARROWS[CLIENT], ARROWS[SERVER]))
+    if 'missing' in report[CLIENT]:             # from a capture: bytes seen twice, bytes lost
+        rows += [('retransmitted', 'retransmitted'), ('missing', 'missing')]
+    width = max(len(title) for title, _ in rows) if len(rows) > 4 else 12
+    lines.append('%-*s %16s %16s' % (width, '', ARROWS[CLIENT], ARROWS[SERVER]))
     for title, key in rows:
-        lines.append('%-12s %16d %16d' % (title, report[CLIENT][key], report[SERVER][key]))
+        lines.append('%-*s %16d %16d' % (width, title, report[CLIENT][key], report[SERVER][key]))
     for direction in (CLIENT, SERVER):
         classes = _escaped_items(report[direction]['classes'])
         lines.append('')
@@ -229,13 +239,19 @@ class StatOutput(Output):
         self.sessions = {}
 
     def session_started(self, session):
-        self.sessions[session] = SessionStats(session.number, session.opened, describe_session(session))
+        self.sessions[session] = SessionStats(session.number, session.opened, session.describe(), session.captured)
 
     def chunk(self, session, direction, when, data):
         self.sessions[session].add_chunk(direction, data)
 
     def message(self, session, direction, when, message, line):
         self.sessions[session].add_line(direction, when, message)
+
+    def missing(self, session, direction, when, size):
+        self.sessions[session].directions[direction].missing += size or 0
+
+    def retransmitted(self, session, direction, size):
+        self.sessions[session].directions[direction].retransmitted += size
 
     def session_ended(self, session, when):
         stats = self.sessions.pop(session)
@@ -259,12 +275,3 @@ class StatOutput(Output):
             text = (format_report(report, stats.label) + '\n').encode('utf-8', 'backslashreplace')
         self.stream.write(text)
         self.stream.flush()
-
-
-def describe_session(session):
-    """'client 127.0.0.1:40512, server xivo-new:5003' for a relayed session."""
-    client = getattr(session, 'client_address', None)
-    upstream = getattr(session, 'upstream', None)
-    if client is None or upstream is None:
-        return ''
-    return 'client %s, server %s' % (peer_name(client), upstream)
