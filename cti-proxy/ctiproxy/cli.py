@@ -9,6 +9,8 @@ import sys
 
 from . import __version__
 from .analysis import BUFFER_SIZE, Analysis, Analyzer
+from .capture import MAGIC_SIZE, CaptureError, capture_format
+from .capture_source import CaptureSource, NoTraffic
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
 from .outputs import (JsonLinesOutput, OutputError, SaveOutput, SpyOutput, numbered_file_of, numbered_files,
@@ -397,7 +399,7 @@ def main(prog, argv=None):
         args, output, chosen = TOOLS[prog](sys.argv[1:] if argv is None else argv)
         log.verbose = args.verbose
         if args.read is not None:
-            return replay_recording(args, output, chosen, log)
+            return read_input(args, output, chosen, log)
         return Proxy(args, output, chosen, log, signals).run()
     except StartError as error:
         log.error(str(error))
@@ -408,49 +410,132 @@ def main(prog, argv=None):
         signals.ignore()
 
 
-def replay_recording(args, output, chosen_filter, log):
-    """--read: run a recording through the tool instead of live traffic, record by record as it is read.
+def read_input(args, output, chosen_filter, log):
+    """--read: run a recording or a capture through the tool instead of live traffic, as it is read.
 
-    A bad line ends the replay after what came before it was shown (exit 1); a last line cut short
-    is a warning (exit 0).  A file is read twice (first to learn where each session ends), a pipe once."""
+    What it is, its first bytes tell: a pcap or pcapng capture, else a JSON-lines recording.  Bad
+    input ends the run after what came before it was shown (exit 1); a recording or capture cut short
+    at its end is a warning (exit 0)."""
     name = 'stdin' if args.read == '-' else args.read
     try:
-        stream = open_recording(args.read)
+        stream = sys.stdin.buffer if args.read == '-' else open(args.read, 'rb')
     except OSError as error:
         log.error('cannot read %s: %s' % (name, describe_error(error)))
         return 1
     with stream:
         try:
-            output.start()              # the recording is open: now files may be touched
-            ends = None
-            if stream.seekable():
-                ends = last_records(read_lines(stream, name), name)
-                stream.seek(0)
-            run = Replay(Analysis(output, chosen_filter, args.max_message_size), ends)
-            run.run(read_records(read_lines(stream, name), name))
-        except IncompleteRecording as warning:
-            log.say('warning: %s' % warning)
-        except (RecordingError, OutputError) as error:
+            stream = InputStream(stream, name)
+            head = stream.read(MAGIC_SIZE)
+            output.start()              # the input is open: now files may be touched
+            analysis = Analysis(output, chosen_filter, args.max_message_size)
+            if capture_format(head) is None:
+                warnings = replay_recording(analysis, text_stream(stream, head), name)
+            else:
+                warnings = read_capture(analysis, stream, head, name, args.port, log)
+        except (RecordingError, InputError, OutputError) as error:
             log.error(str(error))
+            return 1
+        except (CaptureError, NoTraffic) as error:
+            log.error('%s: %s' % (name, error))
             return 1
         except BrokenPipeError:
             _silence_stdout()
             return 0
-        except OSError as error:        # read errors are RecordingErrors: this is stdout's
+        except OSError as error:        # read errors are InputErrors: this is stdout's
             log.error('cannot write the output: %s' % describe_error(error))
             _silence_stdout()
             return 1
-    if run.went_back:
-        log.say('warning: %s, line %d: a time earlier than the record before it in its session (%d such record%s); '
-                'taken as that time' % (name, run.first_went_back, run.went_back, '' if run.went_back == 1 else 's'))
+    for warning in warnings:
+        log.say('warning: %s' % warning)
     return 0
 
 
-def open_recording(path):
-    """The recording at path ('-': stdin) as text."""
-    if path == '-':
-        return io.TextIOWrapper(sys.stdin.buffer, 'utf-8', 'replace')
-    return open(path, encoding='utf-8', errors='replace')
+def replay_recording(analysis, stream, name):
+    """Replay a recording (text), record by record; return the warnings to say.  A file is read twice
+    (first to learn where each session ends), a pipe once."""
+    ends = None
+    if stream.seekable():
+        ends = last_records(read_lines(stream, name), name)
+        stream.seek(0)
+    run = Replay(analysis, ends)
+    warnings = []
+    try:
+        run.run(read_records(read_lines(stream, name), name))
+    except IncompleteRecording as warning:
+        warnings.append(str(warning))
+    if run.went_back:
+        warnings.append('%s, line %d: a time earlier than the record before it in its session (%d such record%s); '
+                        'taken as that time' % (name, run.first_went_back, run.went_back,
+                                                '' if run.went_back == 1 else 's'))
+    return warnings
+
+
+def read_capture(analysis, stream, head, name, port, log):
+    """Read a capture, packet by packet; return the warnings to say."""
+    source = CaptureSource(analysis, port, log.say)
+    source.run(stream, head)
+    if source.cut_at is not None:
+        return ['%s ends in the middle of a packet (at byte %d; was tcpdump stopped while writing?): everything '
+                'before it was read' % (name, source.cut_at)]
+    return []
+
+
+class InputError(Exception):
+    """The input cannot be read (the message names it and says why)."""
+
+
+class InputStream:
+    """A binary stream being read, a failed read being an InputError (so that any other OSError is the output's)."""
+
+    def __init__(self, stream, name):
+        self.stream = stream
+        self.name = name
+
+    def read(self, size=-1):
+        return self._do(self.stream.read, size)
+
+    def read1(self, size=-1):
+        return self._do(self.stream.read1, size)
+
+    def seekable(self):
+        return self.stream.seekable()
+
+    def seek(self, offset, whence=0):
+        return self.stream.seek(offset, whence)
+
+    def _do(self, action, argument):
+        try:
+            return action(argument)
+        except OSError as error:
+            raise InputError('cannot read %s: %s' % (self.name, describe_error(error)))
+
+
+class Prefixed(io.RawIOBase):
+    """A stream that cannot seek, with the bytes already read from it put back in front."""
+
+    def __init__(self, prefix, stream):
+        super().__init__()
+        self._prefix = prefix
+        self._stream = stream
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self._prefix[:len(buffer)]
+        self._prefix = self._prefix[len(data):]
+        if not data:
+            data = self._stream.read1(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def text_stream(stream, head):
+    """A recording's binary stream as text, from its first byte (head: the bytes already read)."""
+    if stream.seekable():
+        stream.seek(0)
+        return io.TextIOWrapper(stream.stream, 'utf-8', 'replace')
+    return io.TextIOWrapper(io.BufferedReader(Prefixed(head, stream)), 'utf-8', 'replace')
 
 
 def read_lines(stream, name):
@@ -458,8 +543,9 @@ def read_lines(stream, name):
     try:
         for line in stream:             # not yield from, which would close the file with the generator
             yield line
-    except OSError as error:
-        raise RecordingError('cannot read %s: %s' % (name, describe_error(error)))
+    except (OSError, InputError) as error:
+        raise RecordingError(str(error) if isinstance(error, InputError)
+                             else 'cannot read %s: %s' % (name, describe_error(error)))
 
 
 class Proxy:
