@@ -352,13 +352,16 @@ class PacketDecoder:
             else:
                 raise CaptureError('unsupported link type %s' % link_type_name(linktype), packet.offset)
             if version == 4:
-                return self._ipv4(data, start)
-            if version == 6:
-                return self._ipv6(data, start)
+                segment = self._ipv4(data, start)
+            elif version == 6:
+                segment = self._ipv6(data, start)
+            else:
+                segment = None
         except (struct.error, IndexError):
-            pass
-        self.skipped += 1
-        return None
+            segment = None
+        if segment is None:
+            self.skipped += 1
+        return segment
 
     @staticmethod
     def _ethernet(data):
