@@ -102,8 +102,9 @@ def base_parser(prog, description, examples, argv):
         parser.add_argument('host', metavar='HOST',
                             help='the CTI server: a host name or address, or HOST:PORT ([IPV6]:PORT)')
     parser.add_argument('--read', metavar='FILE',
-                        help='instead of HOST, replay a recording made with ctispy --json-lines '
-                             '(- for stdin)')
+                        help='instead of HOST, read a recording made with ctispy --json-lines, or a tcpdump or '
+                             'Wireshark capture (pcap, pcapng; its sessions on --port); - for stdin, a pipe read '
+                             'as it comes')
     parser.set_defaults(host=None)
     return parser
 
@@ -158,7 +159,8 @@ def server_address(parser, args):
 def add_relay_options(parser):
     group = parser.add_argument_group('relay')
     group.add_argument('--port', type=port_number,
-                       help='the CTI server\'s port (default: %d, or %d with --tls)' % (DEFAULT_PORT, DEFAULT_TLS_PORT))
+                       help='the CTI server\'s port, also the one whose sessions --read takes from a capture '
+                            '(default: %d, or %d with --tls)' % (DEFAULT_PORT, DEFAULT_TLS_PORT))
     group.add_argument('--listen-port', type=listen_port, default=DEFAULT_LISTEN_PORT, metavar='PORT',
                        help='the port to accept CTI clients on (default: %(default)s; 0 picks a free one)')
     group.add_argument('--listen-addr', metavar='ADDR',
@@ -251,6 +253,8 @@ ctispy xivo-new --include class=getlist
 ctispy xivo-new --no-client --loop    only what the server says, session after session
 ctispy xivo-new --json-lines > session.jsonl         record, then replay with any tool:
 ctispy --read session.jsonl --include class=getlist
+ctispy --read cti.pcap                a capture: tcpdump -i any -w cti.pcap port 5003
+ssh root@xivo tcpdump -i any -U -w - port 5003 | ctispy --read -     live and passive: no client change
 Then point the CTI client at port 50030 of this machine.
 '''
 
@@ -267,6 +271,7 @@ STAT_EXAMPLES = '''
 ctistat xivo-new                      a report when the session ends
 ctistat xivo-new --loop --json        one JSON report per session, one per line
 ctistat --read session.jsonl          a report from a ctispy --json-lines recording
+ctistat --read cti.pcap               a report per session of a capture, with retransmitted and missing bytes
 '''
 
 
