@@ -2,14 +2,15 @@
 
 One pipeline, three sources:
 
-    relay.py      live: each client relayed to the server (Session's pumps)      \\
-    recording.py  a ctispy --json-lines recording (Replay)                        >  Observer events
-    capture.py    a tcpdump or Wireshark capture (CaptureSource)                 /
+    relay.py           live: each client relayed to the server (Session's pumps)   \\
+    recording.py       a ctispy --json-lines recording (Replay)                     >  Observer events
+    capture_source.py  a tcpdump or Wireshark capture (CaptureSource), read and    /
+                       put back in order by the capture core (capture.py, reassembly.py)
 
-    analysis.py   frames each direction into lines and filters them (Analysis.received, show_lines);
-                  the relay's events go through a queue to a thread of its own first (Analyzer)
-    outputs.py    shows (SpyOutput, JsonLinesOutput) or saves (SaveOutput) each message;
-    stats.py      counts them (StatOutput)
+    analysis.py        frames each direction into lines (Analysis.received) and filters them (show_lines);
+                       the relay's events go through a queue to a thread of its own first (Analyzer)
+    outputs.py         shows (SpyOutput, JsonLinesOutput) or saves (SaveOutput) each message;
+    stats.py           counts them (StatOutput)
 
 Every source calls the same Observer methods, with a SessionInfo for the session.
 """
