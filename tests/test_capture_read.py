@@ -7,13 +7,16 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import unittest
 
-from tests.capwriter import ACK, ETHERNET, FIN, LINUX_SLL2, RST, SYN, Conversation, Pcapng, frame, pcap
+from tests.capwriter import (ACK, ETHERNET, FIN, LINUX_SLL2, RST, SYN, Conversation, Pcapng, frame, ipv4, pcap,
+                             tcp_segment)
 from tests.harness import TIMEOUT, parse_spy_output, read_line_unbuffered, tool_path
+from tests.test_memory import peak_rss
 
 START = 1790000000.0
 LOGIN = b'{"class": "login_id", "commandid": 1, "userlogin": "alice"}\n'
@@ -320,6 +323,15 @@ class BadCaptureTest(CaptureTestCase):
         self.assertEqual(err, 'ctistat: %s: no TCP traffic on port 5003 (--port): the capture holds TCP ports '
                               '8080 (3 packets), 22 (1 packet)\n' % os.path.join(self.folder, 'web.pcap'))
 
+    def test_ip_fragments_said_once(self):
+        capture = login_session()
+        fragment = ipv4('192.0.2.1', '192.0.2.2', tcp_segment(40000, 5003, 1, payload=b'x' * 40), fragment=0x2000)
+        capture.records[4:4] = [(capture.records[3][0], fragment)] * 3
+        status, out, err = self.read('ctispy', '-', stdin=capture.pcap())
+        self.assertEqual((status, shown(out)), (0, LOGIN_SHOWN))
+        self.assertRegex(err, r'^ctispy: warning: the capture holds IP fragments of TCP packets \(byte \d+\): '
+                              r'they are not reassembled, and skipped\n$')
+
     def test_a_recording_still_reads_as_one(self):
         record = {'time': '2026-11-27T13:01:02.123456', 'session': 1, 'direction': 'client',
                   'message': {'class': 'x'}}
@@ -374,5 +386,27 @@ class LivePipeTest(CaptureTestCase):
         process.stdin.flush()
         report = json.loads(read_line_unbuffered(process.stdout.fileno()))
         self.assertEqual((report['session'], report['client']['messages']), (1, 2))
+        process.stdin.close()
+        self.assertEqual(process.wait(TIMEOUT), 0)
+
+    def test_a_big_capture_in_bounded_memory(self):
+        """48 MB of capture through the pipe: the tool's peak memory stays below it (streamed, not read whole).
+        Bound: the interpreter (15-25 MB), the reader's 1 MB chunks, and room."""
+        conversation = Conversation()
+        process = self.start('ctistat', '--json')
+        write = process.stdin.write
+        write(pcap([]))
+        when = int(START * 1e9)
+        line = b'x' * 1447 + b'\n'
+        for flags, side, payload in ([(SYN, 'client', b''), (SYN | ACK, 'server', b''), (ACK, 'client', b'')]
+                                     + [(ACK, 'server', line)] * (48 * 1024 * 1024 // len(line))
+                                     + [(FIN | ACK, 'client', b''), (FIN | ACK, 'server', b''), (ACK, 'client', b'')]):
+            when += 1000
+            packet = frame(ETHERNET, conversation.packet(side, payload, flags))
+            write(struct.pack('<IIII', when // 10 ** 9, when % 10 ** 9 // 1000, len(packet), len(packet)) + packet)
+        process.stdin.flush()
+        report = json.loads(read_line_unbuffered(process.stdout.fileno()))
+        self.assertEqual(report['server']['invalid'], 48 * 1024 * 1024 // len(line))
+        self.assertLess(peak_rss(process.pid), 40 * 1024 * 1024)      # measured: 23 MB
         process.stdin.close()
         self.assertEqual(process.wait(TIMEOUT), 0)
