@@ -152,6 +152,15 @@ class ReadTest(CaptureTestCase):
         self.assertEqual(err, 'ctispy: stdin: no TCP traffic on port 5003 (--port): the capture holds TCP ports '
                               '6000 (11 packets)\n')
 
+    def test_raw_shows_each_segment_s_bytes(self):
+        status, out, err = self.read('ctispy', '-', '--raw', stdin=login_session().pcap())
+        self.assertEqual((status, err), (0, ''))
+        self.assertIn(b'Client > Server\n' + LOGIN, out)
+        record = b'{"time": "2026-11-27T13:01:02.123456", "session": 1, "direction": "client", "text": "x"}\n'
+        status, out, err = self.read('ctispy', '-', '--raw', stdin=record)
+        self.assertEqual((status, out), (2, b''))
+        self.assertIn('--raw shows bytes as received: a recording holds messages, not bytes', err)
+
     def test_filters_apply(self):
         status, out, _ = self.read('ctispy', '-', '--include', 'class=getlist', '--no-client',
                                    stdin=login_session().pcap())

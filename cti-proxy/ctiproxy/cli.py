@@ -340,8 +340,6 @@ def spy_tool(argv):
     args = parse(parser, argv)
     if args.raw and (args.strip or args.include or args.exclude):
         parser.error('--raw shows bytes as received: --strip, --include and --exclude do not apply to it')
-    if args.raw and args.read:
-        parser.error('--raw shows bytes as received: a recording holds messages, not bytes')
     stdout = standard_output('nowhere to show the messages')
     if args.json_lines:
         output = JsonLinesOutput(stdout)
@@ -431,6 +429,10 @@ def read_input(args, output, chosen_filter, log):
         try:
             stream = InputStream(stream, name)
             head = stream.read(MAGIC_SIZE)
+            if capture_format(head) is None and getattr(args, 'raw', False):
+                log.error('--raw shows bytes as received: a recording holds messages, not bytes (a capture '
+                          'holds bytes: --raw reads one)')
+                return 2
             output.start()              # the input is open: now files may be touched
             analysis = Analysis(output, chosen_filter, args.max_message_size)
             if capture_format(head) is None:
