@@ -270,6 +270,7 @@ class Reassembler:
                 self._release(connection, direction, time, events)
             else:
                 self._missing(connection, direction, target - direction.next, time, events)
+        self._release(connection, direction, time, events)
 
     def _deliver(self, connection, direction, data, time, events):
         if direction.start_missed:
