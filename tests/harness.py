@@ -353,3 +353,13 @@ def assert_demo_ran(test, status, out, err):
     test.assertRegex(err, r'ctispy: listening on port \d+ of 127\.0\.0\.1')
     test.assertIn('ctisim: demo done', err)
     test.assertIn('"class": "login_id"', out)
+
+
+def capture_test_end_process(process):
+    """Kill a test's process if still running, reap it, and close its pipes (a cleanup)."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None and not stream.closed:
+            stream.close()

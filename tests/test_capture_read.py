@@ -15,7 +15,7 @@ import unittest
 
 from tests.capwriter import (ACK, ETHERNET, FIN, LINUX_SLL2, RST, SYN, Conversation, Pcapng, frame, ipv4, pcap,
                              tcp_segment)
-from tests.harness import TIMEOUT, parse_spy_output, read_line_unbuffered, tool_path
+from tests.harness import TIMEOUT, capture_test_end_process, parse_spy_output, read_line_unbuffered, tool_path
 from tests.test_memory import peak_rss
 
 START = 1790000000.0
@@ -360,17 +360,8 @@ class LivePipeTest(CaptureTestCase):
         process = subprocess.Popen([sys.executable, tool_path(tool), '--read', '-'] + list(args),
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    env=dict(os.environ, NO_COLOR='1'))
-        self.addCleanup(self.end, process)
+        self.addCleanup(capture_test_end_process, process)
         return process
-
-    @staticmethod
-    def end(process):
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        for stream in (process.stdin, process.stdout, process.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
 
     def test_each_message_shown_as_its_last_packet_arrives(self):
         capture = Capture()
@@ -419,3 +410,61 @@ class LivePipeTest(CaptureTestCase):
         self.assertLess(peak_rss(process.pid), 40 * 1024 * 1024)      # measured: 23 MB
         process.stdin.close()
         self.assertEqual(process.wait(TIMEOUT), 0)
+
+
+class Collected:
+    """An output that keeps what the analysis hands it: ('message', direction, line, is a message) and notices."""
+
+    wants_messages = True
+
+    def __init__(self):
+        self.events = []
+
+    def message(self, session, direction, when, message, line):
+        self.events.append(('message', direction, bytes(line), message is not None))
+
+    def notice(self, session, when, text):
+        self.events.append(('notice', text))
+
+    def __getattr__(self, name):            # every other event: nothing to keep
+        return lambda *args: None
+
+
+class DamagedLineTest(unittest.TestCase):
+    """Analysis (I/O-free): the line missing bytes cut, and the one they end, are text; the next one a message."""
+
+    def setUp(self):
+        from ctiproxy.analysis import Analysis
+        from ctiproxy.events import SessionInfo
+        self.output = Collected()
+        self.analysis = Analysis(self.output)
+        self.session = SessionInfo(1, START)
+        self.analysis.session_opened(self.session)
+
+    def feed(self, *chunks):
+        for chunk in chunks:
+            self.analysis.received(self.session, 'server', START, chunk)
+
+    def test_hole_in_a_line(self):
+        self.feed(b'{"a": 1}\n{"b": ')
+        self.analysis.missing(self.session, 'server', START, 5)
+        self.feed(b'2}\n{"c": 3}\n')
+        self.assertEqual(self.output.events, [
+            ('message', 'server', b'{"a": 1}', True), ('message', 'server', b'{"b": ', False),
+            ('notice', "5 bytes missing from the server's stream (not in the capture): the lines around them are "
+                       "shown as text"),
+            ('message', 'server', b'2}', False), ('message', 'server', b'{"c": 3}', True)])
+
+    def test_hole_at_a_line_boundary_still_damages_the_next_line(self):
+        """Where the lost bytes ended cannot be told: what comes before the next newline is text."""
+        self.feed(b'{"a": 1}\n')
+        self.analysis.missing(self.session, 'server', START, 9)
+        self.feed(b'{"b": 2}', b'\n{"c": 3}\n')
+        self.assertEqual([event[2:] for event in self.output.events if event[0] == 'message'],
+                         [(b'{"a": 1}', True), (b'{"b": 2}', False), (b'{"c": 3}', True)])
+
+    def test_missed_start_says_nothing_itself(self):
+        self.analysis.missing(self.session, 'server', START, None)
+        self.feed(b'tail"}\n{"c": 3}\n')
+        self.assertEqual(self.output.events, [('message', 'server', b'tail"}', False),
+                                              ('message', 'server', b'{"c": 3}', True)])

@@ -12,7 +12,8 @@ import sys
 import tempfile
 import unittest
 
-from tests.harness import TIMEOUT, closed_port, parse_spy_output, read_line_unbuffered, tool_path
+from tests.harness import (TIMEOUT, capture_test_end_process, closed_port, parse_spy_output, read_line_unbuffered,
+                           tool_path)
 
 TCPDUMP = shutil.which('tcpdump') or (os.path.exists('/usr/sbin/tcpdump') and '/usr/sbin/tcpdump')
 
@@ -55,26 +56,15 @@ class TcpdumpTest(unittest.TestCase):
             self.skipTest('tcpdump is not installed (apt-get install tcpdump)')
         self.folder = tempfile.mkdtemp(prefix='cti-tcpdump-')
         self.addCleanup(shutil.rmtree, self.folder)
-        self.processes = []
-        self.addCleanup(self._kill_all)
-
-    def _kill_all(self):
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            for stream in (process.stdin, process.stdout, process.stderr):
-                if stream is not None and not stream.closed:
-                    stream.close()
 
     def started(self, command, **options):
         process = subprocess.Popen(command, **options)
-        self.processes.append(process)
+        self.addCleanup(capture_test_end_process, process)
         return process
 
     def capturing(self, port, target, stdout=None):
         capture = Capturing(port, target, stdout)
-        self.processes.append(capture.process)
+        self.addCleanup(capture_test_end_process, capture.process)
         if not capture.ready:
             capture.process.wait(TIMEOUT)
             self.skipTest('tcpdump cannot capture here: %s' % capture.first_line.strip())
