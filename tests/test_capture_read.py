@@ -341,6 +341,11 @@ class BadCaptureTest(CaptureTestCase):
         self.assertRegex(err, r'^ctispy: warning: the capture holds IP fragments of TCP packets \(byte \d+\): '
                               r'they are not reassembled, and skipped\n$')
 
+    def test_stdin_closed(self):
+        done = subprocess.run([sys.executable, tool_path('ctispy'), '--read', '-'], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=TIMEOUT, preexec_fn=lambda: os.close(0))
+        self.assertEqual((done.returncode, done.stderr), (1, b'ctispy: cannot read stdin: stdin is closed\n'))
+
     def test_a_recording_still_reads_as_one(self):
         record = {'time': '2026-11-27T13:01:02.123456', 'session': 1, 'direction': 'client',
                   'message': {'class': 'x'}}

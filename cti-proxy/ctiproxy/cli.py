@@ -1,7 +1,6 @@
 """Command line: the options of ctispy, ctisave and ctistat, and the run of a tool."""
 
 import argparse
-import io
 import os
 import signal
 import ssl
@@ -13,6 +12,7 @@ from .capture import MAGIC_SIZE, CaptureError, capture_format
 from .capture_source import CaptureSource, NoTraffic
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
+from .inputs import InputError, InputStream, open_input, read_lines, text_stream
 from .outputs import (JsonLinesOutput, OutputError, SaveOutput, SpyOutput, numbered_file_of, numbered_files,
                       same_file)
 from .recording import IncompleteRecording, RecordingError, Replay, last_records, read_records
@@ -421,7 +421,7 @@ def read_input(args, output, chosen_filter, log):
     at its end is a warning (exit 0)."""
     name = 'stdin' if args.read == '-' else args.read
     try:
-        stream = sys.stdin.buffer if args.read == '-' else open(args.read, 'rb')
+        stream = open_input(args.read)
     except OSError as error:
         log.error('cannot read %s: %s' % (name, describe_error(error)))
         return 1
@@ -485,74 +485,6 @@ def read_capture(analysis, stream, head, name, port, log):
         return ['%s ends in the middle of a packet (at byte %d; was tcpdump stopped while writing?): everything '
                 'before it was read' % (name, source.cut_at)]
     return []
-
-
-class InputError(Exception):
-    """The input cannot be read (the message names it and says why)."""
-
-
-class InputStream:
-    """A binary stream being read, a failed read being an InputError (so that any other OSError is the output's)."""
-
-    def __init__(self, stream, name):
-        self.stream = stream
-        self.name = name
-
-    def read(self, size=-1):
-        return self._do(self.stream.read, size)
-
-    def read1(self, size=-1):
-        return self._do(self.stream.read1, size)
-
-    def seekable(self):
-        return self.stream.seekable()
-
-    def seek(self, offset, whence=0):
-        return self.stream.seek(offset, whence)
-
-    def _do(self, action, argument):
-        try:
-            return action(argument)
-        except OSError as error:
-            raise InputError('cannot read %s: %s' % (self.name, describe_error(error)))
-
-
-class Prefixed(io.RawIOBase):
-    """A stream that cannot seek, with the bytes already read from it put back in front."""
-
-    def __init__(self, prefix, stream):
-        super().__init__()
-        self._prefix = prefix
-        self._stream = stream
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        data = self._prefix[:len(buffer)]
-        self._prefix = self._prefix[len(data):]
-        if not data:
-            data = self._stream.read1(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-
-def text_stream(stream, head):
-    """A recording's binary stream as text, from its first byte (head: the bytes already read)."""
-    if stream.seekable():
-        stream.seek(0)
-        return io.TextIOWrapper(stream.stream, 'utf-8', 'replace')
-    return io.TextIOWrapper(io.BufferedReader(Prefixed(head, stream)), 'utf-8', 'replace')
-
-
-def read_lines(stream, name):
-    """The lines of a recording, a failed read being a RecordingError (so that any other OSError is the output's)."""
-    try:
-        for line in stream:             # not yield from, which would close the file with the generator
-            yield line
-    except (OSError, InputError) as error:
-        raise RecordingError(str(error) if isinstance(error, InputError)
-                             else 'cannot read %s: %s' % (name, describe_error(error)))
 
 
 class Proxy:
