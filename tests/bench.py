@@ -737,6 +737,7 @@ def main():
         capture_data, capture_lines = make_burst(capture_size)
         capture_path = os.path.join(workdir, 'cti.pcap')
         capture_packets = write_capture(capture_path, capture_data)
+        capture_mb = os.path.getsize(capture_path) / MB
         for _ in range(runs):
             for kind in capture_kinds:
                 key = ('capture', kind)
@@ -826,8 +827,7 @@ def main():
 
     # 5. Captures
     print('5. Captures: a pcap of %.1f MB, %d packets, %d messages in %d-byte segments; --read start -> exit'
-          % (os.path.getsize(capture_path) / MB if os.path.exists(capture_path) else capture_size / MB,
-             capture_packets, len(capture_lines), SEGMENT))
+          % (capture_mb, capture_packets, len(capture_lines), SEGMENT))
     print('   tshark: -T fields -e tcp.payload; tcpflow: -r into a folder (%s)' % ', '.join(
         '%s %s' % (name, 'on PATH' if shutil.which(name) else 'not on PATH, not measured')
         for name in ('tshark', 'tcpflow')))
