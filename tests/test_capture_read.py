@@ -142,6 +142,19 @@ class ReadTest(CaptureTestCase):
         self.assertEqual(status, 0)
         self.assertIn(clock(sent), out.decode())
 
+    def test_reply_times_and_duration_from_the_capture(self):
+        """A session still open at the capture's end ends at its last packet."""
+        capture = Capture()
+        capture.handshake()
+        first = capture.records[0][0] / 1e9
+        capture.add('client', LOGIN)
+        capture.add('server', LOGIN_ANSWER, step=0.25)
+        last = capture.add('client', b'', step=1.0)
+        status, out, _ = self.read('ctistat', '-', '--json', stdin=capture.pcap())
+        report = json.loads(out)
+        self.assertEqual(report['replies']['login_id']['max_ms'], 250.0)
+        self.assertAlmostEqual(report['duration'], last - first, places=5)
+
     def test_port_applies_to_a_capture(self):
         capture = login_session(Capture(server=('192.0.2.2', 6000)))
         data = capture.pcap()
@@ -383,6 +396,20 @@ class LivePipeTest(CaptureTestCase):
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=TIMEOUT)
         self.assertEqual((process.returncode, out, err), (0, b'', b''))
+
+    def test_ctrl_c_ends_the_open_sessions_with_what_they_left(self):
+        capture = Capture()
+        capture.handshake()
+        capture.add('client', LOGIN + b'{"class": "cut')
+        process = self.start('ctispy')
+        process.stdin.write(capture.pcap())
+        process.stdin.flush()
+        while read_line_unbuffered(process.stdout.fileno()) != LOGIN:
+            pass
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=TIMEOUT)
+        self.assertEqual((process.returncode, err), (0, b''))
+        self.assertEqual(shown(out), [('Client > Server', ['{"class": "cut'])])
 
     def test_ctistat_prints_each_report_when_its_session_ends(self):
         first = login_session()
