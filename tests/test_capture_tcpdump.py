@@ -12,10 +12,13 @@ import sys
 import tempfile
 import unittest
 
-from tests.harness import (TIMEOUT, capture_test_end_process, closed_port, parse_spy_output, read_line_unbuffered,
-                           tool_path)
+from tests.harness import (TIMEOUT, capture_test_end_process, closed_port, parse_spy_output, read_fd_until_all,
+                           read_line_unbuffered, tool_path)
 
 TCPDUMP = shutil.which('tcpdump') or (os.path.exists('/usr/sbin/tcpdump') and '/usr/sbin/tcpdump')
+# The kernel's buffer for tcpdump: in immediate mode each packet may take a block of its own, and with the
+# default 2 MB a tcpdump slowed down by a busy machine (or by its pipe) saw the kernel drop packets.
+BUFFER_KIB = 32 * 1024
 
 
 def messages(out):
@@ -28,25 +31,42 @@ def messages(out):
 
 
 class Capturing:
-    """A tcpdump capturing loopback's traffic on a port, to a file or (-) to its stdout, ready once it said
-    "listening on"."""
+    """A tcpdump capturing loopback's traffic on a port, to a file (printing each packet written, --print) or
+    (-) to its stdout, ready once it said "listening on".
+
+    tcpdump stopped drops what the kernel holds for it and it has not read yet ("dropped by kernel"): before
+    stopping it, the test waits until it has written the packets that matter."""
 
     def __init__(self, port, target, stdout=None):
+        printing = ['--print', '-l'] if target != '-' else []      # -l: each line as it is printed
         self.process = subprocess.Popen(
-            [TCPDUMP, '-i', 'lo', '--immediate-mode', '-U', '-w', target, 'port %d' % port],
-            stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            [TCPDUMP, '-i', 'lo', '--immediate-mode', '-B', str(BUFFER_KIB), '-U', '-n', '-w', target] + printing
+            + ['port %d' % port],
+            stdout=subprocess.PIPE if printing else stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         self.first_line = read_line_unbuffered(self.process.stderr.fileno()).decode('utf-8', 'replace')
+
+    def wait_for_fins(self, count=2):
+        """Wait until the file holds `count` FIN packets (each side's end), as its printed lines tell."""
+        seen = 0
+        while seen < count:
+            line = read_line_unbuffered(self.process.stdout.fileno())
+            if not line:
+                raise AssertionError('tcpdump ended before writing %d FIN packets' % count)
+            seen += b'Flags [F' in line
 
     @property
     def ready(self):
         return 'listening on' in self.first_line
 
     def stop(self):
-        """Stop it (SIGINT: it writes what it holds) and wait for its exit."""
+        """Stop it (SIGINT: it writes what it holds) and wait for its exit; return what it said at its end
+        (the packets captured, and dropped)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
+        said = self.process.stderr.read().decode('utf-8', 'replace')
         self.process.wait(TIMEOUT)
         self.process.stderr.close()
+        return ' '.join(said.split())
 
 
 class TcpdumpTest(unittest.TestCase):
@@ -96,9 +116,12 @@ class TcpdumpTest(unittest.TestCase):
         live_out, live_err = live.communicate(timeout=TIMEOUT)
         self.assertEqual(live.returncode, 0, live_err)
 
-        to_file.stop()
-        to_pipe.stop()
+        last_line = live_out.rstrip(b'\n').rsplit(b'\n', 1)[-1]
+        shown_so_far = read_fd_until_all(passive.stdout.fileno(), [last_line])     # all through the pipe
+        to_file.wait_for_fins()
+        said = 'tcpdump to the file: %s; to the pipe: %s' % (to_file.stop(), to_pipe.stop())
         passive_out, passive_err = passive.communicate(timeout=TIMEOUT)
+        passive_out = shown_so_far + passive_out
         self.assertEqual((passive.returncode, passive_err), (0, b''))
         read = subprocess.run([sys.executable, tool_path('ctispy'), '--read', path, '--port', str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT)
@@ -106,5 +129,5 @@ class TcpdumpTest(unittest.TestCase):
 
         shown_live = messages(live_out)
         self.assertIn('{"class": "login_id"', shown_live['Client > Server'][0])
-        self.assertEqual(messages(read.stdout), shown_live)
-        self.assertEqual(messages(passive_out), shown_live)
+        self.assertEqual(messages(read.stdout), shown_live, said)
+        self.assertEqual(messages(passive_out), shown_live, said)
