@@ -139,22 +139,28 @@ class CaptureReader:
         order, fraction_ns = _PCAP_MAGICS[buffer[self._pos:self._pos + 4]]
         linktype = struct.unpack_from(order + 'I', buffer, self._pos + 20)[0] & 0x0FFFFFFF
         self._pos += 24
-        record = struct.Struct(order + 'IIII')
-        unpack_from = record.unpack_from
+        unpack_from = struct.Struct(order + 'IIII').unpack_from
+        buffer, pos = self._buffer, self._pos
         while True:
-            if len(self._buffer) - self._pos < 16 and not self._fill(16):
-                return
-            offset = self._base + self._pos
-            seconds, fraction, captured, original = unpack_from(self._buffer, self._pos)
+            end = pos + 16
+            if end > len(buffer):
+                self._pos = pos
+                if not self._fill(16):
+                    return
+                buffer, pos = self._buffer, self._pos
+                end = pos + 16
+            seconds, fraction, captured, original = unpack_from(buffer, pos)
             if captured > MAX_PACKET_SIZE:
-                raise CaptureError('not a capture: bad packet length %d' % captured, offset)
-            end = self._pos + 16 + captured
-            if end > len(self._buffer):
+                raise CaptureError('not a capture: bad packet length %d' % captured, self._base + pos)
+            if end + captured > len(buffer):
+                self._pos = pos
                 self._fill(16 + captured)
-                end = self._pos + 16 + captured
-            data = self._buffer[self._pos + 16:end]
-            self._pos = end
-            yield Packet(offset, linktype, seconds * 1000000000 + fraction * fraction_ns, data, original)
+                buffer, pos = self._buffer, self._pos
+                end = pos + 16
+            self._pos = end + captured
+            yield Packet(self._base + pos, linktype, seconds * 1000000000 + fraction * fraction_ns,
+                         buffer[end:end + captured], original)
+            pos = end + captured
 
     def _pcapng_packets(self):
         section = None

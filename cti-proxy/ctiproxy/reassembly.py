@@ -30,7 +30,7 @@ REPLACED = 'replaced'
 
 _MASK = 0xFFFFFFFF
 _HALF = 1 << 31
-_ENDED_REMEMBERED = 1 << 16     # ended connections whose late packets are still recognised and dropped
+_ENDED_REMEMBERED = 1 << 14     # ended connections whose late packets are still recognised and dropped
 
 
 class _Direction:
@@ -130,7 +130,9 @@ class Reassembler:
         elif sender.next is None:
             sender.start(seq)
         payload = segment.payload
-        if payload or segment.cut:
+        if seq == sender.next & _MASK and payload and not segment.cut and not sender.held:
+            self._deliver(connection, sender, payload, time, events)     # in order: the common case
+        elif payload or segment.cut:
             self._receive(connection, sender, sender.position(seq), payload, segment.cut, time, events)
         if flags & FIN and sender.fin is None:
             sender.fin = sender.position((seq + len(payload) + segment.cut) & _MASK)
@@ -141,10 +143,12 @@ class Reassembler:
                 if receiver.fin is not None and target > receiver.fin:
                     target = receiver.fin
                 self._skip_to(connection, receiver, target, time, events)
-            self._check_closed(connection, receiver, time, events)
-        self._check_closed(connection, sender, time, events)
-        if sender.closed and receiver.closed:
-            self._end(connection, time, CLOSED, events)
+            if receiver.fin is not None:
+                self._check_closed(connection, receiver, time, events)
+        if sender.fin is not None:
+            self._check_closed(connection, sender, time, events)
+            if sender.closed and receiver.closed:
+                self._end(connection, time, CLOSED, events)
         return events
 
     def finish(self):
