@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import unittest
 
 from tests import capwriter
@@ -124,6 +125,35 @@ class PcapTest(unittest.TestCase):
         self.assertLessEqual(Endless.read_so_far, 5000 * len(record) + (1 << 17))
 
 
+class PipeTest(unittest.TestCase):
+
+    def test_each_packet_comes_out_as_soon_as_it_is_in_the_pipe(self):
+        """From a pipe still open for writing, a packet is yielded without waiting for more bytes."""
+        first, second = (pcap([(T0, b'packet %d' % i)], linktype=capwriter.RAW) for i in (1, 2))
+        read_end, write_end = os.pipe()
+        gave_up = threading.Event()
+
+        def give_up():                         # only if the reader waits for more than the packet: the end
+            gave_up.set()
+            os.close(write_end)
+
+        failsafe = threading.Timer(30, give_up)
+        failsafe.start()
+        try:
+            with open(read_end, 'rb') as stream:
+                os.write(write_end, first)
+                packets = CaptureReader(stream).packets()
+                self.assertEqual(next(packets).data, b'packet 1')
+                os.write(write_end, second[24:])
+                self.assertEqual(next(packets).data, b'packet 2')
+                self.assertFalse(gave_up.is_set())
+                failsafe.cancel()
+                os.close(write_end)
+                self.assertEqual(list(packets), [])
+        finally:
+            failsafe.cancel()
+
+
 class PcapngTest(unittest.TestCase):
 
     def test_sections_interfaces_resolutions_and_blocks(self):
@@ -199,6 +229,17 @@ class PcapngTest(unittest.TestCase):
             read_all(writer.bytes())
         self.assertIn('undefined interface 0', str(caught.exception))
 
+    def test_cut_in_a_section_header(self):
+        writer = Pcapng()
+        writer.section()
+        writer.interface(capwriter.RAW)
+        writer.packet(0, T0, b'kept')
+        whole = len(writer.bytes())
+        writer.section('>')
+        for cut in (whole + 4, whole + 10, whole + 20):
+            packets, reader = read_all(writer.bytes()[:cut])
+            self.assertEqual(([p.data for p in packets], reader.cut_at), ([b'kept'], whole))
+
     def test_bad_byte_order_magic(self):
         with self.assertRaises(CaptureError) as caught:
             read_all(b'\x0a\x0d\x0d\x0a\x1c\0\0\0' + b'\x01\x02\x03\x04' + b'\0' * 16)
@@ -238,8 +279,9 @@ class DecodeTest(unittest.TestCase):
 
     def test_vlan_tags_single_and_stacked(self):
         for vlans in ([(0x8100, 10)], [(0x88A8, 100), (0x8100, 10)], [(0x8100, 1), (0x8100, 2), (0x8100, 3)]):
-            with self.subTest(vlans=vlans):
-                self.assert_segment(decode(capwriter.ETHERNET, frame(capwriter.ETHERNET, one_tcp_packet(), vlans)))
+            for linktype in (capwriter.ETHERNET, capwriter.LINUX_SLL, capwriter.LINUX_SLL2):
+                with self.subTest(vlans=vlans, linktype=linktype):
+                    self.assert_segment(decode(linktype, frame(linktype, one_tcp_packet(), vlans)))
 
     def test_ipv4_options_and_ethernet_padding(self):
         packet = ipv4('192.0.2.1', '192.0.2.2', tcp_segment(40000, 5003, 1000, 2000, ACK, b'hello'),

@@ -308,8 +308,9 @@ class Segment(collections.namedtuple('Segment', 'src sport dst dport seq ack fla
 
 IP_FRAGMENT = 'IP fragment'
 
-_ETHERTYPE_IPV4 = 0x0800
-_ETHERTYPE_IPV6 = 0x86DD
+_IP_VERSIONS = {0x0800: 4, 0x86DD: 6}     # by ethertype
+# Link types that give an ethertype: where it is, and where what it names starts (Ethernet, Linux cooked v1, v2)
+_ETHERTYPE_AT = {1: (12, 14), 113: (14, 16), 276: (0, 20)}
 _VLAN_TAGS = (0x8100, 0x88A8, 0x9100)
 _NULL_IPV6 = (24, 28, 30)
 _IPV6_EXTENSIONS = (0, 43, 60)             # hop-by-hop, routing, destination options: (length + 1) * 8
@@ -345,12 +346,13 @@ class PacketDecoder:
         data = packet.data
         linktype = packet.linktype
         try:
-            if linktype == 1:
-                version, start = self._ethernet(data)
-            elif linktype == 113:
-                version, start = _ethertype_version(_U16.unpack_from(data, 14)[0]), 16
-            elif linktype == 276:
-                version, start = _ethertype_version(_U16.unpack_from(data, 0)[0]), 20
+            if linktype in _ETHERTYPE_AT:
+                at, start = _ETHERTYPE_AT[linktype]
+                ethertype = _U16.unpack_from(data, at)[0]
+                while ethertype in _VLAN_TAGS:             # a tag's 4 bytes start where the packet would
+                    ethertype = _U16.unpack_from(data, start + 2)[0]
+                    start += 4
+                version = _IP_VERSIONS.get(ethertype)
             elif linktype in (101, 12, 14):
                 version, start = data[0] >> 4, 0
             elif linktype in (0, 108):
@@ -368,15 +370,6 @@ class PacketDecoder:
         if segment is None:
             self.skipped += 1
         return segment
-
-    @staticmethod
-    def _ethernet(data):
-        start = 12
-        ethertype = _U16.unpack_from(data, start)[0]
-        while ethertype in _VLAN_TAGS:
-            start += 4
-            ethertype = _U16.unpack_from(data, start)[0]
-        return _ethertype_version(ethertype), start + 2
 
     def _ipv4(self, data, start):
         first, total, fragment, protocol = _IPV4.unpack_from(data, start)
@@ -417,14 +410,6 @@ class PacketDecoder:
             raise IndexError('TCP header cut')
         captured_end = min(end, len(data))
         return Segment(src, sport, dst, dport, seq, ack, flags, data[payload_start:captured_end], end - captured_end)
-
-
-def _ethertype_version(ethertype):
-    if ethertype == _ETHERTYPE_IPV4:
-        return 4
-    if ethertype == _ETHERTYPE_IPV6:
-        return 6
-    return None
 
 
 def _null_version(data):
