@@ -193,11 +193,17 @@ class PcapngTest(unittest.TestCase):
         packets, _ = read_all(writer.bytes())
         self.assertEqual((packets[0].data, packets[0].orig_len), (b'abcd', 8))
 
-    def test_cut_mid_block(self):
+    @staticmethod
+    def one_packet_kept():
+        """A pcapng with one raw IP interface and one packet, b'kept'."""
         writer = Pcapng()
         writer.section()
         writer.interface(capwriter.RAW)
         writer.packet(0, T0, b'kept')
+        return writer
+
+    def test_cut_mid_block(self):
+        writer = self.one_packet_kept()
         whole = len(writer.bytes())
         writer.packet(0, T0, b'cut off')
         data = writer.bytes()
@@ -230,10 +236,7 @@ class PcapngTest(unittest.TestCase):
         self.assertIn('undefined interface 0', str(caught.exception))
 
     def test_cut_in_a_section_header(self):
-        writer = Pcapng()
-        writer.section()
-        writer.interface(capwriter.RAW)
-        writer.packet(0, T0, b'kept')
+        writer = self.one_packet_kept()
         whole = len(writer.bytes())
         writer.section('>')
         for cut in (whole + 4, whole + 10, whole + 20):
