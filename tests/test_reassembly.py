@@ -273,6 +273,57 @@ class ReassemblyTest(unittest.TestCase):
             self.assertEqual(ended(events)[0].counts[side],
                              Counts(sum(len(d) for s, _, d in pieces if s == side) - seen[side].count(1), missing))
 
+    def test_random_losses_acknowledged_past(self):
+        """Segments the capture lost but the server got: its ACKs pass them, they are said missing at once;
+        every byte shown is the one sent there, every byte never captured is in a hole, each byte said once."""
+        rng = seeded_rng(self)
+        for round_ in range(20):
+            with self.subTest(round=round_):
+                self.lossy_round(rng)
+
+    def lossy_round(self, rng):
+        reassembler = Reassembler(PORT)
+        sent = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 5000)))
+        pieces, position = [], 0
+        while position < len(sent):
+            size = rng.randrange(1, 300)
+            start = max(0, position - rng.randrange(0, 50) if rng.random() < 0.2 else position)
+            for _ in range(2 if rng.random() < 0.1 else 1):
+                pieces.append((start, sent[start:position + size], rng.random() < 0.1))
+            position += size
+        for index in range(len(pieces)):
+            other = min(len(pieces) - 1, index + rng.randrange(0, 8))
+            pieces[index], pieces[other] = pieces[other], pieces[index]
+        events = []
+        handshake(reassembler, events)
+        received, acked, captured, highest_ack = bytearray(len(sent)), 0, bytearray(len(sent)), 0
+        for start, data, lost in pieces:
+            if not lost:
+                events += reassembler.feed(segment(CLIENT, start, data), 1.0)
+                captured[start:start + len(data)] = b'\1' * len(data)
+            received[start:start + len(data)] = b'\1' * len(data)
+            while acked < len(sent) and received[acked]:
+                acked += 1
+            if rng.random() < 0.5:
+                events += reassembler.feed(segment(SERVER, 0, ack=ISN[CLIENT] + 1 + acked), 1.0)
+                highest_ack = acked
+        events += reassembler.finish()
+        position, delivered, holes = 0, 0, bytearray(len(sent))
+        for event in events:
+            if isinstance(event, Data) and event.direction == CLIENT:
+                self.assertEqual(event.data, sent[position:position + len(event.data)])
+                position += len(event.data)
+                delivered += len(event.data)
+            elif isinstance(event, Missing) and event.direction == CLIENT:
+                holes[position:position + event.size] = b'\1' * event.size
+                position += event.size
+        captured_end = len(sent) - (captured[::-1].find(1) if 1 in captured else len(sent))
+        self.assertGreaterEqual(position, captured_end)
+        self.assertLessEqual(position, max(captured_end, highest_ack))      # a lost end said when ACKed past
+        self.assertFalse([i for i in range(position) if not captured[i] and not holes[i]])
+        fed = sum(len(data) for _, data, lost in pieces if not lost)
+        self.assertEqual(ended(events)[0].counts[CLIENT], Counts(fed - delivered, holes.count(1)))
+
     @staticmethod
     def expected_stream(data, seen):
         """The bytes seen, each range not seen before the last one seen as <missing N>; the missing count."""
