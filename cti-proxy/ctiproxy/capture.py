@@ -40,6 +40,8 @@ _OTHER_LINK_TYPES = {6: 'IEEE802_5', 9: 'PPP', 10: 'FDDI', 50: 'PPP_HDLC', 51: '
                      220: 'USB_LINUX_MMAPPED',
                      228: 'IPV4', 229: 'IPV6', 239: 'NFLOG', 249: 'NETANALYZER_TRANSPARENT', 253: 'NETLINK'}
 
+_new_tuple = tuple.__new__             # a namedtuple made without its __new__'s extra call, for the common path
+
 FIN = 0x01
 SYN = 0x02
 RST = 0x04
@@ -158,8 +160,8 @@ class CaptureReader:
                 buffer, pos = self._buffer, self._pos
                 end = pos + 16
             self._pos = end + captured
-            yield Packet(self._base + pos, linktype, seconds * 1000000000 + fraction * fraction_ns,
-                         buffer[end:end + captured], original)
+            yield _new_tuple(Packet, (self._base + pos, linktype, seconds * 1000000000 + fraction * fraction_ns,
+                                      buffer[end:end + captured], original))
             pos = end + captured
 
     def _pcapng_packets(self):
@@ -406,10 +408,13 @@ class PacketDecoder:
     def _tcp(data, start, end, src, dst):
         sport, dport, seq, ack, offset, flags = _TCP_HEADER.unpack_from(data, start)
         payload_start = start + (offset >> 4) * 4
-        if payload_start > len(data) or payload_start > end:
+        captured_end = len(data)
+        if end < captured_end:
+            captured_end = end
+        if payload_start > captured_end:
             raise IndexError('TCP header cut')
-        captured_end = min(end, len(data))
-        return Segment(src, sport, dst, dport, seq, ack, flags, data[payload_start:captured_end], end - captured_end)
+        return _new_tuple(Segment, (src, sport, dst, dport, seq, ack, flags, data[payload_start:captured_end],
+                                    end - captured_end))
 
 
 def _null_version(data):

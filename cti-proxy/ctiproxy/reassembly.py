@@ -28,6 +28,7 @@ RESET = 'reset'
 CAPTURE_END = 'capture end'
 REPLACED = 'replaced'
 
+_new_tuple = tuple.__new__             # a namedtuple made without its __new__'s extra call, for the common path
 _MASK = 0xFFFFFFFF
 _HALF = 1 << 31
 _ENDED_REMEMBERED = 1 << 14     # ended connections whose late packets are still recognised and dropped
@@ -280,7 +281,7 @@ class Reassembler:
         if direction.start_missed:
             direction.start_missed = False
             events.append(StartMissed(connection.session, time, direction.name))
-        events.append(Data(connection.session, time, direction.name, data))
+        events.append(_new_tuple(Data, (connection.session, time, direction.name, data)))
         direction.next += len(data)
 
     def _missing(self, connection, direction, size, time, events):
