@@ -214,6 +214,13 @@ class ReassemblyTest(unittest.TestCase):
         self.assertEqual(stream(self.events, SERVER, session=3), b'to 3')
         self.assertEqual(len(ended(self.events)), 3)
 
+    def test_both_sides_on_the_server_port(self):
+        handshake(self.reassembler, self.events, client_port=PORT)
+        self.feed(segment(CLIENT, 0, b'ping', client_port=PORT), segment(SERVER, 0, b'pong', client_port=PORT))
+        self.finish()
+        self.assertEqual((stream(self.events, CLIENT), stream(self.events, SERVER)), (b'ping', b'pong'))
+        self.assertEqual(self.reassembler.sessions_seen, 1)
+
     def test_a_snap_length_cut_is_missing(self):
         handshake(self.reassembler, self.events)
         self.feed(segment(CLIENT, 0, b'abc', cut=7), segment(CLIENT, 10, b'klm', cut=2),

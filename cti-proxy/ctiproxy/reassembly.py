@@ -98,6 +98,10 @@ class Reassembler:
         if segment.dport == self.server_port:
             key = (segment.src, segment.sport, segment.dst, segment.dport)
             from_client = True
+            if segment.sport == self.server_port and key not in self._connections:     # port to the same port
+                reverse = (segment.dst, segment.dport, segment.src, segment.sport)
+                if reverse in self._connections or reverse in self._ended:
+                    key, from_client = reverse, False
         elif segment.sport == self.server_port:
             key = (segment.dst, segment.dport, segment.src, segment.sport)
             from_client = False
