@@ -73,9 +73,10 @@ def frame(linktype, packet, vlans=(), null_order='<'):
     raise ValueError('no frame for link type %d' % linktype)
 
 
-def pcap(records, linktype=ETHERNET, order='<', nanoseconds=False, snaplen=262144):
-    """A classic pcap: `records` are (time in ns, frame) or (time in ns, frame, original length)."""
-    magic = 0xA1B23C4D if nanoseconds else 0xA1B2C3D4
+def pcap(records, linktype=ETHERNET, order='<', nanoseconds=False, snaplen=262144, modified=False):
+    """A classic pcap: `records` are (time in ns, frame) or (time in ns, frame, original length); `modified`:
+    the variant of old Linux patches, with 8 more bytes in each record's header."""
+    magic = 0xA1B2CD34 if modified else 0xA1B23C4D if nanoseconds else 0xA1B2C3D4
     out = [struct.pack(order + 'IHHiIII', magic, 2, 4, 0, 0, snaplen, linktype)]
     for record in records:
         time_ns, data = record[0], record[1]
@@ -83,7 +84,8 @@ def pcap(records, linktype=ETHERNET, order='<', nanoseconds=False, snaplen=26214
         seconds, fraction = divmod(time_ns, 1000000000)
         if not nanoseconds:
             fraction //= 1000
-        out.append(struct.pack(order + 'IIII', seconds, fraction, len(data), original) + data)
+        extra = struct.pack(order + 'iHBx', 2, 0x0800, 0) if modified else b''
+        out.append(struct.pack(order + 'IIII', seconds, fraction, len(data), original) + extra + data)
     return b''.join(out)
 
 

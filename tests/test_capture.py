@@ -31,10 +31,12 @@ class FormatTest(unittest.TestCase):
 
     def test_magic_numbers(self):
         for magic, expected in [(b'\xd4\xc3\xb2\xa1', PCAP), (b'\xa1\xb2\xc3\xd4', PCAP), (b'\x4d\x3c\xb2\xa1', PCAP),
-                                (b'\xa1\xb2\x3c\x4d', PCAP), (b'\x0a\x0d\x0d\x0a', PCAPNG), (b'{"ti', None),
+                                (b'\xa1\xb2\x3c\x4d', PCAP), (b'\x34\xcd\xb2\xa1', PCAP), (b'\xa1\xb2\xcd\x34', PCAP),
+                                (b'\x0a\x0d\x0d\x0a', PCAPNG), (b'{"ti', None),
                                 (b'\xd4\xc3', None), (b'', None)]:
             with self.subTest(magic=magic):
-                self.assertEqual(capture_format(magic + b'rest'[:len(magic) and 4]), expected)
+                self.assertEqual(capture_format(magic + b'rest'), expected)
+                self.assertEqual(capture_format(magic[:3]), None)     # too short to tell
 
 
 class PcapTest(unittest.TestCase):
@@ -56,6 +58,14 @@ class PcapTest(unittest.TestCase):
                         self.assertEqual([p.offset for p in packets], [24, 24 + 21, 24 + 21 + 29])
                         self.assertEqual({p.linktype for p in packets}, {101})
                     self.assertAlmostEqual(packets[0].time, (T0 + 123456789) / 1e9, places=5)
+
+    def test_modified_pcap_of_old_linux_patches(self):
+        for order in '<>':
+            data = pcap([(T0 + 5000, b'one'), (T0, b'two')], linktype=capwriter.RAW, order=order, modified=True)
+            self.assertEqual(capture_format(data), PCAP)
+            packets, reader = read_all(data)
+            self.assertEqual([(p.data, p.time_ns, p.offset) for p in packets],
+                             [(b'one', T0 + 5000, 24), (b'two', T0, 24 + 27)])
 
     def test_cut_mid_packet_yields_everything_before(self):
         data = pcap([(T0, b'a' * 100), (T0, b'b' * 100)], linktype=capwriter.RAW)

@@ -12,10 +12,12 @@ PCAP = 'pcap'
 PCAPNG = 'pcapng'
 MAGIC_SIZE = 4
 
-# Classic pcap: magic number -> (byte order, units of the timestamp's second fraction in nanoseconds).
+# Classic pcap: magic number -> (byte order, units of the timestamp's second fraction in nanoseconds, size of
+# a record's header: 24 in the 'modified' pcap of old Linux patches, which adds interface and packet type).
 _PCAP_MAGICS = {
-    b'\xd4\xc3\xb2\xa1': ('<', 1000), b'\xa1\xb2\xc3\xd4': ('>', 1000),
-    b'\x4d\x3c\xb2\xa1': ('<', 1), b'\xa1\xb2\x3c\x4d': ('>', 1),
+    b'\xd4\xc3\xb2\xa1': ('<', 1000, 16), b'\xa1\xb2\xc3\xd4': ('>', 1000, 16),
+    b'\x4d\x3c\xb2\xa1': ('<', 1, 16), b'\xa1\xb2\x3c\x4d': ('>', 1, 16),
+    b'\x34\xcd\xb2\xa1': ('<', 1000, 24), b'\xa1\xb2\xcd\x34': ('>', 1000, 24),
 }
 _PCAPNG_SHB = b'\x0a\x0d\x0d\x0a'          # a palindrome: the same in both byte orders
 _BYTE_ORDER_MAGICS = {b'\x4d\x3c\x2b\x1a': '<', b'\x1a\x2b\x3c\x4d': '>'}
@@ -138,27 +140,27 @@ class CaptureReader:
         if not self._fill(24):
             raise CaptureError('not a capture: header too short', 0)
         buffer = self._buffer
-        order, fraction_ns = _PCAP_MAGICS[buffer[self._pos:self._pos + 4]]
+        order, fraction_ns, header = _PCAP_MAGICS[buffer[self._pos:self._pos + 4]]
         linktype = struct.unpack_from(order + 'I', buffer, self._pos + 20)[0] & 0x0FFFFFFF
         self._pos += 24
         unpack_from = struct.Struct(order + 'IIII').unpack_from
         buffer, pos = self._buffer, self._pos
         while True:
-            end = pos + 16
+            end = pos + header
             if end > len(buffer):
                 self._pos = pos
-                if not self._fill(16):
+                if not self._fill(header):
                     return
                 buffer, pos = self._buffer, self._pos
-                end = pos + 16
+                end = pos + header
             seconds, fraction, captured, original = unpack_from(buffer, pos)
             if captured > MAX_PACKET_SIZE:
                 raise CaptureError('not a capture: bad packet length %d' % captured, self._base + pos)
             if end + captured > len(buffer):
                 self._pos = pos
-                self._fill(16 + captured)
+                self._fill(header + captured)
                 buffer, pos = self._buffer, self._pos
-                end = pos + 16
+                end = pos + header
             self._pos = end + captured
             yield _new_tuple(Packet, (self._base + pos, linktype, seconds * 1000000000 + fraction * fraction_ns,
                                       buffer[end:end + captured], original))
