@@ -91,6 +91,14 @@ class ReassemblyTest(unittest.TestCase):
         self.feed(segment(CLIENT, 11, ack=5010))               # the last ACK: the session has ended
         self.assertEqual(len(self.events), 7)
 
+    def test_nothing_after_a_direction_ended(self):
+        handshake(self.reassembler, self.events)
+        self.feed(segment(CLIENT, 0, b'last\n', flags=FIN | ACK, ack=5001))
+        self.feed(segment(CLIENT, 0, b'last\n'), segment(CLIENT, 6, b'after'))
+        self.finish()
+        self.assertEqual(stream(self.events, CLIENT), b'last\n<fin>')
+        self.assertEqual(ended(self.events)[0].counts[CLIENT], Counts(10, 0))
+
     def test_reordered_segments_wait_for_the_hole(self):
         handshake(self.reassembler, self.events)
         self.feed(segment(CLIENT, 6, b'world\n'), segment(CLIENT, 12, b'!\n'))

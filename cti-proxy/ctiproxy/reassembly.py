@@ -135,8 +135,10 @@ class Reassembler:
         elif sender.next is None:
             sender.start(seq)
         payload = segment.payload
-        if seq == sender.next & _MASK and payload and not segment.cut and not sender.held:
+        if seq == sender.next & _MASK and payload and not segment.cut and not sender.held and not sender.closed:
             self._deliver(connection, sender, payload, time, events)     # in order: the common case
+        elif sender.closed:
+            sender.retransmitted += len(payload)                         # after its FIN: nothing new can come
         elif payload or segment.cut:
             self._receive(connection, sender, sender.position(seq), payload, segment.cut, time, events)
         if flags & FIN and sender.fin is None:
