@@ -181,6 +181,12 @@ class ReassemblyTest(unittest.TestCase):
         self.assertEqual(stream(self.events, SERVER), b'<start>erver line\n')
         self.assertEqual(self.events[0].session.client, ('192.0.2.1', 40000))    # the server is the side on the port
 
+    def test_a_syn_ack_without_its_syn_gives_the_client_start(self):
+        self.feed(segment(SERVER, 0, flags=SYN | ACK, ack=1001), segment(CLIENT, 0, b'hello\n', ack=5001),
+                  segment(SERVER, 0, b'hi\n', ack=1007))
+        self.finish()
+        self.assertEqual((stream(self.events, CLIENT), stream(self.events, SERVER)), (b'hello\n', b'hi\n'))
+
     def test_a_pure_ack_first_then_data(self):
         self.feed(segment(CLIENT, 50, ack=1), segment(CLIENT, 50, b'x\n'))
         self.finish()

@@ -131,6 +131,9 @@ class Reassembler:
             if sender.next is None:
                 sender.isn = seq
                 sender.next = seq + 1
+            if flags & ACK and receiver.next is None:     # a SYN-ACK whose SYN was not captured: it says where
+                receiver.isn = (segment.ack - 1) & _MASK
+                receiver.next = segment.ack
             seq = (seq + 1) & _MASK
         elif sender.next is None:
             sender.start(seq)
