@@ -67,6 +67,22 @@ class PcapTest(unittest.TestCase):
             self.assertEqual([(p.data, p.time_ns, p.offset) for p in packets],
                              [(b'one', T0 + 5000, 24), (b'two', T0, 24 + 27)])
 
+    def test_packets_bigger_than_a_read(self):
+        big = bytes(range(256)) * 800
+        for data in (pcap([(T0, big), (T0, b'small'), (T0, big[::-1])], linktype=capwriter.RAW),
+                     self.pcapng_of([big, b'small', big[::-1]])):
+            packets, _ = read_all(data, stream=ShortReads(data, sizes=(4096, 1, 70000)))
+            self.assertEqual([p.data for p in packets], [big, b'small', big[::-1]])
+
+    @staticmethod
+    def pcapng_of(datas):
+        writer = Pcapng()
+        writer.section()
+        writer.interface(capwriter.RAW)
+        for data in datas:
+            writer.packet(0, T0, data)
+        return writer.bytes()
+
     def test_cut_mid_packet_yields_everything_before(self):
         data = pcap([(T0, b'a' * 100), (T0, b'b' * 100)], linktype=capwriter.RAW)
         for cut in (len(data) - 1, len(data) - 100, 24 + 116 + 3):

@@ -104,16 +104,22 @@ class CaptureReader:
 
     def _fill(self, size):
         """Make `size` unread bytes available; False if the stream ends first (with some bytes: _Cut)."""
-        while len(self._buffer) - self._pos < size:
-            chunk = None if self._eof else self._read(max(self._chunk_size, size))
+        have = len(self._buffer) - self._pos
+        if have >= size:
+            return True
+        pieces = [self._buffer[self._pos:]]
+        while have < size:
+            chunk = None if self._eof else self._read(max(self._chunk_size, size - have))
             if not chunk:
                 self._eof = True
-                if len(self._buffer) > self._pos:
+                if have:
                     raise _Cut()
                 return False
-            self._base += self._pos
-            self._buffer = self._buffer[self._pos:] + chunk
-            self._pos = 0
+            pieces.append(chunk)
+            have += len(chunk)
+        self._base += self._pos
+        self._buffer = b''.join(pieces)
+        self._pos = 0
         return True
 
     def _offset(self):
