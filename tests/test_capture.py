@@ -341,10 +341,11 @@ class DecodeTest(unittest.TestCase):
         arp = b'\xff' * 12 + b'\x08\x06' + b'\0' * 28
         for linktype, data in [(capwriter.RAW, udp), (capwriter.ETHERNET, arp), (capwriter.ETHERNET, b'\0' * 5),
                                (capwriter.RAW, one_tcp_packet()[:30]), (capwriter.RAW, b''),
-                               (capwriter.NULL, b'\x02\0'), (capwriter.NULL, b'\x07\0\0\0' + one_tcp_packet())]:
+                               (capwriter.NULL, b'\x02\0'), (capwriter.NULL, b'\x07\0\0\0' + one_tcp_packet()),
+                               (capwriter.RAW, b'\x44' + one_tcp_packet()[1:])]:      # a header length below 20
             packet = read_all(pcap([(T0, data)], linktype=linktype))[0][0]
             self.assertIsNone(decoder.decode(packet))
-        self.assertEqual(decoder.skipped, 7)
+        self.assertEqual(decoder.skipped, 8)
 
     def test_snap_length_cut_is_counted(self):
         packet = one_tcp_packet(b'x' * 100)

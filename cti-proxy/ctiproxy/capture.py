@@ -383,7 +383,7 @@ class PacketDecoder:
 
     def _ipv4(self, data, start):
         first, total, fragment, protocol = _IPV4.unpack_from(data, start)
-        if first >> 4 != 4 or protocol != _TCP:
+        if first >> 4 != 4 or protocol != _TCP or first & 15 < 5:
             return None
         if fragment & 0x3FFF:
             self.fragments += 1
