@@ -9,9 +9,11 @@ import threading
 import unittest
 
 from tests import capwriter
+from tests.harness import seeded_rng
 from tests.capwriter import ACK, Pcapng, ShortReads, frame, ipv4, ipv6, pcap, tcp_segment
 from ctiproxy.capture import (IP_FRAGMENT, PCAP, PCAPNG, CaptureError, CaptureReader, PacketDecoder,
                               address_text, capture_format)
+from ctiproxy.reassembly import Reassembler
 
 T0 = 1795000000 * 1000000000          # a time in 2026, in nanoseconds
 
@@ -385,3 +387,44 @@ class TcpdumpTest(unittest.TestCase):
                 self.assertEqual([decoder.decode(p).payload for p in packets],
                                  [b'message %d\n' % i for i in range(20)])
                 self.assertEqual([p.time_ns for p in packets], [t // resolution * resolution for t, _ in records])
+
+
+class DamagedCaptureTest(unittest.TestCase):
+    """Any damage to a capture gives packets, then a CaptureError or a cut: never another exception."""
+
+    def test_random_damage(self):
+        rng = seeded_rng(self)
+        v6 = ipv6('2001:db8::1', '2001:db8::2', tcp_segment(40000, 5003, 1000, 2000, ACK, b'hi'),
+                  extensions=[(0, b'\0\0'), (44, b'\0' * 6)])
+        frames = [frame(capwriter.ETHERNET, one_tcp_packet(b'x' * 50), [(0x8100, 1)]), frame(capwriter.ETHERNET, v6)]
+        writer = Pcapng()
+        for order in '<>':
+            writer.section(order)
+            writer.interface(capwriter.ETHERNET, tsresol=9, tsoffset=5)
+            writer.interface(capwriter.ETHERNET, tsresol=0x80 | 30)
+            for index, data in enumerate(frames * 3):
+                writer.packet(index % 2, T0, data)
+            writer.simple_packet(frames[0])
+            writer.obsolete_packet(1, T0, frames[1])
+        originals = [writer.bytes(), pcap([(T0, data) for data in frames * 3]),
+                     pcap([(T0, data) for data in frames * 3], order='>', modified=True)]
+        for round_ in range(300):
+            data = bytearray(rng.choice(originals))
+            for _ in range(rng.randrange(1, 6)):
+                data[rng.randrange(len(data))] = rng.getrandbits(8)
+            if rng.random() < 0.3:
+                data = data[:rng.randrange(len(data))]
+            with self.subTest(round=round_):
+                self.read_damaged(bytes(data))
+
+    def read_damaged(self, data):
+        decoder = PacketDecoder()
+        reassembler = Reassembler(5003)
+        try:
+            for packet in CaptureReader(ShortReads(data), chunk_size=512).packets():
+                segment = decoder.decode(packet)
+                if segment not in (None, IP_FRAGMENT):
+                    reassembler.feed(segment, packet.time)
+        except CaptureError as error:
+            self.assertNotIn('\n', str(error))
+        reassembler.finish()
