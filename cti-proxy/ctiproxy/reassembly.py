@@ -9,8 +9,8 @@ and delivery resumes after it.
 import bisect
 import collections
 
-from ctiproxy.capture import ACK, FIN, RST, SYN, address_text
-from ctiproxy.filters import CLIENT, SERVER
+from .capture import ACK, FIN, RST, SYN, address_text
+from .filters import CLIENT, SERVER
 
 Session = collections.namedtuple('Session', 'number client server start')
 Session.__doc__ = 'A plain description of a session: number, client and server (ip, port), time of its first packet.'
@@ -57,8 +57,10 @@ class _Direction:
 
     def position(self, seq):
         """The unwrapped position of a 32-bit sequence number, the nearest to `next`."""
-        diff = (seq - self.next) & _MASK
-        return self.next + diff - (diff >= _HALF) * (_MASK + 1)
+        ahead = (seq - self.next) & _MASK
+        if ahead >= _HALF:              # more than 2^31 ahead is behind
+            ahead -= _MASK + 1
+        return self.next + ahead
 
     def start(self, seq):
         """The first segment seen of a direction whose SYN was not captured."""
