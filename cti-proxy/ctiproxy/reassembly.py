@@ -16,12 +16,13 @@ Session = collections.namedtuple('Session', 'number client server start')
 Session.__doc__ = 'A plain description of a session: number, client and server (ip, port), time of its first packet.'
 Counts = collections.namedtuple('Counts', 'retransmitted missing')
 
+# The events: each has the Session and the time of the packet that brought it; direction is the side that sent.
 Opened = collections.namedtuple('Opened', 'session time')
-StartMissed = collections.namedtuple('StartMissed', 'session time direction')
+StartMissed = collections.namedtuple('StartMissed', 'session time direction')   # its first bytes may be mid-line
 Data = collections.namedtuple('Data', 'session time direction data')
-Missing = collections.namedtuple('Missing', 'session time direction size')
-Closed = collections.namedtuple('Closed', 'session time direction')
-Ended = collections.namedtuple('Ended', 'session time reason counts')
+Missing = collections.namedtuple('Missing', 'session time direction size')      # a hole never filled: read on
+Closed = collections.namedtuple('Closed', 'session time direction')             # FIN, after all its bytes
+Ended = collections.namedtuple('Ended', 'session time reason counts')  # counts: {CLIENT: Counts, SERVER: Counts}
 
 CLOSED = 'closed'
 RESET = 'reset'
