@@ -57,13 +57,14 @@ def frame(linktype, packet, vlans=(), null_order='<'):
     """The link-layer frame of an IP packet; `vlans` lists (tag protocol, tag) pairs, outermost first."""
     version = packet[0] >> 4
     ethertype = 0x0800 if version == 4 else 0x86DD
+    types = [tpid for tpid, _ in vlans] + [ethertype]        # the first in the header, each next after a tag
+    tags = b''.join(struct.pack('!HH', tci, next_type) for (_, tci), next_type in zip(vlans, types[1:]))
     if linktype == ETHERNET:
-        tags = b''.join(struct.pack('!HH', tpid, tci) for tpid, tci in vlans)
-        return b'\x02\0\0\0\0\x01' + b'\x02\0\0\0\0\x02' + tags + struct.pack('!H', ethertype) + packet
+        return b'\x02\0\0\0\0\x01' + b'\x02\0\0\0\0\x02' + struct.pack('!H', types[0]) + tags + packet
     if linktype == LINUX_SLL:
-        return struct.pack('!HHH8sH', 0, 772, 6, b'\0' * 8, ethertype) + packet
+        return struct.pack('!HHH8sH', 0, 772, 6, b'\0' * 8, types[0]) + tags + packet
     if linktype == LINUX_SLL2:
-        return struct.pack('!HHIHBB8s', ethertype, 0, 1, 772, 0, 6, b'\0' * 8) + packet
+        return struct.pack('!HHIHBB8s', types[0], 0, 1, 772, 0, 6, b'\0' * 8) + tags + packet
     if linktype in (RAW, RAW_12, RAW_14):
         return packet
     if linktype in (NULL, LOOP):
@@ -72,9 +73,10 @@ def frame(linktype, packet, vlans=(), null_order='<'):
     raise ValueError('no frame for link type %d' % linktype)
 
 
-def pcap(records, linktype=ETHERNET, order='<', nanoseconds=False, snaplen=262144):
-    """A classic pcap: `records` are (time in ns, frame) or (time in ns, frame, original length)."""
-    magic = 0xA1B23C4D if nanoseconds else 0xA1B2C3D4
+def pcap(records, linktype=ETHERNET, order='<', nanoseconds=False, snaplen=262144, modified=False):
+    """A classic pcap: `records` are (time in ns, frame) or (time in ns, frame, original length); `modified`:
+    the variant of old Linux patches, with 8 more bytes in each record's header."""
+    magic = 0xA1B2CD34 if modified else 0xA1B23C4D if nanoseconds else 0xA1B2C3D4
     out = [struct.pack(order + 'IHHiIII', magic, 2, 4, 0, 0, snaplen, linktype)]
     for record in records:
         time_ns, data = record[0], record[1]
@@ -82,7 +84,8 @@ def pcap(records, linktype=ETHERNET, order='<', nanoseconds=False, snaplen=26214
         seconds, fraction = divmod(time_ns, 1000000000)
         if not nanoseconds:
             fraction //= 1000
-        out.append(struct.pack(order + 'IIII', seconds, fraction, len(data), original) + data)
+        extra = struct.pack(order + 'iHBx', 2, 0x0800, 0) if modified else b''
+        out.append(struct.pack(order + 'IIII', seconds, fraction, len(data), original) + extra + data)
     return b''.join(out)
 
 

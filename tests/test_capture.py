@@ -5,12 +5,15 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import unittest
 
 from tests import capwriter
+from tests.harness import seeded_rng
 from tests.capwriter import ACK, Pcapng, ShortReads, frame, ipv4, ipv6, pcap, tcp_segment
 from ctiproxy.capture import (IP_FRAGMENT, PCAP, PCAPNG, CaptureError, CaptureReader, PacketDecoder,
                               address_text, capture_format)
+from ctiproxy.reassembly import Reassembler
 
 T0 = 1795000000 * 1000000000          # a time in 2026, in nanoseconds
 
@@ -30,10 +33,12 @@ class FormatTest(unittest.TestCase):
 
     def test_magic_numbers(self):
         for magic, expected in [(b'\xd4\xc3\xb2\xa1', PCAP), (b'\xa1\xb2\xc3\xd4', PCAP), (b'\x4d\x3c\xb2\xa1', PCAP),
-                                (b'\xa1\xb2\x3c\x4d', PCAP), (b'\x0a\x0d\x0d\x0a', PCAPNG), (b'{"ti', None),
+                                (b'\xa1\xb2\x3c\x4d', PCAP), (b'\x34\xcd\xb2\xa1', PCAP), (b'\xa1\xb2\xcd\x34', PCAP),
+                                (b'\x0a\x0d\x0d\x0a', PCAPNG), (b'{"ti', None),
                                 (b'\xd4\xc3', None), (b'', None)]:
             with self.subTest(magic=magic):
-                self.assertEqual(capture_format(magic + b'rest'[:len(magic) and 4]), expected)
+                self.assertEqual(capture_format(magic + b'rest'), expected)
+                self.assertEqual(capture_format(magic[:3]), None)     # too short to tell
 
 
 class PcapTest(unittest.TestCase):
@@ -55,6 +60,30 @@ class PcapTest(unittest.TestCase):
                         self.assertEqual([p.offset for p in packets], [24, 24 + 21, 24 + 21 + 29])
                         self.assertEqual({p.linktype for p in packets}, {101})
                     self.assertAlmostEqual(packets[0].time, (T0 + 123456789) / 1e9, places=5)
+
+    def test_modified_pcap_of_old_linux_patches(self):
+        for order in '<>':
+            data = pcap([(T0 + 5000, b'one'), (T0, b'two')], linktype=capwriter.RAW, order=order, modified=True)
+            self.assertEqual(capture_format(data), PCAP)
+            packets, reader = read_all(data)
+            self.assertEqual([(p.data, p.time_ns, p.offset) for p in packets],
+                             [(b'one', T0 + 5000, 24), (b'two', T0, 24 + 27)])
+
+    def test_packets_bigger_than_a_read(self):
+        big = bytes(range(256)) * 800
+        for data in (pcap([(T0, big), (T0, b'small'), (T0, big[::-1])], linktype=capwriter.RAW),
+                     self.pcapng_of([big, b'small', big[::-1]])):
+            packets, _ = read_all(data, stream=ShortReads(data, sizes=(4096, 1, 70000)))
+            self.assertEqual([p.data for p in packets], [big, b'small', big[::-1]])
+
+    @staticmethod
+    def pcapng_of(datas):
+        writer = Pcapng()
+        writer.section()
+        writer.interface(capwriter.RAW)
+        for data in datas:
+            writer.packet(0, T0, data)
+        return writer.bytes()
 
     def test_cut_mid_packet_yields_everything_before(self):
         data = pcap([(T0, b'a' * 100), (T0, b'b' * 100)], linktype=capwriter.RAW)
@@ -124,6 +153,35 @@ class PcapTest(unittest.TestCase):
         self.assertLessEqual(Endless.read_so_far, 5000 * len(record) + (1 << 17))
 
 
+class PipeTest(unittest.TestCase):
+
+    def test_each_packet_comes_out_as_soon_as_it_is_in_the_pipe(self):
+        """From a pipe still open for writing, a packet is yielded without waiting for more bytes."""
+        first, second = (pcap([(T0, b'packet %d' % i)], linktype=capwriter.RAW) for i in (1, 2))
+        read_end, write_end = os.pipe()
+        gave_up = threading.Event()
+
+        def give_up():                         # only if the reader waits for more than the packet: the end
+            gave_up.set()
+            os.close(write_end)
+
+        failsafe = threading.Timer(30, give_up)
+        failsafe.start()
+        try:
+            with open(read_end, 'rb') as stream:
+                os.write(write_end, first)
+                packets = CaptureReader(stream).packets()
+                self.assertEqual(next(packets).data, b'packet 1')
+                os.write(write_end, second[24:])
+                self.assertEqual(next(packets).data, b'packet 2')
+                self.assertFalse(gave_up.is_set())
+                failsafe.cancel()
+                os.close(write_end)
+                self.assertEqual(list(packets), [])
+        finally:
+            failsafe.cancel()
+
+
 class PcapngTest(unittest.TestCase):
 
     def test_sections_interfaces_resolutions_and_blocks(self):
@@ -163,11 +221,17 @@ class PcapngTest(unittest.TestCase):
         packets, _ = read_all(writer.bytes())
         self.assertEqual((packets[0].data, packets[0].orig_len), (b'abcd', 8))
 
-    def test_cut_mid_block(self):
+    @staticmethod
+    def one_packet_kept():
+        """A pcapng with one raw IP interface and one packet, b'kept'."""
         writer = Pcapng()
         writer.section()
         writer.interface(capwriter.RAW)
         writer.packet(0, T0, b'kept')
+        return writer
+
+    def test_cut_mid_block(self):
+        writer = self.one_packet_kept()
         whole = len(writer.bytes())
         writer.packet(0, T0, b'cut off')
         data = writer.bytes()
@@ -198,6 +262,14 @@ class PcapngTest(unittest.TestCase):
         with self.assertRaises(CaptureError) as caught:
             read_all(writer.bytes())
         self.assertIn('undefined interface 0', str(caught.exception))
+
+    def test_cut_in_a_section_header(self):
+        writer = self.one_packet_kept()
+        whole = len(writer.bytes())
+        writer.section('>')
+        for cut in (whole + 4, whole + 10, whole + 20):
+            packets, reader = read_all(writer.bytes()[:cut])
+            self.assertEqual(([p.data for p in packets], reader.cut_at), ([b'kept'], whole))
 
     def test_bad_byte_order_magic(self):
         with self.assertRaises(CaptureError) as caught:
@@ -238,8 +310,9 @@ class DecodeTest(unittest.TestCase):
 
     def test_vlan_tags_single_and_stacked(self):
         for vlans in ([(0x8100, 10)], [(0x88A8, 100), (0x8100, 10)], [(0x8100, 1), (0x8100, 2), (0x8100, 3)]):
-            with self.subTest(vlans=vlans):
-                self.assert_segment(decode(capwriter.ETHERNET, frame(capwriter.ETHERNET, one_tcp_packet(), vlans)))
+            for linktype in (capwriter.ETHERNET, capwriter.LINUX_SLL, capwriter.LINUX_SLL2):
+                with self.subTest(vlans=vlans, linktype=linktype):
+                    self.assert_segment(decode(linktype, frame(linktype, one_tcp_packet(), vlans)))
 
     def test_ipv4_options_and_ethernet_padding(self):
         packet = ipv4('192.0.2.1', '192.0.2.2', tcp_segment(40000, 5003, 1000, 2000, ACK, b'hello'),
@@ -270,10 +343,11 @@ class DecodeTest(unittest.TestCase):
         arp = b'\xff' * 12 + b'\x08\x06' + b'\0' * 28
         for linktype, data in [(capwriter.RAW, udp), (capwriter.ETHERNET, arp), (capwriter.ETHERNET, b'\0' * 5),
                                (capwriter.RAW, one_tcp_packet()[:30]), (capwriter.RAW, b''),
-                               (capwriter.NULL, b'\x02\0'), (capwriter.NULL, b'\x07\0\0\0' + one_tcp_packet())]:
+                               (capwriter.NULL, b'\x02\0'), (capwriter.NULL, b'\x07\0\0\0' + one_tcp_packet()),
+                               (capwriter.RAW, b'\x44' + one_tcp_packet()[1:])]:      # a header length below 20
             packet = read_all(pcap([(T0, data)], linktype=linktype))[0][0]
             self.assertIsNone(decoder.decode(packet))
-        self.assertEqual(decoder.skipped, 7)
+        self.assertEqual(decoder.skipped, 8)
 
     def test_snap_length_cut_is_counted(self):
         packet = one_tcp_packet(b'x' * 100)
@@ -313,3 +387,44 @@ class TcpdumpTest(unittest.TestCase):
                 self.assertEqual([decoder.decode(p).payload for p in packets],
                                  [b'message %d\n' % i for i in range(20)])
                 self.assertEqual([p.time_ns for p in packets], [t // resolution * resolution for t, _ in records])
+
+
+class DamagedCaptureTest(unittest.TestCase):
+    """Any damage to a capture gives packets, then a CaptureError or a cut: never another exception."""
+
+    def test_random_damage(self):
+        rng = seeded_rng(self)
+        v6 = ipv6('2001:db8::1', '2001:db8::2', tcp_segment(40000, 5003, 1000, 2000, ACK, b'hi'),
+                  extensions=[(0, b'\0\0'), (44, b'\0' * 6)])
+        frames = [frame(capwriter.ETHERNET, one_tcp_packet(b'x' * 50), [(0x8100, 1)]), frame(capwriter.ETHERNET, v6)]
+        writer = Pcapng()
+        for order in '<>':
+            writer.section(order)
+            writer.interface(capwriter.ETHERNET, tsresol=9, tsoffset=5)
+            writer.interface(capwriter.ETHERNET, tsresol=0x80 | 30)
+            for index, data in enumerate(frames * 3):
+                writer.packet(index % 2, T0, data)
+            writer.simple_packet(frames[0])
+            writer.obsolete_packet(1, T0, frames[1])
+        originals = [writer.bytes(), pcap([(T0, data) for data in frames * 3]),
+                     pcap([(T0, data) for data in frames * 3], order='>', modified=True)]
+        for round_ in range(300):
+            data = bytearray(rng.choice(originals))
+            for _ in range(rng.randrange(1, 6)):
+                data[rng.randrange(len(data))] = rng.getrandbits(8)
+            if rng.random() < 0.3:
+                data = data[:rng.randrange(len(data))]
+            with self.subTest(round=round_):
+                self.read_damaged(bytes(data))
+
+    def read_damaged(self, data):
+        decoder = PacketDecoder()
+        reassembler = Reassembler(5003)
+        try:
+            for packet in CaptureReader(ShortReads(data), chunk_size=512).packets():
+                segment = decoder.decode(packet)
+                if segment not in (None, IP_FRAGMENT):
+                    reassembler.feed(segment, packet.time)
+        except CaptureError as error:
+            self.assertNotIn('\n', str(error))
+        reassembler.finish()

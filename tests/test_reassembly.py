@@ -91,6 +91,14 @@ class ReassemblyTest(unittest.TestCase):
         self.feed(segment(CLIENT, 11, ack=5010))               # the last ACK: the session has ended
         self.assertEqual(len(self.events), 7)
 
+    def test_nothing_after_a_direction_ended(self):
+        handshake(self.reassembler, self.events)
+        self.feed(segment(CLIENT, 0, b'last\n', flags=FIN | ACK, ack=5001))
+        self.feed(segment(CLIENT, 0, b'last\n'), segment(CLIENT, 6, b'after'))
+        self.finish()
+        self.assertEqual(stream(self.events, CLIENT), b'last\n<fin>')
+        self.assertEqual(ended(self.events)[0].counts[CLIENT], Counts(10, 0))
+
     def test_reordered_segments_wait_for_the_hole(self):
         handshake(self.reassembler, self.events)
         self.feed(segment(CLIENT, 6, b'world\n'), segment(CLIENT, 12, b'!\n'))
@@ -173,6 +181,12 @@ class ReassemblyTest(unittest.TestCase):
         self.assertEqual(stream(self.events, SERVER), b'<start>erver line\n')
         self.assertEqual(self.events[0].session.client, ('192.0.2.1', 40000))    # the server is the side on the port
 
+    def test_a_syn_ack_without_its_syn_gives_the_client_start(self):
+        self.feed(segment(SERVER, 0, flags=SYN | ACK, ack=1001), segment(CLIENT, 0, b'hello\n', ack=5001),
+                  segment(SERVER, 0, b'hi\n', ack=1007))
+        self.finish()
+        self.assertEqual((stream(self.events, CLIENT), stream(self.events, SERVER)), (b'hello\n', b'hi\n'))
+
     def test_a_pure_ack_first_then_data(self):
         self.feed(segment(CLIENT, 50, ack=1), segment(CLIENT, 50, b'x\n'))
         self.finish()
@@ -214,6 +228,13 @@ class ReassemblyTest(unittest.TestCase):
         self.assertEqual(stream(self.events, SERVER, session=3), b'to 3')
         self.assertEqual(len(ended(self.events)), 3)
 
+    def test_both_sides_on_the_server_port(self):
+        handshake(self.reassembler, self.events, client_port=PORT)
+        self.feed(segment(CLIENT, 0, b'ping', client_port=PORT), segment(SERVER, 0, b'pong', client_port=PORT))
+        self.finish()
+        self.assertEqual((stream(self.events, CLIENT), stream(self.events, SERVER)), (b'ping', b'pong'))
+        self.assertEqual(self.reassembler.sessions_seen, 1)
+
     def test_a_snap_length_cut_is_missing(self):
         handshake(self.reassembler, self.events)
         self.feed(segment(CLIENT, 0, b'abc', cut=7), segment(CLIENT, 10, b'klm', cut=2),
@@ -230,11 +251,13 @@ class ReassemblyTest(unittest.TestCase):
 
     def test_random_streams_come_out_byte_exact(self):
         rng = seeded_rng(self)
-        for round_ in range(30):
+        for round_ in range(40):
             with self.subTest(round=round_):
-                self.random_round(rng)
+                self.random_round(rng, lose=round_ % 2)
 
-    def random_round(self, rng):
+    def random_round(self, rng, lose):
+        """Random streams in random overlapping segments, reordered nearby, some twice, some lost (`lose`);
+        the ACKs say what has gone past the capture.  Out: each byte seen once, each lost range missing."""
         reassembler = Reassembler(PORT)
         sent = {side: bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 5000))) for side in (CLIENT, SERVER)}
         isn = {side: rng.choice([rng.getrandbits(32), 0xFFFFFFFF - rng.randrange(3000)]) for side in (CLIENT, SERVER)}
@@ -248,18 +271,96 @@ class ReassemblyTest(unittest.TestCase):
                 if rng.random() < 0.1:
                     pieces.append((side, start, data[start:position + size]))                     # duplicates
                 position += size
+        if lose:
+            pieces = [piece for piece in pieces if rng.random() > 0.1]
         for index in range(len(pieces)):                                                          # reorder nearby
             other = min(len(pieces) - 1, index + rng.randrange(0, 8))
             pieces[index], pieces[other] = pieces[other], pieces[index]
         events = reassembler.feed(segment(CLIENT, 0, flags=SYN, isn=isn[CLIENT]), 1.0)
         events += reassembler.feed(segment(SERVER, 0, flags=SYN | ACK, ack=isn[CLIENT] + 1, isn=isn[SERVER]), 1.0)
+        seen = {side: bytearray(len(data)) for side, data in sent.items()}
+        acked = {CLIENT: 0, SERVER: 0}            # the prefix of each side's bytes that has gone past the capture
         for side, start, data in pieces:
-            events += reassembler.feed(segment(side, start, data, isn=isn[side]), 1.0)
+            other = SERVER if side == CLIENT else CLIENT
+            ack = (isn[other] + 1 + acked[other]) & 0xFFFFFFFF if rng.random() < 0.5 else None
+            events += reassembler.feed(segment(side, start, data, ack=ack, isn=isn[side]), 1.0)
+            seen[side][start:start + len(data)] = b'\1' * len(data)
+            while acked[side] < len(seen[side]) and seen[side][acked[side]]:
+                acked[side] += 1
         events += reassembler.finish()
         for side in (CLIENT, SERVER):
-            self.assertEqual(stream(events, side), sent[side])
+            expected, missing = self.expected_stream(sent[side], seen[side])
+            self.assertEqual(stream(events, side), expected)
             self.assertEqual(ended(events)[0].counts[side],
-                             Counts(sum(len(d) for s, _, d in pieces if s == side) - len(sent[side]), 0))
+                             Counts(sum(len(d) for s, _, d in pieces if s == side) - seen[side].count(1), missing))
+
+    def test_random_losses_acknowledged_past(self):
+        """Segments the capture lost but the server got: its ACKs pass them, they are said missing at once;
+        every byte shown is the one sent there, every byte never captured is in a hole, each byte said once."""
+        rng = seeded_rng(self)
+        for round_ in range(20):
+            with self.subTest(round=round_):
+                self.lossy_round(rng)
+
+    def lossy_round(self, rng):
+        reassembler = Reassembler(PORT)
+        sent = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 5000)))
+        pieces, position = [], 0
+        while position < len(sent):
+            size = rng.randrange(1, 300)
+            start = max(0, position - rng.randrange(0, 50) if rng.random() < 0.2 else position)
+            for _ in range(2 if rng.random() < 0.1 else 1):
+                pieces.append((start, sent[start:position + size], rng.random() < 0.1))
+            position += size
+        for index in range(len(pieces)):
+            other = min(len(pieces) - 1, index + rng.randrange(0, 8))
+            pieces[index], pieces[other] = pieces[other], pieces[index]
+        events = []
+        handshake(reassembler, events)
+        received, acked, captured, highest_ack = bytearray(len(sent)), 0, bytearray(len(sent)), 0
+        for start, data, lost in pieces:
+            if not lost:
+                events += reassembler.feed(segment(CLIENT, start, data), 1.0)
+                captured[start:start + len(data)] = b'\1' * len(data)
+            received[start:start + len(data)] = b'\1' * len(data)
+            while acked < len(sent) and received[acked]:
+                acked += 1
+            if rng.random() < 0.5:
+                events += reassembler.feed(segment(SERVER, 0, ack=ISN[CLIENT] + 1 + acked), 1.0)
+                highest_ack = acked
+        events += reassembler.finish()
+        position, delivered, holes = 0, 0, bytearray(len(sent))
+        for event in events:
+            if isinstance(event, Data) and event.direction == CLIENT:
+                self.assertEqual(event.data, sent[position:position + len(event.data)])
+                position += len(event.data)
+                delivered += len(event.data)
+            elif isinstance(event, Missing) and event.direction == CLIENT:
+                holes[position:position + event.size] = b'\1' * event.size
+                position += event.size
+        captured_end = len(sent) - (captured[::-1].find(1) if 1 in captured else len(sent))
+        self.assertGreaterEqual(position, captured_end)
+        self.assertLessEqual(position, max(captured_end, highest_ack))      # a lost end said when ACKed past
+        self.assertFalse([i for i in range(position) if not captured[i] and not holes[i]])
+        fed = sum(len(data) for _, data, lost in pieces if not lost)
+        self.assertEqual(ended(events)[0].counts[CLIENT], Counts(fed - delivered, holes.count(1)))
+
+    @staticmethod
+    def expected_stream(data, seen):
+        """The bytes seen, each range not seen before the last one seen as <missing N>; the missing count."""
+        out, missing, position = b'', 0, 0
+        last = len(seen) - seen[::-1].find(1) if 1 in seen else 0
+        while position < last:
+            run = position
+            while run < last and seen[run] == seen[position]:
+                run += 1
+            if seen[position]:
+                out += data[position:run]
+            else:
+                out += b'<missing %d>' % (run - position)
+                missing += run - position
+            position = run
+        return out, missing
 
 
 class CaptureToEventsTest(unittest.TestCase):

@@ -12,10 +12,12 @@ PCAP = 'pcap'
 PCAPNG = 'pcapng'
 MAGIC_SIZE = 4
 
-# Classic pcap: magic number -> (byte order, units of the timestamp's second fraction in nanoseconds).
+# Classic pcap: magic number -> (byte order, units of the timestamp's second fraction in nanoseconds, size of
+# a record's header: 24 in the 'modified' pcap of old Linux patches, which adds interface and packet type).
 _PCAP_MAGICS = {
-    b'\xd4\xc3\xb2\xa1': ('<', 1000), b'\xa1\xb2\xc3\xd4': ('>', 1000),
-    b'\x4d\x3c\xb2\xa1': ('<', 1), b'\xa1\xb2\x3c\x4d': ('>', 1),
+    b'\xd4\xc3\xb2\xa1': ('<', 1000, 16), b'\xa1\xb2\xc3\xd4': ('>', 1000, 16),
+    b'\x4d\x3c\xb2\xa1': ('<', 1, 16), b'\xa1\xb2\x3c\x4d': ('>', 1, 16),
+    b'\x34\xcd\xb2\xa1': ('<', 1000, 24), b'\xa1\xb2\xcd\x34': ('>', 1000, 24),
 }
 _PCAPNG_SHB = b'\x0a\x0d\x0d\x0a'          # a palindrome: the same in both byte orders
 _BYTE_ORDER_MAGICS = {b'\x4d\x3c\x2b\x1a': '<', b'\x1a\x2b\x3c\x4d': '>'}
@@ -39,6 +41,8 @@ _OTHER_LINK_TYPES = {6: 'IEEE802_5', 9: 'PPP', 10: 'FDDI', 50: 'PPP_HDLC', 51: '
                      187: 'BLUETOOTH_HCI_H4', 189: 'USB_LINUX', 192: 'PPI', 195: 'IEEE802_15_4',
                      220: 'USB_LINUX_MMAPPED',
                      228: 'IPV4', 229: 'IPV6', 239: 'NFLOG', 249: 'NETANALYZER_TRANSPARENT', 253: 'NETLINK'}
+
+_new_tuple = tuple.__new__             # a namedtuple made without its __new__'s extra call, for the common path
 
 FIN = 0x01
 SYN = 0x02
@@ -100,16 +104,22 @@ class CaptureReader:
 
     def _fill(self, size):
         """Make `size` unread bytes available; False if the stream ends first (with some bytes: _Cut)."""
-        while len(self._buffer) - self._pos < size:
-            chunk = None if self._eof else self._read(max(self._chunk_size, size))
+        have = len(self._buffer) - self._pos
+        if have >= size:
+            return True
+        pieces = [self._buffer[self._pos:]]
+        while have < size:
+            chunk = None if self._eof else self._read(max(self._chunk_size, size - have))
             if not chunk:
                 self._eof = True
-                if len(self._buffer) > self._pos:
+                if have:
                     raise _Cut()
                 return False
-            self._base += self._pos
-            self._buffer = self._buffer[self._pos:] + chunk
-            self._pos = 0
+            pieces.append(chunk)
+            have += len(chunk)
+        self._base += self._pos
+        self._buffer = b''.join(pieces)
+        self._pos = 0
         return True
 
     def _offset(self):
@@ -136,25 +146,31 @@ class CaptureReader:
         if not self._fill(24):
             raise CaptureError('not a capture: header too short', 0)
         buffer = self._buffer
-        order, fraction_ns = _PCAP_MAGICS[buffer[self._pos:self._pos + 4]]
+        order, fraction_ns, header = _PCAP_MAGICS[buffer[self._pos:self._pos + 4]]
         linktype = struct.unpack_from(order + 'I', buffer, self._pos + 20)[0] & 0x0FFFFFFF
         self._pos += 24
-        record = struct.Struct(order + 'IIII')
-        unpack_from = record.unpack_from
+        unpack_from = struct.Struct(order + 'IIII').unpack_from
+        buffer, pos = self._buffer, self._pos
         while True:
-            if len(self._buffer) - self._pos < 16 and not self._fill(16):
-                return
-            offset = self._base + self._pos
-            seconds, fraction, captured, original = unpack_from(self._buffer, self._pos)
+            end = pos + header
+            if end > len(buffer):
+                self._pos = pos
+                if not self._fill(header):
+                    return
+                buffer, pos = self._buffer, self._pos
+                end = pos + header
+            seconds, fraction, captured, original = unpack_from(buffer, pos)
             if captured > MAX_PACKET_SIZE:
-                raise CaptureError('not a capture: bad packet length %d' % captured, offset)
-            end = self._pos + 16 + captured
-            if end > len(self._buffer):
-                self._fill(16 + captured)
-                end = self._pos + 16 + captured
-            data = self._buffer[self._pos + 16:end]
-            self._pos = end
-            yield Packet(offset, linktype, seconds * 1000000000 + fraction * fraction_ns, data, original)
+                raise CaptureError('not a capture: bad packet length %d' % captured, self._base + pos)
+            if end + captured > len(buffer):
+                self._pos = pos
+                self._fill(header + captured)
+                buffer, pos = self._buffer, self._pos
+                end = pos + header
+            self._pos = end + captured
+            yield _new_tuple(Packet, (self._base + pos, linktype, seconds * 1000000000 + fraction * fraction_ns,
+                                      buffer[end:end + captured], original))
+            pos = end + captured
 
     def _pcapng_packets(self):
         section = None
@@ -302,8 +318,9 @@ class Segment(collections.namedtuple('Segment', 'src sport dst dport seq ack fla
 
 IP_FRAGMENT = 'IP fragment'
 
-_ETHERTYPE_IPV4 = 0x0800
-_ETHERTYPE_IPV6 = 0x86DD
+_IP_VERSIONS = {0x0800: 4, 0x86DD: 6}     # by ethertype
+# Link types that give an ethertype: where it is, and where what it names starts (Ethernet, Linux cooked v1, v2)
+_ETHERTYPE_AT = {1: (12, 14), 113: (14, 16), 276: (0, 20)}
 _VLAN_TAGS = (0x8100, 0x88A8, 0x9100)
 _NULL_IPV6 = (24, 28, 30)
 _IPV6_EXTENSIONS = (0, 43, 60)             # hop-by-hop, routing, destination options: (length + 1) * 8
@@ -339,12 +356,13 @@ class PacketDecoder:
         data = packet.data
         linktype = packet.linktype
         try:
-            if linktype == 1:
-                version, start = self._ethernet(data)
-            elif linktype == 113:
-                version, start = _ethertype_version(_U16.unpack_from(data, 14)[0]), 16
-            elif linktype == 276:
-                version, start = _ethertype_version(_U16.unpack_from(data, 0)[0]), 20
+            if linktype in _ETHERTYPE_AT:
+                at, start = _ETHERTYPE_AT[linktype]
+                ethertype = _U16.unpack_from(data, at)[0]
+                while ethertype in _VLAN_TAGS:             # a tag's 4 bytes start where the packet would
+                    ethertype = _U16.unpack_from(data, start + 2)[0]
+                    start += 4
+                version = _IP_VERSIONS.get(ethertype)
             elif linktype in (101, 12, 14):
                 version, start = data[0] >> 4, 0
             elif linktype in (0, 108):
@@ -363,18 +381,9 @@ class PacketDecoder:
             self.skipped += 1
         return segment
 
-    @staticmethod
-    def _ethernet(data):
-        start = 12
-        ethertype = _U16.unpack_from(data, start)[0]
-        while ethertype in _VLAN_TAGS:
-            start += 4
-            ethertype = _U16.unpack_from(data, start)[0]
-        return _ethertype_version(ethertype), start + 2
-
     def _ipv4(self, data, start):
         first, total, fragment, protocol = _IPV4.unpack_from(data, start)
-        if first >> 4 != 4 or protocol != _TCP:
+        if first >> 4 != 4 or protocol != _TCP or first & 15 < 5:
             return None
         if fragment & 0x3FFF:
             self.fragments += 1
@@ -407,18 +416,13 @@ class PacketDecoder:
     def _tcp(data, start, end, src, dst):
         sport, dport, seq, ack, offset, flags = _TCP_HEADER.unpack_from(data, start)
         payload_start = start + (offset >> 4) * 4
-        if payload_start > len(data) or payload_start > end:
+        captured_end = len(data)
+        if end < captured_end:
+            captured_end = end
+        if payload_start > captured_end:
             raise IndexError('TCP header cut')
-        captured_end = min(end, len(data))
-        return Segment(src, sport, dst, dport, seq, ack, flags, data[payload_start:captured_end], end - captured_end)
-
-
-def _ethertype_version(ethertype):
-    if ethertype == _ETHERTYPE_IPV4:
-        return 4
-    if ethertype == _ETHERTYPE_IPV6:
-        return 6
-    return None
+        return _new_tuple(Segment, (src, sport, dst, dport, seq, ack, flags, data[payload_start:captured_end],
+                                    end - captured_end))
 
 
 def _null_version(data):

@@ -9,28 +9,30 @@ and delivery resumes after it.
 import bisect
 import collections
 
-from ctiproxy.capture import ACK, FIN, RST, SYN, address_text
-from ctiproxy.filters import CLIENT, SERVER
+from .capture import ACK, FIN, RST, SYN, address_text
+from .filters import CLIENT, SERVER
 
 Session = collections.namedtuple('Session', 'number client server start')
 Session.__doc__ = 'A plain description of a session: number, client and server (ip, port), time of its first packet.'
 Counts = collections.namedtuple('Counts', 'retransmitted missing')
 
+# The events: each has the Session and the time of the packet that brought it; direction is the side that sent.
 Opened = collections.namedtuple('Opened', 'session time')
-StartMissed = collections.namedtuple('StartMissed', 'session time direction')
+StartMissed = collections.namedtuple('StartMissed', 'session time direction')   # its first bytes may be mid-line
 Data = collections.namedtuple('Data', 'session time direction data')
-Missing = collections.namedtuple('Missing', 'session time direction size')
-Closed = collections.namedtuple('Closed', 'session time direction')
-Ended = collections.namedtuple('Ended', 'session time reason counts')
+Missing = collections.namedtuple('Missing', 'session time direction size')      # a hole never filled: read on
+Closed = collections.namedtuple('Closed', 'session time direction')             # FIN, after all its bytes
+Ended = collections.namedtuple('Ended', 'session time reason counts')  # counts: {CLIENT: Counts, SERVER: Counts}
 
 CLOSED = 'closed'
 RESET = 'reset'
 CAPTURE_END = 'capture end'
 REPLACED = 'replaced'
 
+_new_tuple = tuple.__new__             # a namedtuple made without its __new__'s extra call, for the common path
 _MASK = 0xFFFFFFFF
 _HALF = 1 << 31
-_ENDED_REMEMBERED = 1 << 16     # ended connections whose late packets are still recognised and dropped
+_ENDED_REMEMBERED = 1 << 14     # ended connections whose late packets are still recognised and dropped
 
 
 class _Direction:
@@ -56,8 +58,10 @@ class _Direction:
 
     def position(self, seq):
         """The unwrapped position of a 32-bit sequence number, the nearest to `next`."""
-        diff = (seq - self.next) & _MASK
-        return self.next + diff - (diff >= _HALF) * (_MASK + 1)
+        ahead = (seq - self.next) & _MASK
+        if ahead >= _HALF:              # more than 2^31 ahead is behind
+            ahead -= _MASK + 1
+        return self.next + ahead
 
     def start(self, seq):
         """The first segment seen of a direction whose SYN was not captured."""
@@ -97,6 +101,10 @@ class Reassembler:
         if segment.dport == self.server_port:
             key = (segment.src, segment.sport, segment.dst, segment.dport)
             from_client = True
+            if segment.sport == self.server_port and key not in self._connections:     # port to the same port
+                reverse = (segment.dst, segment.dport, segment.src, segment.sport)
+                if reverse in self._connections or reverse in self._ended:
+                    key, from_client = reverse, False
         elif segment.sport == self.server_port:
             key = (segment.dst, segment.dport, segment.src, segment.sport)
             from_client = False
@@ -126,11 +134,18 @@ class Reassembler:
             if sender.next is None:
                 sender.isn = seq
                 sender.next = seq + 1
+            if flags & ACK and receiver.next is None:     # a SYN-ACK whose SYN was not captured: it says where
+                receiver.isn = (segment.ack - 1) & _MASK
+                receiver.next = segment.ack
             seq = (seq + 1) & _MASK
         elif sender.next is None:
             sender.start(seq)
         payload = segment.payload
-        if payload or segment.cut:
+        if seq == sender.next & _MASK and payload and not segment.cut and not sender.held and not sender.closed:
+            self._deliver(connection, sender, payload, time, events)     # in order: the common case
+        elif sender.closed:
+            sender.retransmitted += len(payload)                         # after its FIN: nothing new can come
+        elif payload or segment.cut:
             self._receive(connection, sender, sender.position(seq), payload, segment.cut, time, events)
         if flags & FIN and sender.fin is None:
             sender.fin = sender.position((seq + len(payload) + segment.cut) & _MASK)
@@ -141,10 +156,12 @@ class Reassembler:
                 if receiver.fin is not None and target > receiver.fin:
                     target = receiver.fin
                 self._skip_to(connection, receiver, target, time, events)
-            self._check_closed(connection, receiver, time, events)
-        self._check_closed(connection, sender, time, events)
-        if sender.closed and receiver.closed:
-            self._end(connection, time, CLOSED, events)
+            if receiver.fin is not None:
+                self._check_closed(connection, receiver, time, events)
+        if sender.fin is not None:
+            self._check_closed(connection, sender, time, events)
+            if sender.closed and receiver.closed:
+                self._end(connection, time, CLOSED, events)
         return events
 
     def finish(self):
@@ -276,7 +293,7 @@ class Reassembler:
         if direction.start_missed:
             direction.start_missed = False
             events.append(StartMissed(connection.session, time, direction.name))
-        events.append(Data(connection.session, time, direction.name, data))
+        events.append(_new_tuple(Data, (connection.session, time, direction.name, data)))
         direction.next += len(data)
 
     def _missing(self, connection, direction, size, time, events):
