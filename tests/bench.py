@@ -19,6 +19,9 @@ file, ctisave its two files, all in a temporary folder.
    the server closed (nothing subtracted), against json.loads alone on the same lines, in this process.
 4. Big messages: one message of 2 MB and one of 16 MB, sent in 64 KB pieces; time from the first
    byte sent to the tool's exit, and the tool's peak memory (its own rusage, from os.wait4).
+5. Captures: a 64 MB pcap of typical server messages in 1448-byte segments (16 MB with --quick);
+   ctistat --read and ctispy --read, start to exit, next to tshark's payload extraction and tcpflow
+   when they are on PATH; ctistat's messages/s against its live handling rate (3.).
 """
 
 import argparse
@@ -53,6 +56,8 @@ GOAL_ROUND_TRIP_US = 100.0   # added median microseconds per round trip, at most
 GOAL_HANDLING = {'ctistat': 0.6, 'ctispy': 0.35, 'ctisave': 0.25}   # share of json.loads' rate, at least
 GOAL_LINEAR = 12.0      # time(16 MB) / time(2 MB), at most
 GOAL_PEAK_MB = 150.0    # peak memory for the 16 MB message, at most
+GOAL_CAPTURE_VS_LIVE = 0.8   # ctistat --read messages/s as a share of its live handling rate, at least
+SEGMENT = 1448          # TCP payload per captured packet (an Ethernet MTU's)
 
 now = time.perf_counter   # CLOCK_MONOTONIC on Linux: one clock for every thread of this process
 
@@ -556,6 +561,66 @@ def attempt(key, action, *args):
         return None
 
 
+# -- captures --
+
+def write_capture(path, data):
+    """data as the server's side of one session on port 5003, in SEGMENT-byte segments 20 us apart, the client
+    acknowledging every second one, written as a pcap; return the number of packets."""
+    sys.path.insert(0, ROOT)
+    from tests.capwriter import ACK, ETHERNET, FIN, SYN, Conversation, frame, pcap
+    conversation = Conversation()
+    records = []
+    when = int(1732712345 * 1e9)
+
+    def add(side, payload=b'', flags=ACK):
+        nonlocal when
+        when += 20000
+        records.append((when, frame(ETHERNET, conversation.packet(side, payload, flags))))
+
+    add('client', flags=SYN)
+    add('server', flags=SYN | ACK)
+    add('client')
+    for number, start in enumerate(range(0, len(data), SEGMENT)):
+        add('server', data[start:start + SEGMENT])
+        if number % 2:
+            add('client')
+    add('client', flags=FIN | ACK)
+    add('server', flags=FIN | ACK)
+    add('client')
+    with open(path, 'wb') as file:
+        file.write(pcap(records))
+    return len(records)
+
+
+def measure_capture_read(kind, workdir, path, lines):
+    """{'seconds': start -> exit of `kind --read path` (or of tshark, tcpflow), 'problem': text}."""
+    out = os.path.join(workdir, 'capture-%s.out' % kind)
+    if kind == 'tshark':
+        command = [shutil.which('tshark'), '-r', path, '-T', 'fields', '-e', 'tcp.payload']
+    elif kind == 'tcpflow':
+        flows = os.path.join(workdir, 'flows')
+        shutil.rmtree(flows, ignore_errors=True)
+        os.mkdir(flows)
+        command = [shutil.which('tcpflow'), '-r', path, '-o', flows]
+    else:
+        command = [sys.executable, os.path.join(TOOLS_DIR, kind), '--read', path] + (
+            ['--json'] if kind == 'ctistat' else [])
+    with open(out, 'wb') as stdout:
+        started = now()
+        done = subprocess.run(command, stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                              timeout=10 * TIMEOUT)
+        seconds = now() - started
+    result = {'seconds': seconds}
+    if done.returncode != 0:
+        result['problem'] = 'exit %d: %s' % (done.returncode, done.stderr.decode('utf-8', 'replace')[-300:])
+    elif kind == 'ctistat':
+        with open(out, 'rb') as file:
+            report = json.loads(file.read())
+        if report['server']['messages'] != len(lines):
+            result['problem'] = '%d messages counted of %d' % (report['server']['messages'], len(lines))
+    return result
+
+
 # -- reporting --
 
 def table(headers, rows, indent='   '):
@@ -620,8 +685,10 @@ def main():
     args = parser.parse_args()
     if args.quick:
         burst_size, trips, warmup, small, large, runs = 4 * MB, 300, 50, MB // 2, 4 * MB, 1
+        capture_size = 16 * MB
     else:
         burst_size, trips, warmup, small, large, runs = 32 * MB, 2000, 200, 2 * MB, 16 * MB, 3
+        capture_size = 64 * MB
     runs = max(1, args.runs or runs)
     trip_runs = runs + 2          # round trips vary most from run to run (threads woken on an idle core or not)
     tools = [name for name in TOOL_NAMES if name in args.tools]
@@ -665,6 +732,16 @@ def main():
                     key = ('%s message' % size_text(size), kind)
                     results.add(key, attempt(key, measure_big, kind, workdir, messages[size]))
         loads_peak = attempt(('json.loads peak memory', 'python'), json_loads_peak_mb, messages[large], workdir)
+        capture_kinds = [name for name in ('ctistat', 'ctispy') if name in tools]
+        capture_kinds += [name for name in ('tshark', 'tcpflow') if shutil.which(name)]
+        capture_data, capture_lines = make_burst(capture_size)
+        capture_path = os.path.join(workdir, 'cti.pcap')
+        capture_packets = write_capture(capture_path, capture_data)
+        capture_mb = os.path.getsize(capture_path) / MB
+        for _ in range(runs):
+            for kind in capture_kinds:
+                key = ('capture', kind)
+                results.add(key, attempt(key, measure_capture_read, kind, workdir, capture_path, capture_lines))
 
     # 1. Burst
     print('1. Burst: %.1f MB of server messages to the client; first byte sent -> last byte received by the client'
@@ -746,6 +823,34 @@ def main():
                      verdict(peak is not None and peak <= GOAL_PEAK_MB) if is_tool else ''])
     table(['relay', '%s s' % size_text(small), '%s s' % size_text(large), 'ratio', 'goal', 'result',
            'peak MB (%s)' % size_text(large), 'goal', 'result'], rows)
+    print()
+
+    # 5. Captures
+    print('5. Captures: a pcap of %.1f MB, %d packets, %d messages in %d-byte segments; --read start -> exit'
+          % (capture_mb, capture_packets, len(capture_lines), SEGMENT))
+    print('   tshark: -T fields -e tcp.payload; tcpflow: -r into a folder (%s)' % ', '.join(
+        '%s %s' % (name, 'on PATH' if shutil.which(name) else 'not on PATH, not measured')
+        for name in ('tshark', 'tcpflow')))
+    live_seconds = results.median(('burst', 'ctistat'), 'handled')
+    live_rate = len(lines) / live_seconds if live_seconds else None
+    tshark = results.median(('capture', 'tshark'), 'seconds')
+    rows = []
+    for kind in capture_kinds:
+        key = ('capture', kind)
+        seconds = results.median(key, 'seconds')
+        rate = len(capture_lines) / seconds if seconds else None
+        goal = result = ''
+        if kind == 'ctistat':
+            share = rate / live_rate if rate and live_rate else None
+            goal = '>= %.2f of live%s' % (GOAL_CAPTURE_VS_LIVE, ', < tshark' if tshark else '')
+            result = verdict(share is not None and share >= GOAL_CAPTURE_VS_LIVE and results.complete(key)
+                             and (tshark is None or seconds < tshark))
+        rows.append([kind, fmt(seconds, '%.3f'), spread(results.values(key, 'seconds'), '%.2f'),
+                     fmt(rate, '%.0f') if kind.startswith('cti') else '',
+                     fmt(rate and live_rate and rate / live_rate, '%.2f') if kind == 'ctistat' else '',
+                     goal, result])
+    table(['reader', 'seconds', 'seconds runs', 'messages/s', 'vs live', 'goal', 'result'], rows)
+    print('   ctistat live (3.): %s messages/s' % fmt(live_rate, '%.0f'))
     print()
 
     print('bench took %.1f s; %s at the end' % (now() - bench_started, load_line()))

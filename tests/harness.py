@@ -409,3 +409,13 @@ def spy_on_a_terminal(test, args, session, needles, env=None):
         if slave is not None:
             os.close(slave)
     return got.decode('utf-8').replace('\r\n', '\n')
+
+
+def capture_test_end_process(process):
+    """Kill a test's process if still running, reap it, and close its pipes (a cleanup)."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None and not stream.closed:
+            stream.close()

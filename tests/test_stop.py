@@ -8,19 +8,11 @@ import threading
 import unittest
 
 from ctiproxy.analysis import Analyzer
+from ctiproxy.events import SessionInfo
 from ctiproxy.filters import CLIENT, SERVER
 from ctiproxy.outputs import SpyOutput
 from ctiproxy.relay import ListenAddress, Log, RelayServer, Upstream
 from tests.harness import TIMEOUT, parse_spy_output, recv_until_eof
-
-
-class Session:
-    """What the analysis needs of a session."""
-
-    def __init__(self, number):
-        self.number = number
-        self.client_address = ('127.0.0.1', 40000 + number)
-        self.opened = 1700000000.0
 
 
 class UnfinishedSessionTest(unittest.TestCase):
@@ -30,7 +22,7 @@ class UnfinishedSessionTest(unittest.TestCase):
     def test_cut_lines_shown_at_the_end(self):
         out = io.BytesIO()
         analyzer = Analyzer(SpyOutput(out))
-        session = Session(1)
+        session = SessionInfo(1, 1700000000.0)
         analyzer.start()
         analyzer.session_opened(session)
         analyzer.received(session, CLIENT, 1700000001.0, b'{"class": "login_id"}\n{"class": "cut c')
@@ -102,7 +94,7 @@ class StopTest(unittest.TestCase):
         self.assertEqual(recv_until_eof(server_side), b'')
         self.assertTrue(self.server.wait_sessions(TIMEOUT))
         self.assertFalse(self.observer.relaying.is_set())
-        self.assertIs(self.server.session_started(Session(9)), False)
+        self.assertIs(self.server.session_started(object()), False)
 
 
 if __name__ == '__main__':

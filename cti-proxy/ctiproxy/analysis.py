@@ -1,10 +1,15 @@
-"""Analysis: frame, filter and hand on what the relay saw, on a thread of its own.
+"""Analysis: frame each direction into lines, filter them, and hand them to the output.
 
-The relay's threads only queue what they forwarded; this thread does the slow
-work (decoding, formatting, writing), so that looking never slows the wire.  The
-queue holds at most BUFFER_SIZE bytes, counting what each queued chunk costs in
-memory beyond its bytes (ITEM_COST): beyond that the relay waits (TCP
-backpressure) rather than drop anything from the output.
+Analysis is the pipeline's middle (events.py shows the whole): a source's events come in,
+received() frames a chunk into lines (framing.py), show_lines() decodes and filters each one
+(filters.py) and calls the output's message().  A recording or a capture calls it on the
+reading thread.
+
+The relay calls Analyzer instead, which only queues each event and runs the Analysis on a
+thread of its own: the slow work (decoding, formatting, writing) never slows the wire.  The
+queue holds at most BUFFER_SIZE bytes, counting what each queued chunk costs in memory
+beyond its bytes (ITEM_COST): beyond that the relay waits (TCP backpressure) rather than
+drop anything from the output.
 """
 
 import collections
@@ -13,8 +18,9 @@ import threading
 import time
 
 from .escaping import shown_traceback
+from .events import Observer
 from .filters import CLIENT, SERVER, MessageFilter
-from .framing import MAX_LINE_SIZE, TOTAL_HELD_SIZE, HeldBudget, LineSplitter, parse_message
+from .framing import MAX_LINE_SIZE, TOTAL_HELD_SIZE, Fragment, HeldBudget, LineSplitter, parse_message
 from .outputs import OutputError
 
 BUFFER_SIZE = 64 * 1024 * 1024
@@ -73,145 +79,49 @@ class ByteBoundedQueue:
 class Stream:
     """One direction of one session, as the analysis sees it."""
 
-    __slots__ = ('splitter', 'last_time', 'encrypted')
+    __slots__ = ('splitter', 'last_time', 'encrypted', 'damaged')
 
     def __init__(self, max_line_size, budget, owner):
         self.splitter = LineSplitter(max_line_size, budget, owner)
         self.last_time = None
         self.encrypted = False     # STARTTLS passed through: bytes are counted, not read
+        self.damaged = False       # bytes are missing before the next newline: the line it ends is text
 
 
-_OPENED, _DATA, _ENCRYPTED, _NOTICE, _ENDED, _CLOSED, _FAILED, _STOPPING, _STOP = range(9)
+def missing_text(direction, size):
+    """The notice for bytes a capture lost."""
+    return '%d byte%s missing from the %s\'s stream (not in the capture): the lines around them are shown as text' % (
+        size, '' if size == 1 else 's', direction)
 
 
-class Analyzer:
-    """The relay's observer: queues what it sees, and on its own thread feeds the output.
+class Analysis(Observer):
+    """Frames, filters and hands on a source's events, on the caller's thread.
 
     For each chunk the output gets chunk(); for each line, if the output wants
     messages and the filter shows it, message() with the decoded JSON object (or
     None for a line that is not one) and the line's bytes.  An output that sees_all
     gets seen() for every line first, whatever the filters hide (to pair answers
-    with requests), and both directions are framed for it.
+    with requests), and both directions are framed for it.  Where bytes are missing
+    (a capture's hole, a capture that starts mid-session), the line they cut and the
+    line they end are text: framing resumes at the next newline.
     """
 
-    def __init__(self, output, message_filter=None, max_line_size=MAX_LINE_SIZE,
-                 buffer_size=BUFFER_SIZE, on_output_closed=None):
-        """on_output_closed(reason) is called once if the output cannot go on: reason is None
-        for a closed pipe, else a one-line message.
-
-        The unfinished lines of all sessions hold at most TOTAL_HELD_SIZE together (or
+    def __init__(self, output, message_filter=None, max_line_size=MAX_LINE_SIZE):
+        """The unfinished lines of all sessions hold at most TOTAL_HELD_SIZE together (or
         max_line_size, if larger): beyond that, the longest goes on in pieces."""
         self.output = output
         self.filter = message_filter or MessageFilter()
         self.max_line_size = max_line_size
         self.held = HeldBudget(max(max_line_size, TOTAL_HELD_SIZE))
-        self.on_output_closed = on_output_closed
-        self.output_closed = False
-        self._queue = ByteBoundedQueue(buffer_size, NAP)
         self._streams = {}
-        self._thread = threading.Thread(target=self._run, name='analysis', daemon=True)
 
-    # -- the relay's side (called on the session threads) --
-
-    @property
-    def descriptors_per_session(self):
-        """The file descriptors the output opens for a session (ctisave's files), beyond its sockets."""
-        return self.output.files_per_session
+    # -- the events --
 
     def session_opened(self, session):
-        """Let the output open what the session needs, then queue its start; return False if the output
-        cannot take it: the tool ends, once what came before is handled.  Out of file descriptors, the OSError
-        is the caller's."""
-        try:
-            self.output.session_opening(session)
-        except OutputError as error:
-            self._queue.put((_FAILED, session, None, None, str(error)))
-            return False
-        self._queue.put((_OPENED, session, None, None, None))
+        """Let the output open what the session needs, then start it.  An OutputError is the caller's."""
+        self.output.session_opening(session)
+        self.open_session(session)
         return True
-
-    def received(self, session, direction, when, data):
-        self._queue.put((_DATA, session, direction, when, data), len(data) + ITEM_COST)
-
-    def encrypted(self, session, direction, when):
-        self._queue.put((_ENCRYPTED, session, direction, when, None))
-
-    def notice(self, session, when, text):
-        self._queue.put((_NOTICE, session, None, when, text))
-
-    def direction_ended(self, session, direction):
-        self._queue.put((_ENDED, session, direction, time.time(), None))
-
-    def session_closed(self, session):
-        self._queue.put((_CLOSED, session, None, time.time(), None))
-
-    def tool_stopping(self):
-        """The tool is about to end the sessions still open (a stop signal): the output learns it before their ends."""
-        self._queue.put((_STOPPING, None, None, time.time(), None))
-
-    # -- life --
-
-    def start(self):
-        self._thread.start()
-
-    def finish(self, timeout=None):
-        """Handle everything queued so far, then close the output; return whether it completed."""
-        if self._thread.ident is None:        # stopped before it started: nothing was queued
-            self._call(self.output.close)
-            return True
-        self._queue.put((_STOP, None, None, None, None))
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    # -- the analysis thread --
-
-    def _run(self):
-        while True:
-            kind, session, direction, when, data = self._queue.get()
-            if kind == _STOP:
-                if not self.output_closed:
-                    self._call(self.end_unfinished_sessions)
-                if not self.output_closed:
-                    self._call(self.output.close)
-                return
-            if self.output_closed:
-                continue                   # keep draining, so that the relay never waits on us
-            if kind == _DATA:
-                self._call(self.take_chunk, session, direction, when, data)
-            elif kind == _OPENED:
-                self._call(self.open_session, session)
-            elif kind == _ENDED:
-                self._call(self.side_ended, session, direction, when)
-            elif kind == _ENCRYPTED:
-                self._call(self.encrypt_direction, session, direction, when)
-            elif kind == _NOTICE:
-                self._call(self.output.notice, session, when, data)
-            elif kind == _STOPPING:
-                self._call(self.output.stopping, when)
-            elif kind == _FAILED:                # the output could not take a session (its files)
-                self._output_ended(data)
-            else:
-                self._call(self.close_session, session, when)
-
-    def _call(self, handler, *args):
-        try:
-            handler(*args)
-        except BrokenPipeError:             # stdout's reader went away: end quietly
-            self._output_ended(None)
-        except OutputError as error:        # a file that cannot be written
-            self._output_ended(str(error))
-        except OSError as error:            # stdout on a full disk, say
-            self._output_ended('cannot write the output: %s' % (error.strerror or error))
-        except Exception:
-            sys.stderr.write('internal error while showing traffic; please report:\n' + shown_traceback())
-
-    def _output_ended(self, reason):
-        """The output cannot go on: stop the tool (once), saying why unless it is a closed pipe."""
-        if not self.output_closed and self.on_output_closed:
-            self.on_output_closed(reason)
-        self.output_closed = True
-
-    # -- the analysis itself: on the analysis thread, or called directly to replay a recording --
 
     def open_session(self, session):
         for side in (CLIENT, SERVER):
@@ -219,7 +129,7 @@ class Analyzer:
         self.output.session_started(session)
         self.output.flush()
 
-    def take_chunk(self, session, direction, when, data):
+    def received(self, session, direction, when, data):
         """Frame a chunk that direction's side sent, and show its lines."""
         output = self.output
         shown = self.filter.shows_direction(direction)
@@ -230,7 +140,11 @@ class Analyzer:
         stream = self._streams[session, direction]
         if output.wants_messages and not stream.encrypted:
             stream.last_time = when
-            self.show_lines(session, direction, when, stream.splitter.feed(data))
+            lines = stream.splitter.feed(data)
+            if stream.damaged and lines:
+                stream.damaged = False
+                lines[0] = Fragment(lines[0])       # it ends a line cut by missing bytes: text
+            self.show_lines(session, direction, when, lines)
             if self.held.held > self.held.limit:
                 self.relieve_held()
         output.flush()
@@ -263,6 +177,37 @@ class Analyzer:
                     strip(message)
                 handle(session, direction, when, message, line)
 
+    def notice(self, session, when, text):
+        self.output.notice(session, when, text)
+        self.output.flush()
+
+    def missing(self, session, direction, when, size):
+        """Bytes the capture lost (size None: the stream's start, not captured): show the line they cut as text,
+        say how many (when known), and take the line they end as text too."""
+        stream = self._streams.get((session, direction))
+        if stream is None:
+            return
+        shown = self.filter.shows_direction(direction)
+        if shown:
+            self.output.missing(session, direction, when, size)
+        if size is not None:
+            self.end_direction(session, direction, when)
+            if shown:
+                self.output.notice(session, when, missing_text(direction, size))
+        stream.damaged = True
+        self.output.flush()
+
+    def retransmitted(self, session, direction, size):
+        if (session, direction) in self._streams:
+            self.output.retransmitted(session, direction, size)
+
+    def direction_ended(self, session, direction, when=None):
+        """direction's side ended its sending: show what it left, then tell the output."""
+        when = time.time() if when is None else when
+        self.end_direction(session, direction, when)
+        if (session, direction) in self._streams:
+            self.output.direction_ended(session, direction, when)
+
     def end_direction(self, session, direction, when):
         """Show what the side left after its last newline."""
         stream = self._streams.get((session, direction))
@@ -272,13 +217,7 @@ class Analyzer:
             self.show_lines(session, direction, stream.last_time or when, stream.splitter.finish())
         self.output.flush()
 
-    def side_ended(self, session, direction, when):
-        """direction's side ended its sending: show what it left, then tell the output."""
-        self.end_direction(session, direction, when)
-        if (session, direction) in self._streams:
-            self.output.direction_ended(session, direction, when)
-
-    def encrypt_direction(self, session, direction, when):
+    def encrypted(self, session, direction, when):
         """From here on, direction's bytes are TLS: show what came before, then only count."""
         self.end_direction(session, direction, when)
         stream = self._streams.get((session, direction))
@@ -287,14 +226,8 @@ class Analyzer:
         if stream is not None and self.filter.shows_direction(direction):
             self.output.encrypted(session, direction, when)
 
-    def end_unfinished_sessions(self):
-        """The tool ends with sessions whose end never came (they did not end in time): show what
-        each side left after its last newline, and close them."""
-        when = time.time()
-        for session in list(dict.fromkeys(session for session, _ in self._streams)):
-            for side in (CLIENT, SERVER):
-                self.end_direction(session, side, when)
-            self.close_session(session, when)
+    def session_closed(self, session, when=None):
+        self.close_session(session, time.time() if when is None else when)
 
     def close_session(self, session, when):
         for side in (CLIENT, SERVER):
@@ -303,3 +236,136 @@ class Analyzer:
                 stream.splitter.finish()    # shown at the direction's end; only its count in the budget is left
         self.output.session_ended(session, when)
         self.output.flush()
+
+    def end_unfinished_sessions(self, when=None):
+        """The source ends with sessions whose end never came: show what each side left after its last
+        newline, and close them (at `when`, or now)."""
+        when = time.time() if when is None else when
+        for session in list(dict.fromkeys(session for session, _ in self._streams)):
+            for side in (CLIENT, SERVER):
+                self.end_direction(session, side, when)
+            self.close_session(session, when)
+
+    def finish(self):
+        """End the sessions still open, and close the output."""
+        self.end_unfinished_sessions()
+        self.output.close()
+
+
+_OPENED, _DATA, _ENCRYPTED, _NOTICE, _ENDED, _CLOSED, _FAILED, _STOPPING, _STOP = range(9)
+
+
+class Analyzer(Observer):
+    """The relay's observer: queues what it sees, and runs an Analysis of it on a thread of its own."""
+
+    def __init__(self, output, message_filter=None, max_line_size=MAX_LINE_SIZE,
+                 buffer_size=BUFFER_SIZE, on_output_closed=None):
+        """on_output_closed(reason) is called once if the output cannot go on: reason is None
+        for a closed pipe, else a one-line message."""
+        self.analysis = Analysis(output, message_filter, max_line_size)
+        self.output = output
+        self.on_output_closed = on_output_closed
+        self.output_closed = False
+        self._queue = ByteBoundedQueue(buffer_size, NAP)
+        self._thread = threading.Thread(target=self._run, name='analysis', daemon=True)
+
+    # -- the relay's side (called on the session threads) --
+
+    @property
+    def descriptors_per_session(self):
+        """The file descriptors the output opens for a session (ctisave's files), beyond its sockets."""
+        return self.output.files_per_session
+
+    def session_opened(self, session):
+        """Let the output open what the session needs, then queue its start; return False if the output
+        cannot take it: the tool ends, once what came before is handled.  Out of file descriptors, the OSError
+        is the caller's."""
+        try:
+            self.output.session_opening(session)
+        except OutputError as error:
+            self._queue.put((_FAILED, session, None, None, str(error)))
+            return False
+        self._queue.put((_OPENED, session, None, None, None))
+        return True
+
+    def received(self, session, direction, when, data):
+        self._queue.put((_DATA, session, direction, when, data), len(data) + ITEM_COST)
+
+    def encrypted(self, session, direction, when):
+        self._queue.put((_ENCRYPTED, session, direction, when, None))
+
+    def notice(self, session, when, text):
+        self._queue.put((_NOTICE, session, None, when, text))
+
+    def direction_ended(self, session, direction, when=None):
+        self._queue.put((_ENDED, session, direction, time.time() if when is None else when, None))
+
+    def session_closed(self, session, when=None):
+        self._queue.put((_CLOSED, session, None, time.time() if when is None else when, None))
+
+    def tool_stopping(self):
+        """The tool is about to end the sessions still open (a stop signal): the output learns it before their ends."""
+        self._queue.put((_STOPPING, None, None, time.time(), None))
+
+    # -- life --
+
+    def start(self):
+        self._thread.start()
+
+    def finish(self, timeout=None):
+        """Handle everything queued so far, then close the output; return whether it completed."""
+        if self._thread.ident is None:        # stopped before it started: nothing was queued
+            self._call(self.output.close)
+            return True
+        self._queue.put((_STOP, None, None, None, None))
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- the analysis thread --
+
+    def _run(self):
+        analysis = self.analysis
+        while True:
+            kind, session, direction, when, data = self._queue.get()
+            if kind == _STOP:
+                if not self.output_closed:
+                    self._call(analysis.end_unfinished_sessions)
+                if not self.output_closed:
+                    self._call(self.output.close)
+                return
+            if self.output_closed:
+                continue                   # keep draining, so that the relay never waits on us
+            if kind == _DATA:
+                self._call(analysis.received, session, direction, when, data)
+            elif kind == _OPENED:
+                self._call(analysis.open_session, session)
+            elif kind == _ENDED:
+                self._call(analysis.direction_ended, session, direction, when)
+            elif kind == _ENCRYPTED:
+                self._call(analysis.encrypted, session, direction, when)
+            elif kind == _NOTICE:
+                self._call(analysis.notice, session, when, data)
+            elif kind == _STOPPING:
+                self._call(self.output.stopping, when)
+            elif kind == _FAILED:                # the output could not take a session (its files)
+                self._output_ended(data)
+            else:
+                self._call(analysis.close_session, session, when)
+
+    def _call(self, handler, *args):
+        try:
+            handler(*args)
+        except BrokenPipeError:             # stdout's reader went away: end quietly
+            self._output_ended(None)
+        except OutputError as error:        # a file that cannot be written
+            self._output_ended(str(error))
+        except OSError as error:            # stdout on a full disk, say
+            self._output_ended('cannot write the output: %s' % (error.strerror or error))
+        except Exception:
+            sys.stderr.write('internal error while showing traffic; please report:\n' + shown_traceback())
+
+    def _output_ended(self, reason):
+        """The output cannot go on: stop the tool (once), saying why unless it is a closed pipe."""
+        if not self.output_closed and self.on_output_closed:
+            self.on_output_closed(reason)
+        self.output_closed = True

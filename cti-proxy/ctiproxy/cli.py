@@ -1,16 +1,18 @@
 """Command line: the options of ctispy, ctisave and ctistat, and the run of a tool."""
 
 import argparse
-import io
 import os
 import signal
 import ssl
 import sys
 
 from . import __version__
-from .analysis import BUFFER_SIZE, Analyzer
+from .analysis import BUFFER_SIZE, Analysis, Analyzer
+from .capture import MAGIC_SIZE, CaptureError, capture_format
+from .capture_source import CaptureSource, NoTraffic
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
+from .inputs import InputError, InputStream, open_input, read_lines, text_stream
 from .options import HelpFormatter, listen_port, port_number
 from .outputs import (TIME_FORMS, Clock, JsonLinesOutput, OutputError, SaveOutput, SpyOutput, numbered_file_of,
                       numbered_files, same_file)
@@ -94,8 +96,9 @@ def base_parser(prog, description, examples, argv):
         parser.add_argument('host', metavar='HOST',
                             help='the CTI server: a host name or address, or HOST:PORT ([IPV6]:PORT)')
     parser.add_argument('--read', metavar='FILE',
-                        help='instead of HOST, replay a recording made with ctispy --json-lines '
-                             '(- for stdin)')
+                        help='instead of HOST, read a recording made with ctispy --json-lines, or a tcpdump or '
+                             'Wireshark capture (pcap, pcapng; its sessions on --port); - for stdin, a pipe read '
+                             'as it comes')
     parser.set_defaults(host=None)
     return parser
 
@@ -150,7 +153,8 @@ def server_address(parser, args):
 def add_relay_options(parser, loop_help=''):
     group = parser.add_argument_group('relay')
     group.add_argument('--port', type=port_number,
-                       help='the CTI server\'s port (default: %d, or %d with --tls)' % (DEFAULT_PORT, DEFAULT_TLS_PORT))
+                       help='the CTI server\'s port, also the one whose sessions --read takes from a capture '
+                            '(default: %d, or %d with --tls)' % (DEFAULT_PORT, DEFAULT_TLS_PORT))
     group.add_argument('--listen-port', type=listen_port, default=DEFAULT_LISTEN_PORT, metavar='PORT',
                        help='the port to accept CTI clients on (default: %(default)s; 0 picks a free one)')
     group.add_argument('--listen-addr', metavar='ADDR',
@@ -248,6 +252,8 @@ ctispy xivo-new --loop --oneline | grep '\\[#3\\]'      one session out of many
 ctispy xivo-new --json-lines > session.jsonl         record, then replay with any tool:
 ctispy --read session.jsonl --include class=getlist
 ctispy --read session.jsonl --json-lines | jq 'select(.reply_to.ms > 100)'
+ctispy --read cti.pcap                a capture: tcpdump -i any -w cti.pcap port 5003
+ssh root@xivo tcpdump -i any -U -w - port 5003 | ctispy --read -     live and passive: no client change
 An answer's header names its request and the reply time ("reply to login_id, 1.4 ms"), and says
 ERROR when it reports one; requests never answered are listed at the session's end.
 Then point the CTI client at port 50030 of this machine.
@@ -271,6 +277,7 @@ ctistat xivo-new                      a report when the session ends
 ctistat xivo-new --loop --json        one JSON report per session, one per line
 ctistat xivo-new --json | jq .errors  the error answers, by request
 ctistat --read session.jsonl          a report from a ctispy --json-lines recording
+ctistat --read cti.pcap               a report per session of a capture, with retransmitted and missing bytes
 '''
 
 
@@ -352,8 +359,6 @@ def spy_tool(argv):
     args = parse(parser, argv)
     if args.raw and (args.strip or args.include or args.exclude):
         parser.error('--raw shows bytes as received: --strip, --include and --exclude do not apply to it')
-    if args.raw and args.read:
-        parser.error('--raw shows bytes as received: a recording holds messages, not bytes')
     if args.raw and args.slow is not None:
         parser.error('--raw shows bytes as received: --slow does not apply to it')
     if args.json_lines and args.time != 'clock':
@@ -421,7 +426,7 @@ def main(prog, argv=None):
         args, output, chosen = TOOLS[prog](sys.argv[1:] if argv is None else argv)
         log.verbose = args.verbose
         if args.read is not None:
-            return replay_recording(args, output, chosen, log)
+            return read_input(args, output, chosen, log)
         return Proxy(args, output, chosen, log, signals).run()
     except StartError as error:
         log.error(str(error))
@@ -432,58 +437,78 @@ def main(prog, argv=None):
         signals.ignore()
 
 
-def replay_recording(args, output, chosen_filter, log):
-    """--read: run a recording through the tool instead of live traffic, record by record as it is read.
+def read_input(args, output, chosen_filter, log):
+    """--read: run a recording or a capture through the tool instead of live traffic, as it is read.
 
-    A bad line ends the replay after what came before it was shown (exit 1); a last line cut short
-    is a warning (exit 0).  A file is read twice (first to learn where each session ends), a pipe once."""
+    What it is, its first bytes tell: a pcap or pcapng capture, else a JSON-lines recording.  Bad
+    input ends the run after what came before it was shown (exit 1); a recording or capture cut short
+    at its end is a warning (exit 0)."""
     name = 'stdin' if args.read == '-' else args.read
     try:
-        stream = open_recording(args.read)
+        stream = open_input(args.read)
     except OSError as error:
         log.error('cannot read %s: %s' % (name, describe_error(error)))
         return 1
     with stream:
         try:
-            output.start()              # the recording is open: now files may be touched
-            ends = None
-            if stream.seekable():
-                ends = last_records(read_lines(stream, name), name)
-                stream.seek(0)
-            run = Replay(Analyzer(output, chosen_filter, args.max_message_size), ends)
-            run.run(read_records(read_lines(stream, name), name))
-        except IncompleteRecording as warning:
-            log.say('warning: %s' % warning)
-        except (RecordingError, OutputError) as error:
+            stream = InputStream(stream, name)
+            head = stream.read(MAGIC_SIZE)
+            if capture_format(head) is None and getattr(args, 'raw', False):
+                log.error('--raw shows bytes as received: a recording holds messages, not bytes (a capture '
+                          'holds bytes: --raw reads one)')
+                return 2
+            output.start()              # the input is open: now files may be touched
+            analysis = Analysis(output, chosen_filter, args.max_message_size)
+            if capture_format(head) is None:
+                warnings = replay_recording(analysis, text_stream(stream, head), name)
+            else:
+                warnings = read_capture(analysis, stream, head, name, args.port, log)
+        except (RecordingError, InputError, OutputError) as error:
             log.error(str(error))
+            return 1
+        except (CaptureError, NoTraffic) as error:
+            log.error('%s: %s' % (name, error))
             return 1
         except BrokenPipeError:
             _silence_stdout()
             return 0
-        except OSError as error:        # read errors are RecordingErrors: this is stdout's
+        except OSError as error:        # read errors are InputErrors: this is stdout's
             log.error('cannot write the output: %s' % describe_error(error))
             _silence_stdout()
             return 1
-    if run.went_back:
-        log.say('warning: %s, line %d: a time earlier than the record before it in its session (%d such record%s); '
-                'taken as that time' % (name, run.first_went_back, run.went_back, '' if run.went_back == 1 else 's'))
+    for warning in warnings:
+        log.say('warning: %s' % warning)
     return 0
 
 
-def open_recording(path):
-    """The recording at path ('-': stdin) as text."""
-    if path == '-':
-        return io.TextIOWrapper(sys.stdin.buffer, 'utf-8', 'replace')
-    return open(path, encoding='utf-8', errors='replace')
-
-
-def read_lines(stream, name):
-    """The lines of a recording, a failed read being a RecordingError (so that any other OSError is the output's)."""
+def replay_recording(analysis, stream, name):
+    """Replay a recording (text), record by record; return the warnings to say.  A file is read twice
+    (first to learn where each session ends), a pipe once."""
+    ends = None
+    if stream.seekable():
+        ends = last_records(read_lines(stream, name), name)
+        stream.seek(0)
+    run = Replay(analysis, ends)
+    warnings = []
     try:
-        for line in stream:             # not yield from, which would close the file with the generator
-            yield line
-    except OSError as error:
-        raise RecordingError('cannot read %s: %s' % (name, describe_error(error)))
+        run.run(read_records(read_lines(stream, name), name))
+    except IncompleteRecording as warning:
+        warnings.append(str(warning))
+    if run.went_back:
+        warnings.append('%s, line %d: a time earlier than the record before it in its session (%d such record%s); '
+                        'taken as that time' % (name, run.first_went_back, run.went_back,
+                                                '' if run.went_back == 1 else 's'))
+    return warnings
+
+
+def read_capture(analysis, stream, head, name, port, log):
+    """Read a capture, packet by packet; return the warnings to say."""
+    source = CaptureSource(analysis, port, log.say)
+    source.run(stream, head)
+    if source.cut_at is not None:
+        return ['%s ends in the middle of a packet (at byte %d; was tcpdump stopped while writing?): everything '
+                'before it was read' % (name, source.cut_at)]
+    return []
 
 
 class Proxy:

@@ -1,6 +1,7 @@
 """Outputs: what each tool does with the messages it is shown.
 
-Each output reacts to named events, all called on the analysis thread but the first:
+Each output reacts to named events, all called by the analysis (analysis.py) but the first; session is
+an events.SessionInfo:
     session_opening(session)                    on the session's own thread, before session_started:
         open what the session needs (files_per_session descriptors at most)
     session_started(session)
@@ -8,7 +9,9 @@ Each output reacts to named events, all called on the analysis thread but the fi
     seen(session, direction, when, message)     every line, before any filter, if the output sees_all
     message(session, direction, when, message, line)
         a line: message is its JSON object, or None when the line is not one
-    notice(session, when, text)                 news about a session (STARTTLS)
+    notice(session, when, text)                 news about a session (STARTTLS, bytes a capture lost)
+    missing(session, direction, when, size)     a capture lost size bytes of direction's stream (None: its start)
+    retransmitted(session, direction, size)     a capture saw size bytes of direction's stream again
     encrypted(session, direction, when)         what follows from direction's side is TLS
     direction_ended(session, direction, when)   direction's side ended its sending (its last line shown)
     session_ended(session, when)
@@ -32,7 +35,6 @@ from .escaping import SLICE, escape_text, json_bytes, json_string_pieces, shown_
 from .filters import CLIENT, SERVER
 from .pairing import RequestPairing, error_of, request_label
 from .recording import event_record, iso_time, message_record, notice_record
-from .relay import peer_name
 
 
 class OutputError(Exception):
@@ -110,6 +112,12 @@ class Output:
         pass
 
     def direction_ended(self, session, direction, when):
+        pass
+
+    def missing(self, session, direction, when, size):
+        pass
+
+    def retransmitted(self, session, direction, size):
         pass
 
     def session_ended(self, session, when):
@@ -342,20 +350,9 @@ def mark_parts(mark, colour=False):
     return parts
 
 
-def session_peers(session):
-    """(client, server) as shown, or None when not known (a recording without them)."""
-    recorded = getattr(session, 'peers', None)
-    if recorded is not None:
-        return recorded
-    client, upstream = getattr(session, 'client_address', None), getattr(session, 'upstream', None)
-    if client is None or upstream is None:
-        return None
-    return peer_name(client), str(upstream)
-
-
 def start_text(session):
     """'session #1 started: client 127.0.0.1:40512, server xivo-new:5003'."""
-    peers = session_peers(session)
+    peers = session.peer_names()
     text = 'session #%d started' % session.number
     return text if peers is None else '%s: client %s, server %s' % (text, peers[0], peers[1])
 
@@ -363,10 +360,10 @@ def start_text(session):
 def end_text(session):
     """'session #1 ended: the client closed', or the failure that ended it."""
     text = 'session #%d ended' % session.number
-    failure = getattr(session, 'failure', None)
+    failure = session.failure
     if failure:
         return '%s: %s' % (text, failure)
-    first = getattr(session, 'ended_first', None)
+    first = session.ended_first
     return '%s: the %s closed' % (text, first) if first in (CLIENT, SERVER) else text
 
 
@@ -565,14 +562,14 @@ class JsonLinesOutput(MarkingOutput):
         self._write(one_line_json(notice_record(session.number, when, text)))
 
     def session_start(self, session):
-        peers = session_peers(session) or (None, None)
+        peers = session.peer_names() or (None, None)
         self._write(one_line_json(event_record(session.number, session.opened, 'start',
                                                client=peers[0], server=peers[1])))
 
     def session_end(self, session, when):
-        first = getattr(session, 'ended_first', None)
+        first = session.ended_first
         self._write(one_line_json(event_record(session.number, when, 'end', closed_by=first,
-                                               error=getattr(session, 'failure', None))))
+                                               error=session.failure)))
 
     def never_answered(self, session, when, request):
         self._write(one_line_json(event_record(

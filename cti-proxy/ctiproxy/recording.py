@@ -13,15 +13,17 @@ had) is read as local time.  A message record of an answer may also hold "reply_
 records, which it skips; "start" and "end" tell a replayed session its addresses and its end.
 "text" holds a line that is not a JSON object exactly as received: a byte that is not UTF-8
 becomes a lone surrogate (written \\udcff), which a replay turns back into the byte.
-A replay turns each direction's records back into lines of bytes and hands them to the
-same analysis as live traffic, so a tool shows offline what it would have shown live; it
-reads the recording as it goes (from a pipe, each record is shown as it arrives).
+A replay turns each direction's records back into lines of bytes: the events of a source
+(events.py) that the same analysis as live traffic takes, so a tool shows offline what it
+would have shown live.  It reads the recording as it goes (from a pipe, each record is shown
+as it arrives).
 """
 
 import collections
 import datetime
 import json
 
+from .events import SessionInfo
 from .filters import CLIENT, SERVER
 
 Record = collections.namedtuple('Record', 'session direction time line notice number event')
@@ -175,23 +177,9 @@ def _text_or_none(value):
     return value if isinstance(value, str) else None
 
 
-class RecordedSession:
-    """A session as a recording tells it."""
-
-    client_address = None
-    upstream = None
-    peers = None                   # (client, server) from its "start" record
-    ended_first = None             # from its "end" record
-    failure = None
-
-    def __init__(self, number, opened):
-        self.number = number
-        self.opened = opened
-        self.latest = opened           # the time of its latest record so far
-
-
 class Replay:
-    """Runs records through an analyzer on this thread, one by one as they are read, then closes its output.
+    """A recording as a source: its records, one by one as they are read, become an observer's events
+    (events.Observer, the Analysis) on this thread; then the observer finishes (closes its output).
 
     A session opens at its first record and ends at its last: when `ends` ({session: line number}) tells
     which that is, else at the end of the recording.  A record earlier than its session's latest is taken
@@ -199,10 +187,11 @@ class Replay:
     by more than TIME_SLACK, `first_went_back` is the first one's line number.
     """
 
-    def __init__(self, analyzer, ends=None):
-        self.analyzer = analyzer
+    def __init__(self, observer, ends=None):
+        self.observer = observer
         self.ends = ends
-        self.sessions = {}
+        self.sessions = {}              # number: SessionInfo
+        self.latest = {}                # number: the time of its latest record so far
         self.went_back = 0
         self.first_went_back = None
 
@@ -217,41 +206,46 @@ class Replay:
         self._end_all()
 
     def _take(self, record):
-        analyzer = self.analyzer
+        observer = self.observer
         event = record.event or {}
         session = self.sessions.get(record.session)
         if session is None:
-            session = self.sessions[record.session] = RecordedSession(record.session, record.time)
+            session = self.sessions[record.session] = SessionInfo(record.session, record.time)
             if event.get('event') == 'start':
                 client, server = _text_or_none(event.get('client')), _text_or_none(event.get('server'))
-                session.peers = (client, server) if client and server else None
-            analyzer.open_session(session)
-        when = self._clock(session, record)
+                if client and server:
+                    session.client, session.server = client, server
+            self.latest[record.session] = record.time
+            observer.session_opened(session)
+        when = self._clock(record)
         if record.notice is not None:
-            analyzer.output.notice(session, when, record.notice)
+            observer.notice(session, when, record.notice)
         elif record.line is not None:
-            analyzer.take_chunk(session, record.direction, when, record.line + b'\n')
+            observer.received(session, record.direction, when, record.line + b'\n')
         ended = event.get('event') == 'end'
         if ended:
             closed_by = event.get('closed_by')
-            session.ended_first = closed_by if closed_by in (CLIENT, SERVER) else None
             session.failure = _text_or_none(event.get('error'))
+            if closed_by in (CLIENT, SERVER):
+                session.ended_first = closed_by
+                observer.direction_ended(session, closed_by, when)
         if ended or self.ends is not None and self.ends.get(record.session) == record.number:
             del self.sessions[record.session]
-            analyzer.close_session(session, when)
+            observer.session_closed(session, when)
 
-    def _clock(self, session, record):
+    def _clock(self, record):
         """The record's time, or its session's latest if earlier."""
-        if record.time >= session.latest:
-            session.latest = record.time
-        elif session.latest - record.time > TIME_SLACK:
+        latest = self.latest[record.session]
+        if record.time >= latest:
+            self.latest[record.session] = latest = record.time
+        elif latest - record.time > TIME_SLACK:
             self.went_back += 1
             if self.first_went_back is None:
                 self.first_went_back = record.number
-        return session.latest
+        return latest
 
     def _end_all(self):
         sessions, self.sessions = self.sessions, {}
-        for session in sessions.values():
-            self.analyzer.close_session(session, session.latest)
-        self.analyzer.output.close()
+        for number, session in sessions.items():
+            self.observer.session_closed(session, self.latest[number])
+        self.observer.finish()

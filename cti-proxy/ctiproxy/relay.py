@@ -6,17 +6,18 @@ the relay's path, and queueing first keeps the analysis in causal order (a reque
 is queued before its answer can exist).  The queue is bounded; only when it is full
 does the relay wait.
 
-The observer gets these calls, from the session's threads:
+The observer (events.Observer; the Analyzer) gets these calls, from the session's threads, each with the
+session's events.SessionInfo:
     session_opened(session)            the client is connected to the server; it may open files
         (descriptors_per_session of them, which the relay holds for it from the client's arrival) and
         return False to end the session unrelayed; out of descriptors, it raises the OSError and is called again
     received(session, direction, when, data)   data came from direction's side
     encrypted(session, direction, when)         what follows from that side is TLS (STARTTLS)
     notice(session, when, text)                 something to tell the user about the session
-    direction_ended(session, direction)         that side will send nothing more
-    session_closed(session)            both directions are over
-By then session.ended_first is the side that ended first (None if neither did before an abort), and
-session.failure the one line that says what ended it, if it did not end the ordinary way.
+    direction_ended(session, direction)         that side will send nothing more (when: now)
+    session_closed(session)            both directions are over (when: now)
+By then the SessionInfo's ended_first is the side that ended first (None if neither did before an abort), and
+its failure the one line that says what ended it, if it did not end the ordinary way.
 """
 
 import errno
@@ -35,6 +36,7 @@ except ImportError:         # not on this system
     resource = None
 
 from .escaping import escape_text, shown_traceback
+from .events import SessionInfo, host_port
 from .filters import CLIENT, SERVER
 from .stopping import stop_signals_blocked
 from .tls import (ENCRYPTED, REFUSE, START_TLS, ClearTextAnswer, PlainConnection, StarttlsHandover, TlsConnection,
@@ -324,11 +326,10 @@ class Session(socketserver.BaseRequestHandler):
         self.server_sock = None
         self.connections = {}
         self.opened = None
+        self.info = None            # the session as the observer sees it, once connected to the server
         self.handover = StarttlsHandover(self.tls.sees_through_starttls, self.tls.hide_offer)
         self._handover_changed = threading.Condition(threading.Lock())   # guards handover, connections, _aborted
         self._aborted = False
-        self.ended_first = None        # the side whose pump ended first, the ordinary way
-        self.failure = None            # what ended the session otherwise (the first failure), or None
 
     def handle(self):
         self.log.event('session #%d: client %s connected' % (self.number, peer_name(self.client_address)))
@@ -344,10 +345,12 @@ class Session(socketserver.BaseRequestHandler):
         except (OSError, UnicodeError) as error:
             self.server.report_failure(self, 'cannot connect to server %s: %s' % (self.upstream, describe_error(error)))
             return
+        self.opened = time.time()
+        self.info = SessionInfo(self.number, self.opened, plain_address(self.client_address),
+                                (self.upstream.host, self.upstream.port))
         if not self.server.session_started(self):       # the tool is stopping
             self.server_sock.close()
             return
-        self.opened = time.time()
         self.log.event('session #%d: connected to server %s' % (self.number, self.upstream))
         announced = False
         try:
@@ -358,13 +361,14 @@ class Session(socketserver.BaseRequestHandler):
             self.server_sock.close()
             self.log.event('session #%d: closed' % self.number)
             if announced:
-                self.observer.session_closed(self)
+                self.observer.session_closed(self.info)
 
     def _announce(self):
         """Tell the observer of the session, which opens its files in place of the descriptors held for them;
         return whether it takes the session.  Should something else take them first, wait for some (said once)."""
         try:
-            return self.server.limit.obtain(lambda: self.observer.session_opened(self), abandoned=lambda: self._aborted,
+            return self.server.limit.obtain(lambda: self.observer.session_opened(self.info),
+                                            abandoned=lambda: self._aborted,
                                             reserved=self.server.take_reserved(self.request))
         except OSError as error:
             if not self._aborted:
@@ -404,6 +408,7 @@ class Session(socketserver.BaseRequestHandler):
         """Relay what side sends to the other side until side ends or the session aborts."""
         other = SERVER if side == CLIENT else CLIENT
         received = self.observer.received
+        info = self.info
         connections = self.connections
         handover = self.handover
         try:
@@ -416,28 +421,28 @@ class Session(socketserver.BaseRequestHandler):
                     when = time.time()
                     at_fault = other
                     if handover.over:           # no STARTTLS under way, nor to come: nothing to ask
-                        received(self, side, when, data)
+                        received(info, side, when, data)
                         connections[other].sendall(data)
                     elif side == SERVER:
                         self._relay_server_opening(data, when)
                     else:
                         self._relay_client_opening(data, when)
             finally:
-                self.observer.direction_ended(self, side)     # before the other side can learn of the end
+                self.observer.direction_ended(info, side)     # before the other side can learn of the end
         except TlsFailure as failure:
             if not self._aborted:           # not the echo of the other side's failure
-                self.failure = self.failure or str(failure)
+                self.info.failure = self.info.failure or str(failure)
                 self.server.report_failure(self, str(failure))
             self.abort()
         except OSError as error:
             if not self._aborted:
                 reason = '%s connection failed: %s' % (at_fault, describe_error(error))
-                self.failure = self.failure or reason
+                self.info.failure = self.info.failure or reason
                 self.log.event('session #%d: %s' % (self.number, reason))
             self.abort()
         else:
             with self._handover_changed:
-                self.ended_first = self.ended_first or side
+                self.info.ended_first = self.info.ended_first or side
             self._end_direction(side, other)
 
     def _end_direction(self, side, other):
@@ -451,8 +456,8 @@ class Session(socketserver.BaseRequestHandler):
             stalls = self.handover.stalls_on_end(side)
             held = self.handover.server_ended() if side == SERVER else b''
         if stalls and not self._aborted:
-            self.failure = self.failure or 'STARTTLS: the %s ended before its TLS handshake' % side
-            self.server.report_failure(self, self.failure)
+            self.info.failure = self.info.failure or 'STARTTLS: the %s ended before its TLS handshake' % side
+            self.server.report_failure(self, self.info.failure)
             self.abort()
         if held:
             _quietly(self.connections[CLIENT].sendall, held)
@@ -466,7 +471,7 @@ class Session(socketserver.BaseRequestHandler):
             with self._handover_changed:
                 connection = self._counted_writer(other)
         try:
-            self.observer.received(self, side, when, data)
+            self.observer.received(self.info, side, when, data)
             connection.sendall(data if sent is None else sent)
         finally:
             with self._handover_changed:
@@ -486,8 +491,8 @@ class Session(socketserver.BaseRequestHandler):
             forward, confirmed = self.handover.server_sent(data)
             hid_one = self.handover.watch.offers_hidden > hidden
         if hid_one:
-            self.observer.notice(self, when, 'STARTTLS: the server\'s offer was hidden from the client '
-                                             '(--no-starttls)')
+            self.observer.notice(self.info, when, 'STARTTLS: the server\'s offer was hidden from the client '
+                                                  '(--no-starttls)')
         if confirmed is None:
             self._forward(SERVER, data, when, sent=forward)
             return
@@ -495,16 +500,16 @@ class Session(socketserver.BaseRequestHandler):
         # confirmation: the handover is ready for it before it is sent.  The client is written by this pump
         # only, and held off from now on until its upgrade (seen through).
         clear, encrypted = forward[:confirmed], forward[confirmed:]
-        self.observer.received(self, SERVER, when, data[:len(data) - len(encrypted)])   # what the server sent
+        self.observer.received(self.info, SERVER, when, data[:len(data) - len(encrypted)])   # what the server sent
         self.connections[CLIENT].sendall(clear)
         if self.handover.sees_through:
             self._upgrade_server(encrypted)
         else:
-            self.observer.encrypted(self, SERVER, when)
-            self.observer.notice(self, when, 'STARTTLS: the session is now encrypted and cannot be shown '
-                                             '(give the tool --cert and --key to see through it)')
+            self.observer.encrypted(self.info, SERVER, when)
+            self.observer.notice(self.info, when, 'STARTTLS: the session is now encrypted and cannot be shown '
+                                                  '(give the tool --cert and --key to see through it)')
             if encrypted:
-                self.observer.received(self, SERVER, when, encrypted)
+                self.observer.received(self.info, SERVER, when, encrypted)
                 self.connections[CLIENT].sendall(encrypted)
 
     def _upgrade_server(self, received):
@@ -515,7 +520,7 @@ class Session(socketserver.BaseRequestHandler):
                                    server_hostname=self.upstream.host, received=received)
         self._handshake(connection, 'the server %s (STARTTLS)' % self.upstream)
         self._upgraded(SERVER, connection)
-        self.observer.notice(self, time.time(), 'STARTTLS: the tool decrypts this session with its certificate')
+        self.observer.notice(self.info, time.time(), 'STARTTLS: the tool decrypts this session with its certificate')
 
     def _relay_client_opening(self, data, when):
         """Relay the client's bytes while a STARTTLS handover may be under way: after the server's
@@ -532,7 +537,7 @@ class Session(socketserver.BaseRequestHandler):
             self._upgraded(CLIENT, connection)
             return
         if action == ENCRYPTED:
-            self.observer.encrypted(self, CLIENT, when)
+            self.observer.encrypted(self.info, CLIENT, when)
         self._forward(CLIENT, data, when, connection=connection)
 
     def _upgraded(self, side, connection):
@@ -554,11 +559,6 @@ class Session(socketserver.BaseRequestHandler):
 def peer_name(address):
     """'127.0.0.1:40512' or '[::1]:40512' for a socket address."""
     return host_port(*plain_address(address))     # an IPv4 client on a dual-stack socket as IPv4
-
-
-def host_port(host, port):
-    """'host:port', an IPv6 address in brackets: '[::1]:5003'."""
-    return ('[%s]:%d' if ':' in host else '%s:%d') % (host, port)
 
 
 def end_a_thread():
@@ -761,7 +761,7 @@ class RelayServer(ListeningServer):
             self._stopping = True
             sessions = list(self._sessions)
         for session in sessions:
-            session.failure = session.failure or 'the tool stopped'
+            session.info.failure = session.info.failure or 'the tool stopped'
             session.abort()
 
     def wait_relaying_sessions(self, timeout):

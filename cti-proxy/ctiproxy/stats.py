@@ -18,7 +18,6 @@ from .escaping import escape_text, json_bytes
 from .filters import CLIENT, SERVER
 from .outputs import ARROWS, Output
 from .pairing import RequestPairing, class_name, error_of, function_of, request_label
-from .relay import peer_name
 
 BAR_WIDTH = 40
 TOP = 5                   # the slowest answers and the biggest messages kept
@@ -30,6 +29,7 @@ SPARK_WIDTH = 60          # buckets of the timeline, characters of its line
 FIRST_BUCKET = 1 / 1024   # seconds: a timeline's buckets start this short, and double as the session outgrows them
 SPARKS = '\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588'     # ▁▂▃▄▅▆▇█; an empty bucket is a space
 COUNT_ROWS = ('bytes', 'chunks', 'messages', 'invalid')   # the counts of each direction, a row each in the text
+CAPTURE_ROWS = ('retransmitted', 'missing')                 # and those of a session read from a capture
 NO_REQUEST = '(no request)'   # the label of an error message that answers no request waiting
 TOOL = 'tool'             # closed_by of a session that the tool ended (a stop signal)
 
@@ -44,13 +44,19 @@ class DirectionStats:
         self.invalid = 0
         self.classes = collections.Counter()
         self.functions = collections.Counter()     # (class, function): messages of that class with that function
+        self.retransmitted = 0     # bytes a capture saw again (counted once in bytes)
+        self.missing = 0           # bytes a capture lost
 
-    def as_dict(self):
+    def as_dict(self, captured=False):
+        """The counts; a capture's also have retransmitted and missing bytes."""
+        counts = {'bytes': self.bytes, 'chunks': self.chunks, 'messages': self.messages, 'invalid': self.invalid}
+        if captured:
+            counts.update(retransmitted=self.retransmitted, missing=self.missing)
         functions = {}
         for (kind, function), count in self.functions.most_common():
             functions.setdefault(kind, {})[function] = count
-        return {'bytes': self.bytes, 'chunks': self.chunks, 'messages': self.messages,
-                'invalid': self.invalid, 'classes': dict(self.classes.most_common()), 'functions': functions}
+        counts.update(classes=dict(self.classes.most_common()), functions=functions)
+        return counts
 
 
 class TopN:
@@ -193,7 +199,7 @@ class SessionStats:
     the request's last byte to the arrival of the answer's.
     """
 
-    def __init__(self, number, started, label='', client_address=None, server_address=None):
+    def __init__(self, number, started, label='', client_address=None, server_address=None, captured=False):
         self.number = number
         self.started = started
         self.ended = None
@@ -201,6 +207,7 @@ class SessionStats:
         self.client_address = client_address
         self.server_address = server_address
         self.closed_by = None          # the side that ended its sending first, or TOOL
+        self.captured = captured
         self.directions = {CLIENT: DirectionStats(), SERVER: DirectionStats()}
         self.pairing = RequestPairing()
         self.reply_ms = collections.defaultdict(lambda: array.array('d'))  # request class: milliseconds
@@ -262,7 +269,8 @@ class SessionStats:
         return {'session': self.number, 'started': iso_time(self.started), 'duration': round(ended - self.started, 6),
                 'client_address': self.client_address, 'server_address': self.server_address,
                 'closed_by': self.closed_by,
-                CLIENT: self.directions[CLIENT].as_dict(), SERVER: self.directions[SERVER].as_dict(),
+                CLIENT: self.directions[CLIENT].as_dict(self.captured),
+                SERVER: self.directions[SERVER].as_dict(self.captured),
                 'timeline': self.timeline.as_dict(ended),
                 'replies': replies, 'errors': self.errors.as_dict(),
                 'unanswered': self.pairing.kept,
@@ -276,9 +284,11 @@ def format_report(report, label=''):
 
     Everything from the traffic (class and function names, error texts, commandids) is shown escaped."""
     lines = _heading(report, label)
-    lines.append('%-12s %16s %16s' % ('', ARROWS[CLIENT], ARROWS[SERVER]))
-    for key in COUNT_ROWS:
-        lines.append('%-12s %16d %16d' % (key, report[CLIENT][key], report[SERVER][key]))
+    rows = COUNT_ROWS + (CAPTURE_ROWS if 'missing' in report[CLIENT] else ())   # a capture's: seen twice, lost
+    width = max(12, max(len(key) for key in rows))
+    lines.append('%-*s %16s %16s' % (width, '', ARROWS[CLIENT], ARROWS[SERVER]))
+    for key in rows:
+        lines.append('%-*s %16d %16d' % (width, key, report[CLIENT][key], report[SERVER][key]))
     for direction in (CLIENT, SERVER):
         lines.append('')
         lines.extend(_class_rows(direction, report[direction]))
@@ -423,9 +433,9 @@ class StatOutput(Output):
         self.sessions = {}
 
     def session_started(self, session):
-        client, server = session_addresses(session)
-        label = 'client %s, server %s' % (client, server) if client is not None else ''
-        self.sessions[session] = SessionStats(session.number, session.opened, label, client, server)
+        names = session.peer_names() or (None, None)
+        self.sessions[session] = SessionStats(session.number, session.opened, session.describe(), names[0], names[1],
+                                              session.captured)
 
     def chunk(self, session, direction, when, data):
         self.sessions[session].add_chunk(direction, data)
@@ -443,6 +453,12 @@ class StatOutput(Output):
         for stats in self.sessions.values():
             if stats.closed_by is None:
                 stats.closed_by = TOOL
+
+    def missing(self, session, direction, when, size):
+        self.sessions[session].directions[direction].missing += size or 0
+
+    def retransmitted(self, session, direction, size):
+        self.sessions[session].directions[direction].retransmitted += size
 
     def session_ended(self, session, when):
         stats = self.sessions.pop(session)
@@ -466,12 +482,3 @@ class StatOutput(Output):
             text = (format_report(report, stats.label) + '\n').encode('utf-8', 'backslashreplace')
         self.stream.write(text)
         self.stream.flush()
-
-
-def session_addresses(session):
-    """('127.0.0.1:40512', 'xivo-new:5003') for a relayed session; (None, None) for a replayed one."""
-    client = getattr(session, 'client_address', None)
-    upstream = getattr(session, 'upstream', None)
-    if client is None or upstream is None:
-        return None, None
-    return peer_name(client), str(upstream)

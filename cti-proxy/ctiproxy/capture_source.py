@@ -1,0 +1,177 @@
+"""A capture as a source: the TCP sessions on the server port of a tcpdump or Wireshark capture become an
+observer's events (events.py), packet by packet as the capture is read, on this thread.
+
+The capture core reads the packets (capture.py) and puts each connection's bytes back in order
+(reassembly.py); this turns what it finds into the events the relay emits live, at the capture's
+times: bytes a capture lost are `missing` (the analysis shows the lines they damage as text), a
+STARTTLS confirmation or TLS from the first byte makes the rest `encrypted`, as when the tool passes
+them through live.
+"""
+
+from .capture import IP_FRAGMENT, CaptureReader, PacketDecoder
+from .events import SessionInfo
+from .filters import CLIENT, SERVER
+from .reassembly import Closed, Data, Ended, Missing, Opened, Reassembler, StartMissed
+from .tls import ENCRYPTED, StarttlsHandover, starts_like_tls
+
+TLS_PORT = 5013             # XiVO's CTI over TLS from the first byte
+
+STARTTLS_NOTICE = 'STARTTLS: the session is now encrypted and cannot be shown'
+TLS_NOTICE = 'TLS: the session is encrypted and cannot be shown'
+START_MISSED_NOTICE = ('the capture starts after this session\'s start: what comes before the first newline '
+                       'of each side is shown as text')
+
+
+class NoTraffic(Exception):
+    """The capture holds no packet on the server port (the message names the port and the ports it holds)."""
+
+
+class CapturedSession:
+    """What the source follows of one session: its description, its STARTTLS watch, its sides not yet ended."""
+
+    __slots__ = ('info', 'handover', 'settled', 'tls_checked', 'start_missed', 'open_sides')
+
+    def __init__(self, info):
+        self.info = info
+        self.handover = StarttlsHandover()      # passed through: the client's TLS is said to be encrypted
+        self.settled = False                    # nothing more can become encrypted: bytes go straight on
+        self.tls_checked = False                # the first bytes were looked at for TLS
+        self.start_missed = False               # said that the capture missed the session's start
+        self.open_sides = [CLIENT, SERVER]
+
+
+class CaptureSource:
+    """Feeds an observer from a capture.  warn(text) says one line (IP fragments, once)."""
+
+    def __init__(self, observer, port, warn):
+        self.observer = observer
+        self.port = port
+        self.warn = warn
+        self.decoder = PacketDecoder()
+        self.reassembler = Reassembler(port)
+        self.sessions = {}                  # the core's Session: CapturedSession
+        self.cut_at = None                  # the byte offset of a last packet cut short, once read
+
+    def run(self, stream, prefix=b''):
+        """Read the capture from a binary stream (prefix: its first bytes, already read) to its end; on
+        garbage (CaptureError) or Ctrl-C, end what was read before, then raise.  NoTraffic if no packet
+        was on the port."""
+        reader = CaptureReader(stream, prefix)
+        try:
+            self._read(reader)
+        except BaseException:
+            self._end()
+            raise
+        self._end()
+        self.cut_at = reader.cut_at
+        if not self.reassembler.sessions_seen:
+            raise NoTraffic(self.no_traffic_text())
+
+    def _read(self, reader):
+        decode = self.decoder.decode
+        feed = self.reassembler.feed
+        take = self._take
+        fragments_said = False
+        for packet in reader.packets():
+            segment = decode(packet)
+            if segment is None:
+                continue
+            if segment is IP_FRAGMENT:
+                if not fragments_said:
+                    fragments_said = True
+                    self.warn('warning: the capture holds IP fragments of TCP packets (byte %d): they are not '
+                              'reassembled, and skipped' % packet.offset)
+                continue
+            for event in feed(segment, packet.time):
+                take(event)
+
+    def _end(self):
+        """The capture ends: each session still open ends at its last packet; the observer finishes."""
+        try:
+            for event in self.reassembler.finish():
+                self._take(event)
+        finally:
+            self.observer.finish()
+
+    def no_traffic_text(self):
+        ports = self.reassembler.ports_seen()
+        if not ports:
+            return 'no TCP traffic on port %d: the capture holds no TCP packet' % self.port
+        held = ', '.join('%d (%d packet%s)' % (port, count, '' if count == 1 else 's') for port, count in ports[:8])
+        more = ' and %d more' % (len(ports) - 8) if len(ports) > 8 else ''
+        return 'no TCP traffic on port %d (--port): the capture holds TCP ports %s%s' % (self.port, held, more)
+
+    # -- the core's events, as the observer's --
+
+    def _take(self, event):
+        kind = event.__class__
+        if kind is Data:
+            self._data(self.sessions[event.session], event.direction, event.time, event.data)
+        elif kind is Opened:
+            self._open(event)
+        elif kind is Missing:
+            self.observer.missing(self.sessions[event.session].info, event.direction, event.time, event.size)
+        elif kind is StartMissed:
+            session = self.sessions[event.session]
+            if not session.start_missed:
+                session.start_missed = True
+                self.observer.notice(session.info, event.time, START_MISSED_NOTICE)
+            self.observer.missing(session.info, event.direction, event.time, None)
+        elif kind is Closed:
+            self._end_side(self.sessions[event.session], event.direction, event.time)
+        elif kind is Ended:
+            self._close(event)
+
+    def _open(self, event):
+        core = event.session
+        info = SessionInfo(core.number, core.start, core.client, core.server, captured=True)
+        self.sessions[core] = CapturedSession(info)
+        self.observer.session_opened(info)
+
+    def _data(self, session, direction, when, data):
+        """Bytes from direction's side: said encrypted from TLS's first byte or STARTTLS's confirmation on."""
+        observer = self.observer
+        if session.settled:
+            observer.received(session.info, direction, when, data)
+            return
+        if not session.tls_checked:
+            session.tls_checked = True
+            if self.port == TLS_PORT or starts_like_tls(data):
+                self._encrypted_from_start(session, when)
+                observer.received(session.info, direction, when, data)
+                return
+        if direction == SERVER:
+            _, confirmed = session.handover.server_sent(data)
+            session.settled = session.handover.over
+            if confirmed is None:
+                observer.received(session.info, SERVER, when, data)
+                return
+            observer.received(session.info, SERVER, when, data[:confirmed])
+            observer.encrypted(session.info, SERVER, when)
+            observer.notice(session.info, when, STARTTLS_NOTICE)
+            if confirmed < len(data):
+                observer.received(session.info, SERVER, when, data[confirmed:])
+            return
+        if session.handover.client_sent(data) == ENCRYPTED:
+            observer.encrypted(session.info, CLIENT, when)
+        observer.received(session.info, CLIENT, when, data)
+        session.settled = session.handover.over
+
+    def _encrypted_from_start(self, session, when):
+        session.settled = True
+        for side in (CLIENT, SERVER):
+            self.observer.encrypted(session.info, side, when)
+        self.observer.notice(session.info, when, TLS_NOTICE)
+
+    def _end_side(self, session, direction, when):
+        if direction in session.open_sides:
+            session.open_sides.remove(direction)
+            self.observer.direction_ended(session.info, direction, when)
+
+    def _close(self, event):
+        session = self.sessions.pop(event.session)
+        for side in (CLIENT, SERVER):
+            if event.counts[side].retransmitted:
+                self.observer.retransmitted(session.info, side, event.counts[side].retransmitted)
+            self._end_side(session, side, event.time)
+        self.observer.session_closed(session.info, event.time)

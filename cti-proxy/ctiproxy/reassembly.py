@@ -1,0 +1,311 @@
+"""TCP reassembly, I/O-free: captured segments in, each connection's bytes in order out, as events.
+
+Each TCP connection on the server port is a session, numbered from 1 in order of its first packet; the
+server is the side on that port.  Per direction, bytes come out in sequence order, each byte once;
+segments ahead of a hole wait (up to a bound) until it fills; a hole that never fills is said (Missing)
+and delivery resumes after it.
+"""
+
+import bisect
+import collections
+
+from .capture import ACK, FIN, RST, SYN, address_text
+from .filters import CLIENT, SERVER
+
+Session = collections.namedtuple('Session', 'number client server start')
+Session.__doc__ = 'A plain description of a session: number, client and server (ip, port), time of its first packet.'
+Counts = collections.namedtuple('Counts', 'retransmitted missing')
+
+# The events: each has the Session and the time of the packet that brought it; direction is the side that sent.
+Opened = collections.namedtuple('Opened', 'session time')
+StartMissed = collections.namedtuple('StartMissed', 'session time direction')   # its first bytes may be mid-line
+Data = collections.namedtuple('Data', 'session time direction data')
+Missing = collections.namedtuple('Missing', 'session time direction size')      # a hole never filled: read on
+Closed = collections.namedtuple('Closed', 'session time direction')             # FIN, after all its bytes
+Ended = collections.namedtuple('Ended', 'session time reason counts')  # counts: {CLIENT: Counts, SERVER: Counts}
+
+CLOSED = 'closed'
+RESET = 'reset'
+CAPTURE_END = 'capture end'
+REPLACED = 'replaced'
+
+_new_tuple = tuple.__new__             # a namedtuple made without its __new__'s extra call, for the common path
+_MASK = 0xFFFFFFFF
+_HALF = 1 << 31
+_ENDED_REMEMBERED = 1 << 14     # ended connections whose late packets are still recognised and dropped
+
+
+class _Direction:
+    """One direction of a connection: where its stream is, what waits ahead of a hole, its counters.
+
+    Positions are unwrapped sequence numbers: the first one seen, then counting on past 2^32.
+    """
+
+    __slots__ = ('name', 'next', 'held', 'held_bytes', 'fin', 'closed', 'isn', 'start_missed',
+                 'retransmitted', 'missing')
+
+    def __init__(self, name):
+        self.name = name
+        self.next = None            # the position of the next byte to deliver; None before the first segment
+        self.held = []              # (start, end, data or None for bytes the capture cut), sorted, disjoint
+        self.held_bytes = 0
+        self.fin = None             # the position of the FIN, once seen
+        self.closed = False
+        self.isn = None             # the SYN's sequence number, when it was captured
+        self.start_missed = False   # a StartMissed is due before this direction's first bytes
+        self.retransmitted = 0
+        self.missing = 0
+
+    def position(self, seq):
+        """The unwrapped position of a 32-bit sequence number, the nearest to `next`."""
+        ahead = (seq - self.next) & _MASK
+        if ahead >= _HALF:              # more than 2^31 ahead is behind
+            ahead -= _MASK + 1
+        return self.next + ahead
+
+    def start(self, seq):
+        """The first segment seen of a direction whose SYN was not captured."""
+        self.next = seq
+        self.start_missed = True
+
+
+class _Connection:
+    __slots__ = ('key', 'session', 'client', 'server', 'last_time')
+
+    def __init__(self, key, session):
+        self.key = key
+        self.session = session
+        self.client = _Direction(CLIENT)
+        self.server = _Direction(SERVER)
+        self.last_time = session.start
+
+
+class Reassembler:
+    """Segments of a capture in (feed), events out; `finish` at the end of the capture."""
+
+    def __init__(self, server_port, max_held=4 << 20):
+        self.server_port = server_port
+        self.max_held = max_held
+        self.sessions_seen = 0
+        self._connections = {}
+        self._ended = collections.OrderedDict()
+        self._other_ports = collections.Counter()
+
+    def ports_seen(self):
+        """[(port, packets)] of the TCP packets not on the server port, most packets first."""
+        return self._other_ports.most_common()
+
+    def feed(self, segment, time):
+        """The events that one captured segment brings (a list, often of one Data)."""
+        flags = segment.flags
+        if segment.dport == self.server_port:
+            key = (segment.src, segment.sport, segment.dst, segment.dport)
+            from_client = True
+            if segment.sport == self.server_port and key not in self._connections:     # port to the same port
+                reverse = (segment.dst, segment.dport, segment.src, segment.sport)
+                if reverse in self._connections or reverse in self._ended:
+                    key, from_client = reverse, False
+        elif segment.sport == self.server_port:
+            key = (segment.dst, segment.dport, segment.src, segment.sport)
+            from_client = False
+        else:
+            self._count_other(segment)
+            return []
+        events = []
+        connection = self._connections.get(key)
+        opening = from_client and flags & (SYN | ACK) == SYN
+        if connection is None:
+            if key in self._ended and not opening:
+                return events                          # a late packet of a connection that ended
+            connection = self._open(key, time, events)
+        elif opening and connection.client.isn != segment.seq:
+            self._end(connection, time, REPLACED, events)
+            connection = self._open(key, time, events)
+        connection.last_time = time
+        if from_client:
+            sender, receiver = connection.client, connection.server
+        else:
+            sender, receiver = connection.server, connection.client
+        if flags & RST:
+            self._end(connection, time, RESET, events)
+            return events
+        seq = segment.seq
+        if flags & SYN:
+            if sender.next is None:
+                sender.isn = seq
+                sender.next = seq + 1
+            if flags & ACK and receiver.next is None:     # a SYN-ACK whose SYN was not captured: it says where
+                receiver.isn = (segment.ack - 1) & _MASK
+                receiver.next = segment.ack
+            seq = (seq + 1) & _MASK
+        elif sender.next is None:
+            sender.start(seq)
+        payload = segment.payload
+        if seq == sender.next & _MASK and payload and not segment.cut and not sender.held and not sender.closed:
+            self._deliver(connection, sender, payload, time, events)     # in order: the common case
+        elif sender.closed:
+            sender.retransmitted += len(payload)                         # after its FIN: nothing new can come
+        elif payload or segment.cut:
+            self._receive(connection, sender, sender.position(seq), payload, segment.cut, time, events)
+        if flags & FIN and sender.fin is None:
+            sender.fin = sender.position((seq + len(payload) + segment.cut) & _MASK)
+        if flags & ACK and receiver.next is not None and not receiver.closed:
+            acked = (segment.ack - receiver.next) & _MASK
+            if 1 < acked < _HALF:           # the receiver has bytes the capture lacks: they will not come
+                target = receiver.next + acked
+                if receiver.fin is not None and target > receiver.fin:
+                    target = receiver.fin
+                self._skip_to(connection, receiver, target, time, events)
+            if receiver.fin is not None:
+                self._check_closed(connection, receiver, time, events)
+        if sender.fin is not None:
+            self._check_closed(connection, sender, time, events)
+            if sender.closed and receiver.closed:
+                self._end(connection, time, CLOSED, events)
+        return events
+
+    def finish(self):
+        """End every open session at its last packet's time."""
+        events = []
+        for connection in list(self._connections.values()):
+            self._end(connection, connection.last_time, CAPTURE_END, events)
+        return events
+
+    # -- sessions ------------------------------------------------------------------------------------
+
+    def _open(self, key, time, events):
+        self.sessions_seen += 1
+        client_ip, client_port, server_ip, server_port = key
+        session = Session(self.sessions_seen, (address_text(client_ip), client_port),
+                          (address_text(server_ip), server_port), time)
+        connection = _Connection(key, session)
+        self._connections[key] = connection
+        self._ended.pop(key, None)
+        events.append(Opened(session, time))
+        return connection
+
+    def _end(self, connection, time, reason, events):
+        """Say what is missing in each direction, deliver what waited, and end the session."""
+        for direction in (connection.client, connection.server):
+            if direction.next is not None and not direction.closed:
+                end = max(direction.held[-1][1] if direction.held else direction.next, direction.fin or 0)
+                self._skip_to(connection, direction, end, time, events)
+        del self._connections[connection.key]
+        self._ended[connection.key] = True
+        if len(self._ended) > _ENDED_REMEMBERED:
+            self._ended.popitem(last=False)
+        counts = {CLIENT: Counts(connection.client.retransmitted, connection.client.missing),
+                  SERVER: Counts(connection.server.retransmitted, connection.server.missing)}
+        events.append(Ended(connection.session, time, reason, counts))
+
+    def _count_other(self, segment):
+        flags = segment.flags & (SYN | ACK)
+        if flags == SYN:
+            port = segment.dport
+        elif flags == SYN | ACK:
+            port = segment.sport
+        else:
+            port = min(segment.sport, segment.dport)
+        self._other_ports[port] += 1
+
+    # -- one direction -------------------------------------------------------------------------------
+
+    def _receive(self, connection, direction, start, data, cut, time, events):
+        """Bytes start..start+len(data) (then `cut` bytes the capture lacks) of one direction."""
+        if start == direction.next and not direction.held:          # in order: the common case
+            if data:
+                self._deliver(connection, direction, data, time, events)
+            if cut:
+                self._missing(connection, direction, cut, time, events)
+            return
+        end = start + len(data)
+        self._hold(direction, start, end, data)
+        if cut:
+            self._hold(direction, end, end + cut, None)
+        self._release(connection, direction, time, events)
+        while direction.held_bytes > self.max_held:
+            self._skip_to(connection, direction, direction.held[0][0], time, events)
+
+    def _hold(self, direction, start, end, data):
+        """Keep the parts of start..end not already delivered or held; count the others as retransmitted."""
+        if start < direction.next:
+            if end <= direction.next:
+                direction.retransmitted += end - start
+                return
+            direction.retransmitted += direction.next - start
+            if data is not None:
+                data = data[direction.next - start:]
+            start = direction.next
+        held = direction.held
+        index = bisect.bisect_left(held, (start,))
+        if index and held[index - 1][1] > start:
+            index -= 1
+        while start < end:
+            if index < len(held) and held[index][0] < end:
+                held_start, held_end, _ = held[index]
+                if held_start > start:
+                    self._insert(direction, index, start, held_start, data)
+                    index += 1
+                    data = data[held_start - start:] if data is not None else None
+                    start = held_start
+                covered = min(held_end, end) - start
+                direction.retransmitted += covered
+                if data is not None:
+                    data = data[covered:]
+                start += covered
+                index += 1
+            else:
+                self._insert(direction, index, start, end, data)
+                return
+
+    @staticmethod
+    def _insert(direction, index, start, end, data):
+        piece = data[:end - start] if data is not None else None
+        direction.held.insert(index, (start, end, piece))
+        if piece is not None:
+            direction.held_bytes += end - start
+
+    def _release(self, connection, direction, time, events):
+        """Deliver the held pieces that now follow on."""
+        held = direction.held
+        while held and held[0][0] == direction.next:
+            start, end, data = held.pop(0)
+            if data is None:
+                self._missing(connection, direction, end - start, time, events)
+            else:
+                direction.held_bytes -= end - start
+                self._deliver(connection, direction, data, time, events)
+
+    def _skip_to(self, connection, direction, target, time, events):
+        """Give up on the holes before `target`: say them missing, deliver what waited between them."""
+        held = direction.held
+        while direction.next < target:
+            if held and held[0][0] < target:
+                gap = held[0][0] - direction.next
+                if gap:
+                    self._missing(connection, direction, gap, time, events)
+                self._release(connection, direction, time, events)
+            else:
+                self._missing(connection, direction, target - direction.next, time, events)
+        self._release(connection, direction, time, events)
+
+    def _deliver(self, connection, direction, data, time, events):
+        if direction.start_missed:
+            direction.start_missed = False
+            events.append(StartMissed(connection.session, time, direction.name))
+        events.append(_new_tuple(Data, (connection.session, time, direction.name, data)))
+        direction.next += len(data)
+
+    def _missing(self, connection, direction, size, time, events):
+        if direction.start_missed:
+            direction.start_missed = False
+            events.append(StartMissed(connection.session, time, direction.name))
+        events.append(Missing(connection.session, time, direction.name, size))
+        direction.missing += size
+        direction.next += size
+
+    @staticmethod
+    def _check_closed(connection, direction, time, events):
+        if direction.fin is not None and not direction.closed and direction.next >= direction.fin:
+            direction.closed = True
+            events.append(Closed(connection.session, time, direction.name))
