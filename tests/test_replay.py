@@ -17,6 +17,7 @@ import time
 import unittest
 
 from tests.harness import TIMEOUT, Tool, closed_port, read_fd_until_all, run_tool, tool_path
+from tests.test_capture_read import login_session
 from tests.test_simulator import SimServer, Talk, ctisim
 from ctiproxy.recording import Record
 from ctiproxy.sim.recorded import RecordingProblem, load_session, request_key
@@ -182,6 +183,27 @@ class ServerReplayTest(unittest.TestCase):
         status, err = server.stop()
         self.assertEqual(status, 0, err)
         self.assertNotIn('not in the recording', err)
+
+    def test_from_a_capture(self):
+        """A tcpdump capture replays as its recording would: the banner first, the recorded answers after."""
+        folder = tempfile.mkdtemp(prefix='cti-replay-')
+        self.addCleanup(shutil.rmtree, folder, True)
+        path = os.path.join(folder, 'cti.pcap')
+        with open(path, 'wb') as file:
+            file.write(login_session().pcap())
+        server = SimServer('--replay', path, '--speed', '0', '--no-starttls')
+        self.addCleanup(server.__exit__)
+        self.assertIsNotNone(server.port, server.start_line)
+        talk = Talk(socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT))
+        self.assertEqual(talk.read_line(), b'XiVO CTI Server Version 1.2.3\n')
+        answer, _ = talk.ask('login_id', userlogin='bob')
+        self.assertEqual((answer['sessionid'], answer['replyid']), ('abc', 1))
+        talk.commandid = 40
+        answer, _ = talk.ask('getlist', function='listid')
+        self.assertEqual((answer['list'], answer['replyid']), (['1', '2'], 41))
+        talk.quit()
+        status, err = server.stop()
+        self.assertEqual(status, 0, err)
 
     def test_unasked_messages_after_their_request(self):
         server, _ = self.start('--speed', '0')

@@ -164,9 +164,9 @@ CLIENT_REPLAY = (
 def add_server_replay_options(server):
     """--replay FILE and its options, for ctisim server."""
     group = add_replay_group(server, 'replay (a recorded XiVO)', REPLAY_MATCHING,
-                             'play the server of a recording (ctispy --json-lines) to each client instead of the '
-                             'simulated system: its banner, its answers, and the messages it sent unasked after '
-                             'each request, at their recorded gaps',
+                             'play the server of a recording (ctispy --json-lines) or a capture (pcap, pcapng: its '
+                             'sessions to port 5003) to each client instead of the simulated system: its banner, '
+                             'its answers, and the messages it sent unasked after each request, at their recorded gaps',
                              'the answers and unasked messages come at their recorded gaps times X')
     group.add_argument('--no-starttls', action='store_true',
                        help='do not offer STARTTLS, even if the recorded server did')
@@ -175,7 +175,8 @@ def add_server_replay_options(server):
 def add_client_replay_options(client):
     """--replay FILE and its options, for ctisim client."""
     group = add_replay_group(client, 'replay (a recorded client)', CLIENT_REPLAY,
-                             'play the client of a recording (ctispy --json-lines) instead of the simulated session, '
+                             'play the client of a recording (ctispy --json-lines) or a capture (its sessions to '
+                             'port 5003) instead of the simulated session, '
                              'then print a summary: requests sent, answered, not answered, answered with an error, '
                              'and each reply time next to the recorded one',
                              'each request goes out after its recorded gap times X')

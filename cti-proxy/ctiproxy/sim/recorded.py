@@ -1,15 +1,19 @@
 """A recorded session as replay sees it: what the server said first, then each request of the client with
 its answers and the messages the server sent unasked after it.  I/O-free: built from recording records.
 
-Where the records come from is one function, session_records(): today a ctispy --json-lines recording
-(recording.py's reader); a capture goes through the same reader once captures can be read.
+Where the records come from is one function, session_records(): a ctispy --json-lines recording
+(recording.py's reader), or a tcpdump or Wireshark capture (its lines, framed by the same analysis as the tools').
 """
 
 import collections
 import json
 
+from ..analysis import Analysis
+from ..capture import MAGIC_SIZE, CaptureError, capture_format
+from ..capture_source import CaptureSource, NoTraffic
 from ..filters import CLIENT
-from ..recording import read_records
+from ..outputs import Output
+from ..recording import Record, read_records
 
 # A request is answered by the recorded answer to a request of the same class with the same values of these
 # fields (a field absent from both is the same).  The login requests match by class alone: any credentials
@@ -18,6 +22,7 @@ IDENTIFYING_FIELDS = ('function', 'listname', 'tipbxid', 'tid', 'command', 'dest
                       'mode', 'size', 'xuserid')
 LOGIN_CLASSES = ('login_id', 'login_pass', 'login_capas')
 STARTTLS = 'starttls'
+CAPTURE_PORT = 5003       # a capture's sessions are its TCP connections to this port
 
 
 class RecordingProblem(Exception):
@@ -151,11 +156,38 @@ def decoded(line):
 
 
 def session_records(path):
-    """The records of the recording at path (a ctispy --json-lines file), as recording.read_records yields them.
-    The one place that reads: a capture's reader takes its place here."""
-    name = path
+    """The records of the recording or capture at path, as recording.read_records yields them."""
+    with open(path, 'rb') as stream:
+        head = stream.read(MAGIC_SIZE)
+        if capture_format(head) is not None:
+            return captured_records(stream, head, path)
+    return recorded_records(path)
+
+
+def recorded_records(path):
+    """The records of a ctispy --json-lines recording."""
     with open(path, encoding='utf-8', errors='replace') as stream:
-        yield from read_records(stream, name)
+        yield from read_records(stream, path)
+
+
+class CapturedLines(Output):
+    """Keeps the lines of a capture's sessions as records."""
+
+    def __init__(self):
+        self.records = []
+
+    def message(self, session, direction, when, message, line):
+        self.records.append(Record(session.number, direction, when, bytes(line), None, len(self.records) + 1))
+
+
+def captured_records(stream, head, path):
+    """The lines of the TCP sessions to CAPTURE_PORT in a capture, as records (RecordingProblem if it has none)."""
+    lines = CapturedLines()
+    try:
+        CaptureSource(Analysis(lines), CAPTURE_PORT, lambda text: None).run(stream, head)
+    except (CaptureError, NoTraffic) as error:
+        raise RecordingProblem('%s: %s' % (path, error))
+    return lines.records
 
 
 def load_session(path, number=None, records=session_records):
