@@ -547,9 +547,11 @@ class Proxy:
         exit status, None when asked to stop."""
         server.timeout = 0                  # handle_request() takes the client that wait() saw, never waits
         while not self.signals.requested:
-            if not self.signals.wait([server.fileno()]):
-                continue                    # a session ended, or a stop signal came
-            server.handle_request()
+            accepted = server.accepted
+            if self.signals.wait([server.fileno()]):
+                server.handle_request()
+            if server.accepted == accepted:
+                continue                    # a session ended, a stop signal came, or the client went away
             if not self.args.loop:
                 server.server_close()       # one session only: accept nobody else
                 if not self.signals.wait_until(server.sessions_ended):

@@ -625,6 +625,7 @@ class RelayServer(ListeningServer):
         self.log = log
         self.stop = stop
         self.failures = 0              # sessions that could not start
+        self.accepted = 0              # clients accepted
         self._lock = threading.Condition()
         self._numbers = 0
         self._running = 0              # sessions accepted and not finished
@@ -653,6 +654,7 @@ class RelayServer(ListeningServer):
         Held here, before the next client is accepted, a session's descriptors cannot go to clients that
         would then wait for their server connection or their files while no session can run to its end."""
         request, client_address = self.limit.obtain(super().get_request, abandoned=self._stop_requested)
+        self.accepted += 1
         reserved = []
         try:
             for _ in range(1 + getattr(self.observer, 'descriptors_per_session', 0)):
