@@ -1,9 +1,11 @@
 PYTHON ?= python3
+# Test worker processes: most tests wait on sockets and processes, so a few per core pay.
+JOBS ?= 4
 
 .PHONY: test lint bench demo demo-tls
 
 test:
-	$(PYTHON) tests/run.py $(TESTS)
+	$(PYTHON) tests/run.py --jobs $(JOBS) $(TESTS)
 
 lint:
 	@$(PYTHON) -c 'import flake8' 2>/dev/null || { \

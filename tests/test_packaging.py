@@ -36,6 +36,9 @@ sys.stdout.write(', '.join(missing))
 '''
 
 
+RUNNER_TIMEOUT = 4 * TIMEOUT     # seconds: a bound on importing the whole suite
+
+
 def run(command, cwd, timeout=TIMEOUT, **env):
     """Run command to its end (bounded); return (exit code, stdout, stderr)."""
     environment = dict(os.environ, PYTHONDONTWRITEBYTECODE='1', **env)
@@ -104,7 +107,7 @@ class RunnersTest(unittest.TestCase):
         # As `python3 -m unittest discover -s tests` does: the checkout in sys.path[0], tests/ the top level.
         script = ('import sys, unittest; loader = unittest.TestLoader(); suite = loader.discover("tests"); '
                   'sys.stdout.write("%d\\n" % suite.countTestCases()); sys.stdout.write("\\n".join(loader.errors))')
-        status, out, err = run([sys.executable, '-c', script], ROOT)
+        status, out, err = run([sys.executable, '-c', script], ROOT, timeout=RUNNER_TIMEOUT)
         self.assertEqual(status, 0, err)
         count, _, errors = out.partition('\n')
         self.assertEqual(errors, '')
@@ -112,7 +115,10 @@ class RunnersTest(unittest.TestCase):
 
     @unittest.skipIf(importlib.util.find_spec('pytest') is None, 'pytest is not installed for this Python')
     def test_pytest_collects(self):
-        status, out, err = run([sys.executable, '-m', 'pytest', '--collect-only', '-q', '-p', 'no:cacheprovider'], ROOT)
+        # Collecting compiles every test module afresh (no bytecode is written): on a machine busy with the suite's
+        # other workers that takes longer than starting a tool, hence the longer bound.
+        status, out, err = run([sys.executable, '-m', 'pytest', '--collect-only', '-q', '-p', 'no:cacheprovider'], ROOT,
+                               timeout=RUNNER_TIMEOUT)
         self.assertEqual(status, 0, out + err)
         self.assertRegex(out, r'\n(\d{3,}) tests collected')
 

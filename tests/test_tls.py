@@ -355,7 +355,8 @@ class TlsToServerTest(unittest.TestCase):
         shown, notices = spy_view(out)
         self.assertTrue(shown[C2S] == to_server, 'client messages not shown as sent')
         self.assertTrue(shown[S2C] == to_client + ['the server says goodbye'], 'server messages not shown as sent')
-        self.assertEqual(notices, [])
+        # Both sides send at once: an answer may pass the tool before its request, which is then never answered.
+        self.assertEqual([notice for notice in notices if not notice.startswith('never answered: ')], [])
 
     def test_server_certificate_not_trusted(self):
         cases = [('no --tls-ca: the system CAs', ('--tls',), 'server', 'certificate verify failed'),

@@ -265,7 +265,10 @@ class Analyzer(Observer):
         self.analysis = Analysis(output, message_filter, max_line_size)
         self.output = output
         self.on_output_closed = on_output_closed
+        self.on_finished = None         # called on the analysis thread once it has finished
         self.output_closed = False
+        self.finished = False           # the analysis thread has handled everything and closed the output
+        self._ending = False
         self._queue = ByteBoundedQueue(buffer_size, NAP)
         self._thread = threading.Thread(target=self._run, name='analysis', daemon=True)
 
@@ -317,13 +320,27 @@ class Analyzer(Observer):
         if self._thread.ident is None:        # stopped before it started: nothing was queued
             self._call(self.output.close)
             return True
-        self._queue.put((_STOP, None, None, None, None))
+        self.end()
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def end(self):
+        """Let the analysis thread finish once it has handled everything queued so far (then on_finished())."""
+        if not self._ending:
+            self._ending = True
+            self._queue.put((_STOP, None, None, None, None))
 
     # -- the analysis thread --
 
     def _run(self):
+        try:
+            self._handle_queue()
+        finally:
+            self.finished = True
+            if self.on_finished is not None:
+                self.on_finished()
+
+    def _handle_queue(self):
         analysis = self.analysis
         while True:
             kind, session, direction, when, data = self._queue.get()

@@ -522,13 +522,16 @@ class Proxy:
         self.output_failed = False
         self.analyzer = Analyzer(output, chosen_filter, args.max_message_size, BUFFER_SIZE,
                                  on_output_closed=self._output_closed)
+        self.analyzer.on_finished = signals.ring
 
     def run(self):
         args, log = self.args, self.log
-        upstream, listen, server = self._start()
-        status = 0
-        signalled = False
-        complete = None
+        self.signals.wait_for_requests()    # from here on a stop signal is a request that the waits below see
+        started = self._start()
+        if started is None:
+            return 0                        # asked to stop while starting: nothing was touched
+        upstream, listen, server = started
+        status = None
         sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             with stop_signals_blocked():
@@ -541,27 +544,23 @@ class Proxy:
             for note in args.notes:
                 log.say(note)
             status = self._serve(server)
-            self.stopping = True                    # ending on its own: the output's end need not signal us
-            complete = self._stop(server, None)     # a stop signal still cuts this short
-        except KeyboardInterrupt:
-            signalled = True
         finally:
-            self.stopping = True
-            self.signals.settle()       # a stop signal from now on: a repeat, or (later) an end at once
-            if complete is None:
-                complete = self._stop(server, STOP_GRACE if signalled else None)
+            self.stopping = True            # the output's end need not signal us any more
+            complete = self._stop(server, signalled=status is None)
+            self.signals.settle()           # a stop signal from now on: a repeat, or (later) an end at once
         if self.output_failed:
             status = 1
         if not complete:
             log.error('stopped before all the traffic was shown or saved: the output is incomplete')
-            os._exit(status)            # the analysis thread may be stuck writing to stdout: don't wait
+            os._exit(status or 0)           # the analysis thread may be stuck writing to stdout: don't wait
         if self.analyzer.output_closed:
             _silence_stdout()
-        return status
+        return status or 0
 
     def _start(self):
         """Find the server, bind the listening port, refuse to relay to the tool itself, and only then let
-        the output open its files; return (upstream, listen, server), or raise StartError naming what failed."""
+        the output open its files; return (upstream, listen, server), None if asked to stop meanwhile, or raise
+        StartError naming what failed."""
         args = self.args
         upstream = Upstream(args.host, args.port)
         try:
@@ -573,13 +572,16 @@ class Proxy:
         except (OSError, UnicodeError) as error:
             raise StartError('cannot use listen address %r: %s' % (args.listen_addr, describe_error(error)))
         try:
-            server = RelayServer(listen, upstream, self.analyzer, self.log, args.tls_options)
+            server = RelayServer(listen, upstream, self.analyzer, self.log, args.tls_options, self.signals)
         except OSError as error:
             raise StartError('cannot listen on %s: %s' % (listen.describe(), describe_error(error)))
         try:
             if server.relays_to_itself():
                 raise StartError('the server %s is the tool itself, which listens on %s: each client would be '
                                  'relayed back to the tool' % (upstream, listen.describe(server.port)))
+            if self.signals.requested:
+                server.server_close()
+                return None
             self.analyzer.output.start()       # only now may files be touched: the tool can start
         except OutputError as error:
             server.server_close()
@@ -590,13 +592,21 @@ class Proxy:
         return upstream, listen, server
 
     def _serve(self, server):
-        if self.args.loop:
-            server.serve_forever()
-            return 0
-        server.handle_request()
-        server.server_close()          # one session only: accept nobody else
-        server.wait_sessions()
-        return 1 if server.failures else 0
+        """Relay clients until a stop is asked (--loop), or one client to the end of its session; return the
+        exit status, None when asked to stop."""
+        server.timeout = 0                  # handle_request() takes the client that wait() saw, never waits
+        while not self.signals.requested:
+            accepted = server.accepted
+            if self.signals.wait([server.fileno()]):
+                server.handle_request()
+            if server.accepted == accepted:
+                continue                    # a session ended, a stop signal came, or the client went away
+            if not self.args.loop:
+                server.server_close()       # one session only: accept nobody else
+                if not self.signals.wait_until(server.sessions_ended):
+                    return None
+                return 1 if server.failures else 0
+        return None
 
     def _output_closed(self, reason):
         """The output cannot go on (reason None: stdout's reader went away): stop as Ctrl-C does
@@ -607,14 +617,18 @@ class Proxy:
         if not self.stopping:
             os.kill(os.getpid(), signal.SIGINT)
 
-    def _stop(self, server, grace):
-        """Close every session, then let the output catch up (for at most grace seconds after a
-        signal); return whether all the traffic reached it."""
+    def _stop(self, server, signalled):
+        """Close every session, then let the output catch up: as long as it takes when the tool ends on its own
+        (unless a stop is asked meanwhile), STOP_GRACE seconds after a stop request; return whether all the
+        traffic reached it."""
         server.server_close()
         self.analyzer.tool_stopping()           # before the sessions' ends: the tool closes them, not a side
         server.abort_sessions()
         ended = server.wait_relaying_sessions(SESSIONS_BOUND)
-        caught_up = self.analyzer.finish(grace)
+        if not signalled:
+            self.analyzer.end()
+            self.signals.wait_until(lambda: self.analyzer.finished)
+        caught_up = self.analyzer.finish(STOP_GRACE)
         return ended and caught_up
 
 

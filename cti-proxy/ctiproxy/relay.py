@@ -627,12 +627,16 @@ def is_local_address(host):
 class RelayServer(ListeningServer):
     """Listens for CTI clients and runs a Session for each, on its own thread."""
 
-    def __init__(self, listen, upstream, observer, log, tls=None):
+    def __init__(self, listen, upstream, observer, log, tls=None, stop=None):
+        """stop: the tool's StopSignals, if any: rung as each session ends, and a client waiting for a file
+        descriptor is given up once it is asked to stop."""
         self.upstream = upstream
         self.tls = tls or TlsOptions()
         self.observer = observer
         self.log = log
+        self.stop = stop
         self.failures = 0              # sessions that could not start
+        self.accepted = 0              # clients accepted
         self._lock = threading.Condition()
         self._numbers = 0
         self._running = 0              # sessions accepted and not finished
@@ -660,7 +664,8 @@ class RelayServer(ListeningServer):
 
         Held here, before the next client is accepted, a session's descriptors cannot go to clients that
         would then wait for their server connection or their files while no session can run to its end."""
-        request, client_address = self.limit.obtain(super().get_request)
+        request, client_address = self.limit.obtain(super().get_request, abandoned=self._stop_requested)
+        self.accepted += 1
         reserved = []
         try:
             for _ in range(1 + getattr(self.observer, 'descriptors_per_session', 0)):
@@ -754,6 +759,16 @@ class RelayServer(ListeningServer):
             self._running -= 1
             self._lock.notify_all()
         self.limit.freed()
+        if self.stop is not None:
+            self.stop.ring()
+
+    def _stop_requested(self):
+        return self.stop is not None and self.stop.requested
+
+    def sessions_ended(self):
+        """Whether every accepted session has finished."""
+        with self._lock:
+            return not self._running
 
     def abort_sessions(self):
         """End every session that relays, and let no other start."""
