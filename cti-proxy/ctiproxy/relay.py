@@ -582,7 +582,10 @@ class ListeningServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
     allow_reuse_address = True
     daemon_threads = True
-    request_queue_size = 64
+    # Clients the kernel queues while the tool cannot accept them (out of file descriptors, or busy): beyond
+    # the queue, a client's handshake waits for the kernel's retransmissions, seconds apart, growing.  The
+    # kernel caps it at net.core.somaxconn.
+    request_queue_size = 1024
 
     def __init__(self, listen, handler_class):
         self.listen = listen
