@@ -12,6 +12,7 @@ import sys
 import tempfile
 import unittest
 
+from tests.test_capture_read import login_session
 from tests.harness import TIMEOUT, Tool, close_session, read_line_unbuffered, recv_exactly, tool_path
 from ctiproxy.filters import CLIENT, SERVER
 from ctiproxy.outputs import SaveOutput
@@ -116,6 +117,18 @@ class FailedStartTest(FolderTestCase):
     def test_missing_recording(self):
         missing = os.path.join(self.dir, 'no-such.jsonl')
         self.assertUntouched('--read', missing, self.client_path, self.server_path, needle=missing)
+
+    def test_capture_without_traffic_on_the_port(self):
+        """A capture is known to hold no session only once read: the files were checked, not emptied."""
+        capture = os.path.join(self.dir, 'cti.pcap')
+        write(capture, login_session().pcap())
+        self.assertUntouched('--read', capture, '--port', '6000', self.client_path, self.server_path,
+                             needle='no TCP traffic on port 6000')
+
+    def test_recording_with_a_bad_first_line(self):
+        recording = os.path.join(self.dir, 'session.jsonl')
+        write(recording, b'{"class": "login_id"}\n')
+        self.assertUntouched('--read', recording, self.client_path, self.server_path, needle='line 1')
 
     def test_one_unfit_file_leaves_the_other_alone(self):
         """No truncating before both files passed the checks; a file created for nothing is removed."""

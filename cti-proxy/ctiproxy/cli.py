@@ -380,7 +380,7 @@ def save_tool(argv):
                      % args.server_file)
     if args.loop:
         refuse_numbered_clash(parser, args.client_file, args.server_file)
-    output = SaveOutput(args.client_file, args.server_file, warn=Log('ctisave').say)
+    output = SaveOutput(args.client_file, args.server_file, warn=Log('ctisave').say, empty_late=bool(args.read))
     if args.loop:
         args.notes.extend(older_files_note(args.client_file, args.server_file))
     return args, output, message_filter(args)

@@ -714,14 +714,18 @@ class SaveOutput(Output):
     A file that cannot be opened or written ends the tool (OutputError), rather than lose messages;
     so does a file this run already saved into (SERVERFILE being CLIENTFILE.2, say).  Running out of
     file descriptors to open them is left to the relay (an OSError), which waits for some.
-    warn(text) is told of a file that was already there and that others may read.
+    warn(text) is told of a file that was already there and that others may read.  With empty_late (--read,
+    where a capture may turn out to hold no session), the first session's files are checked at start but
+    emptied only when that session starts: a run that saves nothing leaves them as they were.
     """
 
     files_per_session = 2
 
-    def __init__(self, client_path, server_path, warn=None):
+    def __init__(self, client_path, server_path, warn=None, empty_late=False):
         self.paths = {CLIENT: client_path, SERVER: server_path}
         self.warn = warn or (lambda text: None)
+        self.empty_late = empty_late
+        self._unemptied = None         # the first session's files (PrivateFile), checked, if empty_late
         self.sessions_seen = 0
         self.files = {}
         self._lock = threading.Lock()  # guards what follows: sessions open their files on their own threads
@@ -733,10 +737,17 @@ class SaveOutput(Output):
 
     def start(self):
         """Open the first session's files now, so that a bad path is known before any session."""
-        self._next_files = self._open_files('')
+        if self.empty_late:
+            self._unemptied = self._checked_files('')
+        else:
+            self._next_files = self._open_files('')
 
     def _open_files(self, suffix):
         """Open both files of a session; empty them only once both are known to be fit."""
+        return self._emptied(self._checked_files(suffix))
+
+    def _checked_files(self, suffix):
+        """Open both files of a session (PrivateFiles), and check that they are fit; nothing is written."""
         opened = []
         path = None
         try:
@@ -744,13 +755,25 @@ class SaveOutput(Output):
                 path = base + suffix
                 opened.append(PrivateFile(path))
             self._refuse_saved_into(opened)
+        except BaseException as error:
+            for file in opened:
+                file.abandon()
+            if isinstance(error, OSError) and error.errno not in OUT_OF_DESCRIPTORS:
+                raise _cannot_write(error.filename or path, error)
+            raise
+        return opened
+
+    def _emptied(self, opened):
+        """Empty a session's checked files; return their streams by direction."""
+        path = None
+        try:
             for file in opened:
                 path = file.path
                 file.empty()
         except BaseException as error:
             for file in opened:
                 file.abandon()
-            if isinstance(error, OSError) and error.errno not in OUT_OF_DESCRIPTORS:
+            if isinstance(error, OSError):
                 raise _cannot_write(error.filename or path, error)
             raise
         streams = [file.stream() for file in opened]
@@ -786,7 +809,9 @@ class SaveOutput(Output):
 
     def _next_session_files(self):
         """Under _lock: the files of the next session, numbered from 2 after the first."""
-        if self._next_files is not None:
+        if self._unemptied is not None:
+            files, self._unemptied = self._emptied(self._unemptied), None
+        elif self._next_files is not None:
             files, self._next_files = self._next_files, None
         else:
             files = self._open_files('.%d' % (self.sessions_seen + 1) if self.sessions_seen else '')
@@ -826,6 +851,9 @@ class SaveOutput(Output):
         files = list(self.files.values()) + [file for files in waiting for file in files.values()]
         self.files.clear()
         self._changed.clear()
+        unemptied, self._unemptied = self._unemptied or [], None
+        for file in unemptied:          # no session came: left as they were (removed if this run made them)
+            file.abandon()
         self._close(files)
 
     def _close(self, files):
