@@ -1,10 +1,12 @@
 """A hostile review of --read of a capture: crafted captures that once broke the real tools."""
 
+import collections
 import struct
 import unittest
 
 from ctiproxy.filters import CLIENT
 from ctiproxy.reassembly import Missing, Reassembler
+from ctiproxy.sim.recorded import RecordingProblem, load_session
 from tests.capwriter import ETHERNET, Pcapng, frame
 from tests.test_capture_read import CaptureTestCase, login_session
 from tests.test_reassembly import CLIENT_IP, PORT, SERVER_IP, handshake, segment
@@ -64,6 +66,23 @@ class HeldPiecesTest(unittest.TestCase):
                          [(CLIENT, 10)])
         events += reassembler.finish()
         self.assertEqual(b''.join(event.data for event in events if hasattr(event, 'data')), b'x' * 250)
+
+
+Record = collections.namedtuple('Record', 'notice session direction line time')
+
+
+class ReplayChoiceTest(unittest.TestCase):
+    """ctisim server --replay of a capture of many sessions: a --session it lacks is one short line (it
+    listed every session number: 1.4 MB for 200,000 sessions)."""
+
+    def test_a_missing_session_names_the_first_ten_and_the_count(self):
+        def records(path):
+            for number in range(1, 2001):
+                yield Record(None, number, 'client', b'{"class": "x"}', 1.0)
+        with self.assertRaises(RecordingProblem) as caught:
+            load_session('many.pcap', 5000, records=records)
+        self.assertEqual(str(caught.exception), 'many.pcap: no session 5000 in it (it holds sessions 1, 2, 3, 4, 5, '
+                                                '6, 7, 8, 9, 10, ... (2000 sessions))')
 
 
 if __name__ == '__main__':
