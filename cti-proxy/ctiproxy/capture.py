@@ -23,6 +23,10 @@ _PCAPNG_SHB = b'\x0a\x0d\x0d\x0a'          # a palindrome: the same in both byte
 _BYTE_ORDER_MAGICS = {b'\x4d\x3c\x2b\x1a': '<', b'\x1a\x2b\x3c\x4d': '>'}
 
 MAX_PACKET_SIZE = 64 << 20                 # a bigger record or block is garbage, not a packet
+# Packet times the tools can show (datetime's years, with a day's margin for time zones): from the epoch to
+# the end of 9998.  A classic pcap's 32-bit seconds always are; a pcapng's 64-bit timestamp, resolution and
+# offset may put a packet before 1970 or after year 9999: garbage, not a time.
+MAX_TIME_NS = 253370764800 * 1000000000
 
 # pcapng block types
 _SHB = 0x0A0D0D0A
@@ -292,6 +296,8 @@ class _Section:
         if 28 + captured + 4 > length:
             raise CaptureError('not a capture: bad packet length %d' % captured, offset)
         self.last_time_ns = time_ns = interface.time_ns(timestamp)
+        if not 0 <= time_ns < MAX_TIME_NS:
+            raise CaptureError('not a capture: packet time out of range (%d ns since 1970)' % time_ns, offset)
         return Packet(offset, interface.linktype, time_ns, buffer[pos + 28:pos + 28 + captured], original)
 
     def simple_packet(self, buffer, pos, length, offset):

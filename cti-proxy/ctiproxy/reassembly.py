@@ -83,9 +83,10 @@ class _Connection:
 class Reassembler:
     """Segments of a capture in (feed), events out; `finish` at the end of the capture."""
 
-    def __init__(self, server_port, max_held=4 << 20):
+    def __init__(self, server_port, max_held=4 << 20, max_held_pieces=1 << 14):
         self.server_port = server_port
         self.max_held = max_held
+        self.max_held_pieces = max_held_pieces      # tiny segments: each piece costs far more than its bytes
         self.sessions_seen = 0
         self._connections = {}
         self._ended = collections.OrderedDict()
@@ -223,7 +224,7 @@ class Reassembler:
         if cut:
             self._hold(direction, end, end + cut, None)
         self._release(connection, direction, time, events)
-        while direction.held_bytes > self.max_held:
+        while direction.held_bytes > self.max_held or len(direction.held) > self.max_held_pieces:
             self._skip_to(connection, direction, direction.held[0][0], time, events)
 
     def _hold(self, direction, start, end, data):

@@ -190,23 +190,34 @@ def captured_records(stream, head, path):
     return lines.records
 
 
+def _numbers_text(numbers):
+    """'session 1', 'sessions 1, 2, 3', or the first ten and how many in all."""
+    if len(numbers) == 1:
+        return 'session %d' % numbers[0]
+    shown = ', '.join(str(number) for number in numbers[:10])
+    if len(numbers) > 10:
+        shown += ', ... (%d sessions)' % len(numbers)
+    return 'sessions ' + shown
+
+
 def load_session(path, number=None, records=session_records):
     """Session number (default: the first) of the recording at path, checked; RecordingProblem (or
     recording.RecordingError, OSError) for one that cannot be replayed."""
-    sessions = collections.OrderedDict()
+    held = collections.OrderedDict()            # every session's number; only the chosen one's records are kept
+    session = None
     for record in records(path):
         if record.notice is not None:
             continue
-        if record.session not in sessions:
-            sessions[record.session] = RecordedSession(path, record.session)
-        sessions[record.session].take(record.direction, record.line, record.time)
-    if not sessions:
+        held[record.session] = True
+        if number is None:
+            number = record.session
+        if record.session == number:
+            if session is None:
+                session = RecordedSession(path, number)
+            session.take(record.direction, record.line, record.time)
+    if not held:
         raise RecordingProblem('%s: no session in it' % path)
-    if number is None:
-        number = next(iter(sessions))
-    if number not in sessions:
-        raise RecordingProblem('%s: no session %d in it (it holds session%s %s)' % (
-            path, number, 's' if len(sessions) > 1 else '', ', '.join(str(held) for held in sessions)))
-    session = sessions[number]
+    if session is None:
+        raise RecordingProblem('%s: no session %d in it (it holds %s)' % (path, number, _numbers_text(list(held))))
     session.check()
     return session
