@@ -1,6 +1,7 @@
 """A hostile review of --read of a capture: crafted captures that once broke the real tools."""
 
 import collections
+import json
 import struct
 import unittest
 
@@ -8,7 +9,8 @@ from ctiproxy.filters import CLIENT
 from ctiproxy.reassembly import Missing, Reassembler
 from ctiproxy.sim.recorded import RecordingProblem, load_session
 from tests.capwriter import ETHERNET, Pcapng, frame
-from tests.test_capture_read import CaptureTestCase, login_session
+from tests.capwriter import ACK, FIN
+from tests.test_capture_read import LOGIN, LOGIN_ANSWER, Capture, CaptureTestCase, login_session
 from tests.test_reassembly import CLIENT_IP, PORT, SERVER_IP, handshake, segment
 
 
@@ -83,6 +85,31 @@ class ReplayChoiceTest(unittest.TestCase):
             load_session('many.pcap', 5000, records=records)
         self.assertEqual(str(caught.exception), 'many.pcap: no session 5000 in it (it holds sessions 1, 2, 3, 4, 5, '
                                                 '6, 7, 8, 9, 10, ... (2000 sessions))')
+
+
+class WhoClosedTest(CaptureTestCase):
+    """Who closed a captured session is the side whose FIN came first; a session still open where the capture
+    ends, or reset, was closed by nobody (before: the client, always)."""
+
+    def closed_by(self, capture):
+        status, out, err = self.read('ctistat', '-', '--json', stdin=capture.pcap())
+        self.assertEqual(status, 0, err)
+        return json.loads(out.decode('utf-8').splitlines()[0])['closed_by']
+
+    def test_server_fin_first(self):
+        capture = Capture()
+        capture.handshake()
+        capture.add('client', LOGIN)
+        capture.add('server', flags=FIN | ACK)
+        capture.add('client', flags=FIN | ACK)
+        self.assertEqual(self.closed_by(capture), 'server')
+
+    def test_open_at_the_capture_end(self):
+        capture = Capture()
+        capture.handshake()
+        capture.add('client', LOGIN)
+        capture.add('server', LOGIN_ANSWER)
+        self.assertIsNone(self.closed_by(capture))
 
 
 if __name__ == '__main__':

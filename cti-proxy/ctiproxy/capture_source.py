@@ -11,10 +11,15 @@ them through live.
 from .capture import IP_FRAGMENT, CaptureReader, PacketDecoder
 from .events import SessionInfo
 from .filters import CLIENT, SERVER
-from .reassembly import Closed, Data, Ended, Missing, Opened, Reassembler, StartMissed
+from .reassembly import (CAPTURE_END, REPLACED, RESET, Closed, Data, Ended, Missing, Opened, Reassembler,
+                         StartMissed)
 from .tls import ENCRYPTED, StarttlsHandover, starts_like_tls
 
 TLS_PORT = 5013             # XiVO's CTI over TLS from the first byte
+# How a session that did not end with both FINs ended, as its end notice says it (a side that had sent its FIN
+# still closed it first).
+END_FAILURES = {RESET: 'reset (TCP RST)', CAPTURE_END: 'still open where the capture (or its reading) ends',
+                REPLACED: 'replaced by a new connection on the same ports'}
 
 STARTTLS_NOTICE = 'STARTTLS: the session is now encrypted and cannot be shown'
 TLS_NOTICE = 'TLS: the session is encrypted and cannot be shown'
@@ -117,7 +122,9 @@ class CaptureSource:
                 session.start_missed = True
                 self.observer.notice(session.info, event.time, START_MISSED_NOTICE)
             self.observer.missing(session.info, event.direction, event.time, None)
-        elif kind is Closed:
+        elif kind is Closed:                # a FIN: that side ended its sending
+            info = self.sessions[event.session].info
+            info.ended_first = info.ended_first or event.direction
             self._end_side(self.sessions[event.session], event.direction, event.time)
         elif kind is Ended:
             self._close(event)
@@ -170,6 +177,8 @@ class CaptureSource:
 
     def _close(self, event):
         session = self.sessions.pop(event.session)
+        if event.reason in END_FAILURES:
+            session.info.failure = END_FAILURES[event.reason]
         for side in (CLIENT, SERVER):
             if event.counts[side].retransmitted:
                 self.observer.retransmitted(session.info, side, event.counts[side].retransmitted)

@@ -417,6 +417,8 @@ class Session(socketserver.BaseRequestHandler):
                     at_fault = side
                     data = connections[side].recv()
                     if not data:
+                        with self._handover_changed:       # said before the observer hears of the end
+                            info.ended_first = info.ended_first or side
                         break
                     when = time.time()
                     at_fault = other
@@ -441,8 +443,6 @@ class Session(socketserver.BaseRequestHandler):
                 self.log.event('session #%d: %s' % (self.number, reason))
             self.abort()
         else:
-            with self._handover_changed:
-                self.info.ended_first = self.info.ended_first or side
             self._end_direction(side, other)
 
     def _end_direction(self, side, other):

@@ -444,8 +444,9 @@ class StatOutput(Output):
         self.sessions[session].add_line(direction, when, message, len(line))
 
     def direction_ended(self, session, direction, when):
+        """Who closed: the side whose sending ended first the ordinary way (the source says which)."""
         stats = self.sessions.get(session)
-        if stats is not None and stats.closed_by is None:
+        if stats is not None and stats.closed_by is None and session.ended_first == direction:
             stats.closed_by = direction
 
     def stopping(self, when):
