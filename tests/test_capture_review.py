@@ -112,5 +112,19 @@ class WhoClosedTest(CaptureTestCase):
         self.assertIsNone(self.closed_by(capture))
 
 
+class EmptyInputTest(CaptureTestCase):
+    """Empty input (an ssh or tcpdump that failed before writing) is one line, exit 1; before: exit 0, silent."""
+
+    def test_empty_pipe_and_file(self):
+        empty = self.folder + '/empty.pcap'
+        open(empty, 'wb').close()
+        for tool in ('ctispy', 'ctistat'):
+            for path, name in (('-', 'stdin'), (empty, empty)):
+                with self.subTest(tool=tool, path=path):
+                    status, out, err = self.read(tool, path, stdin=b'')
+                    self.assertEqual((status, out, err), (1, b'', '%s: %s is empty: no recording or capture in it\n'
+                                                          % (tool, name)))
+
+
 if __name__ == '__main__':
     unittest.main()

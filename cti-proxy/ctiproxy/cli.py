@@ -453,6 +453,9 @@ def read_input(args, output, chosen_filter, log):
         try:
             stream = InputStream(stream, name)
             head = stream.read(MAGIC_SIZE)
+            if not head:                # a pipe whose writer failed (ssh, tcpdump) looks like this
+                log.error('%s is empty: no recording or capture in it' % name)
+                return 1
             if capture_format(head) is None and getattr(args, 'raw', False):
                 log.error('--raw shows bytes as received: a recording holds messages, not bytes (a capture '
                           'holds bytes: --raw reads one)')
