@@ -195,7 +195,7 @@ def load_session(path, number=None, records=session_records):
     recording.RecordingError, OSError) for one that cannot be replayed."""
     sessions = collections.OrderedDict()
     for record in records(path):
-        if record.notice is not None:
+        if record.line is None:         # a notice or an event (a session's start or end, a request never answered)
             continue
         if record.session not in sessions:
             sessions[record.session] = RecordedSession(path, record.session)

@@ -1,0 +1,48 @@
+"""A hostile review of issues 13 and 14 (debug faster, replay): what it found, each a test that failed before."""
+
+import json
+import os
+import tempfile
+import unittest
+
+from tests.test_simulator import SimServer
+
+TIME = '2026-11-27T13:01:02.%06d+01:00'
+
+
+def entry(tenth, **fields):
+    fields.update(time=TIME % (tenth * 100000), session=1)
+    return json.dumps(fields) + '\n'
+
+
+class ReplayOfANewRecordingTest(unittest.TestCase):
+    """ctispy --json-lines writes "event" records ("start", "end" with --loop; "unanswered" at the end of any
+    session with a request never answered): replay skips them, as --read does, instead of a traceback."""
+
+    def test_server_replay_of_a_recording_with_event_records(self):
+        folder = tempfile.TemporaryDirectory()
+        self.addCleanup(folder.cleanup)
+        path = os.path.join(folder.name, 'old.jsonl')
+        with open(path, 'w') as stream:
+            stream.write(entry(0, event='start', client='127.0.0.1:40000', server='127.0.0.1:5003'))
+            stream.write(entry(1, direction='server', text='XiVO CTI Server Version 1.2.3 (simulated)'))
+            stream.write(entry(2, direction='client', message={'class': 'login_id', 'commandid': 1}))
+            stream.write(entry(3, direction='server', message={'class': 'login_id', 'replyid': 1, 'sessionid': 'abc'}))
+            stream.write(entry(4, direction='client', message={'class': 'keepalive', 'commandid': 2}))
+            stream.write(entry(5, event='unanswered', request={'class': 'keepalive', 'commandid': 2},
+                               sent=TIME % 400000))
+            stream.write(entry(5, event='end', closed_by='client', error=None))
+        server = SimServer('--replay', path, '--speed', '0', '--no-starttls')
+        self.addCleanup(server.__exit__)
+        self.assertIsNotNone(server.port, server.start_line)
+        talk = server.connect()
+        answer, _ = talk.ask('login_id', userlogin='bob')
+        self.assertEqual((answer['sessionid'], answer['replyid']), ('abc', 1))
+        talk.quit()
+        status, err = server.stop()
+        self.assertEqual(status, 0, err)
+        self.assertNotIn('Traceback', err)
+
+
+if __name__ == '__main__':
+    unittest.main()
