@@ -5,13 +5,14 @@ import os
 import tempfile
 import unittest
 
+from tests.harness import run_tool
 from tests.test_simulator import SimServer
 
 TIME = '2026-11-27T13:01:02.%06d+01:00'
 
 
-def entry(tenth, **fields):
-    fields.update(time=TIME % (tenth * 100000), session=1)
+def entry(tenth, session=1, **fields):
+    fields.update(time=TIME % (tenth * 100000), session=session)
     return json.dumps(fields) + '\n'
 
 
@@ -42,6 +43,28 @@ class ReplayOfANewRecordingTest(unittest.TestCase):
         status, err = server.stop()
         self.assertEqual(status, 0, err)
         self.assertNotIn('Traceback', err)
+
+
+class TagsOfARecordingsSessionsTest(unittest.TestCase):
+    """ctispy --read of a recording whose sessions overlap: once messages of two sessions have been shown
+    tagged, a session's later messages keep their tag after the other session ends; untagged, they read as
+    the session of the tagged line just above them."""
+
+    def test_the_tag_stays_once_sessions_overlapped(self):
+        folder = tempfile.TemporaryDirectory()
+        self.addCleanup(folder.cleanup)
+        path = os.path.join(folder.name, 'two.jsonl')
+        with open(path, 'w') as stream:
+            stream.write(entry(1, 1, direction='client', message={'class': 'a', 'commandid': 1}))
+            stream.write(entry(2, 2, direction='client', message={'class': 'b', 'commandid': 1}))
+            stream.write(entry(3, 1, direction='server', message={'class': 'a', 'replyid': 1}))
+            stream.write(entry(4, 2, direction='server', message={'class': 'b', 'replyid': 1}))
+        status, out, err = run_tool('ctispy', '--read', path, '--oneline')
+        self.assertEqual(status, 0, err)
+        lines = out.decode().splitlines()
+        self.assertEqual(len(lines), 4, lines)
+        self.assertRegex(lines[2], r' \[#1\] S>C \{"class": "a"')
+        self.assertRegex(lines[3], r' \[#2\] S>C \{"class": "b"')
 
 
 if __name__ == '__main__':
