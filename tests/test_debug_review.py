@@ -2,7 +2,9 @@
 
 import json
 import os
+import socket
 import tempfile
+import threading
 import unittest
 
 from tests.harness import run_tool
@@ -65,6 +67,43 @@ class TagsOfARecordingsSessionsTest(unittest.TestCase):
         self.assertEqual(len(lines), 4, lines)
         self.assertRegex(lines[2], r' \[#1\] S>C \{"class": "a"')
         self.assertRegex(lines[3], r' \[#2\] S>C \{"class": "b"')
+
+
+class ClientReplayOfADeepLineTest(unittest.TestCase):
+    """ctisim client --replay: a server line nested deeper than json reads is a line that is not JSON (an
+    unasked message), not a traceback; the answer after it still pairs."""
+
+    def test_a_deeply_nested_line_from_the_server(self):
+        folder = tempfile.TemporaryDirectory()
+        self.addCleanup(folder.cleanup)
+        path = os.path.join(folder.name, 'old.jsonl')
+        with open(path, 'w') as stream:
+            stream.write(entry(1, direction='client', message={'class': 'login_id', 'commandid': 1}))
+            stream.write(entry(2, direction='server', message={'class': 'login_id', 'replyid': 1, 'sessionid': 's'}))
+            stream.write(entry(3, direction='client', message={'class': 'keepalive', 'commandid': 2}))
+            stream.write(entry(4, direction='server', message={'class': 'keepalive', 'replyid': 2}))
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(1)
+        thread = threading.Thread(target=self.serve, args=(listener,), daemon=True)
+        thread.start()
+        status, out, err = run_tool('ctisim', 'client', '127.0.0.1', '--port', str(listener.getsockname()[1]),
+                                    '--replay', path, '--speed', '0', '--timeout', '5')
+        thread.join()
+        self.assertNotIn('Traceback', err)
+        self.assertEqual(status, 0, err)
+        self.assertIn(': 2 of 2 requests sent, 2 answered, 0 not answered', out.decode())
+
+    def serve(self, listener):
+        connection, _ = listener.accept()
+        with connection, connection.makefile('rb') as reader:
+            connection.sendall(b'XiVO CTI Server Version 1.2.3\n')
+            reader.readline()
+            connection.sendall(b'{"class": "login_id", "replyid": 1, "sessionid": "s"}\n')
+            reader.readline()
+            connection.sendall(b'[' * 100000 + b'\n{"class": "keepalive", "replyid": 2}\n')
+            reader.read()           # until the client ends its sending
 
 
 if __name__ == '__main__':

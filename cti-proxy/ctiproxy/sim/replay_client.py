@@ -14,7 +14,7 @@ import time
 from ..escaping import escape_text
 from .client import SimulatedClient
 from .protocol import TIMEOUT, wire_line
-from .recorded import describe_request, json_key
+from .recorded import decoded, describe_request, json_key
 
 MARK_THRESHOLD = 0.1        # seconds: a reply slower or faster than recorded by more than this is marked
 
@@ -132,12 +132,9 @@ class ReplayClient(SimulatedClient):
     def take(self, line):
         """One line from the server: an answer to a waiting request, or a message unasked."""
         received = time.monotonic()
-        try:
-            message = json.loads(line.decode('utf-8'))
-        except ValueError:
-            message = None
+        message = decoded(line)
         outcome = None
-        if isinstance(message, dict) and 'replyid' in message:
+        if message is not None and 'replyid' in message:
             outcome = self.waiting.pop(json_key(message['replyid']), None)
         if outcome is None:
             self.unsolicited.append(message)
