@@ -106,5 +106,58 @@ class ClientReplayOfADeepLineTest(unittest.TestCase):
             reader.read()           # until the client ends its sending
 
 
+def far_gap_recording(test):
+    """A recording whose last messages come in the year 9999: a gap longer than any wait can take at once."""
+    folder = tempfile.TemporaryDirectory()
+    test.addCleanup(folder.cleanup)
+    path = os.path.join(folder.name, 'far.jsonl')
+    far = '9999-12-30T01:59:59.000000+00:00'
+    with open(path, 'w') as stream:
+        stream.write(entry(0, direction='server', text='XiVO CTI Server Version 1.2.3 (simulated)'))
+        stream.write(entry(1, direction='client', message={'class': 'login_id', 'commandid': 1}))
+        stream.write(entry(2, direction='server', message={'class': 'login_id', 'replyid': 1, 'sessionid': 's'}))
+        stream.write(json.dumps({'time': far, 'session': 1, 'direction': 'server', 'message': {'class': 'late'}})
+                     + '\n')
+        stream.write(json.dumps({'time': far, 'session': 1, 'direction': 'client',
+                                 'message': {'class': 'keepalive', 'commandid': 2}}) + '\n')
+    return path
+
+
+class ReplayOfAFarGapTest(unittest.TestCase):
+    """A recorded gap of thousands of years (a hand-edited recording): the replay waits, as long as it is
+    asked, instead of a traceback (OverflowError: timestamp out of range)."""
+
+    def test_server_replay_waits_and_stops(self):
+        server = SimServer('--replay', far_gap_recording(self), '--speed', '1', '--no-starttls')
+        self.addCleanup(server.__exit__)
+        talk = server.connect()
+        answer, _ = talk.ask('login_id', userlogin='bob')
+        self.assertEqual(answer['sessionid'], 's')
+        status, err = server.stop()
+        self.assertNotIn('Traceback', err)
+        self.assertEqual(status, 0, err)
+
+    def test_client_replay_waits_until_the_server_closes(self):
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(1)
+        thread = threading.Thread(target=self.serve, args=(listener,), daemon=True)
+        thread.start()
+        status, out, err = run_tool('ctisim', 'client', '127.0.0.1', '--port', str(listener.getsockname()[1]),
+                                    '--replay', far_gap_recording(self), '--speed', '1')
+        thread.join()
+        self.assertNotIn('Traceback', err)
+        self.assertEqual(status, 1, err)
+        self.assertIn(': 1 of 2 requests sent, 1 answered', out.decode())
+
+    def serve(self, listener):
+        connection, _ = listener.accept()
+        with connection, connection.makefile('rb') as reader:
+            connection.sendall(b'XiVO CTI Server Version 1.2.3\n')
+            reader.readline()
+            connection.sendall(b'{"class": "login_id", "replyid": 1, "sessionid": "s"}\n')
+
+
 if __name__ == '__main__':
     unittest.main()

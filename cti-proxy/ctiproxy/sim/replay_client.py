@@ -13,7 +13,7 @@ import time
 
 from ..escaping import escape_text
 from .client import SimulatedClient
-from .protocol import TIMEOUT, wire_line
+from .protocol import LONGEST_WAIT, TIMEOUT, wire_line
 from .recorded import decoded, describe_request, json_key
 
 MARK_THRESHOLD = 0.1        # seconds: a reply slower or faster than recorded by more than this is marked
@@ -118,11 +118,11 @@ class ReplayClient(SimulatedClient):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return True
-            self.sock.settimeout(remaining)
+            self.sock.settimeout(min(remaining, LONGEST_WAIT))
             try:
                 line = self.stream.readline()
             except socket.timeout:
-                return True
+                continue
             if not line.endswith(b'\n'):
                 self.server_closed = True
                 return False
