@@ -69,6 +69,34 @@ class TagsOfARecordingsSessionsTest(unittest.TestCase):
         self.assertRegex(lines[3], r' \[#2\] S>C \{"class": "b"')
 
 
+def client_replay_to(test, serve, path, *args):
+    """Run `ctisim client --replay path` against serve(listener), a scripted server on a thread; return
+    (exit code, stdout bytes, stderr text)."""
+    listener = socket.socket()
+    test.addCleanup(listener.close)
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(1)
+    thread = threading.Thread(target=serve, args=(listener,), daemon=True)
+    thread.start()
+    done = run_tool('ctisim', 'client', '127.0.0.1', '--port', str(listener.getsockname()[1]), '--replay', path, *args)
+    thread.join()
+    return done
+
+
+def serve_login(listener, then=None):
+    """A scripted server for one client: the banner, the answer to its login_id; then, if given, `then` after
+    its next request, and read until it ends its sending; then close."""
+    connection, _ = listener.accept()
+    with connection, connection.makefile('rb') as reader:
+        connection.sendall(b'XiVO CTI Server Version 1.2.3\n')
+        reader.readline()
+        connection.sendall(b'{"class": "login_id", "replyid": 1, "sessionid": "s"}\n')
+        if then is not None:
+            reader.readline()
+            connection.sendall(then)
+            reader.read()
+
+
 class ClientReplayOfADeepLineTest(unittest.TestCase):
     """ctisim client --replay: a server line nested deeper than json reads is a line that is not JSON (an
     unasked message), not a traceback; the answer after it still pairs."""
@@ -82,28 +110,13 @@ class ClientReplayOfADeepLineTest(unittest.TestCase):
             stream.write(entry(2, direction='server', message={'class': 'login_id', 'replyid': 1, 'sessionid': 's'}))
             stream.write(entry(3, direction='client', message={'class': 'keepalive', 'commandid': 2}))
             stream.write(entry(4, direction='server', message={'class': 'keepalive', 'replyid': 2}))
-        listener = socket.socket()
-        self.addCleanup(listener.close)
-        listener.bind(('127.0.0.1', 0))
-        listener.listen(1)
-        thread = threading.Thread(target=self.serve, args=(listener,), daemon=True)
-        thread.start()
-        status, out, err = run_tool('ctisim', 'client', '127.0.0.1', '--port', str(listener.getsockname()[1]),
-                                    '--replay', path, '--speed', '0', '--timeout', '5')
-        thread.join()
+        status, out, err = client_replay_to(self, self.serve, path, '--speed', '0', '--timeout', '5')
         self.assertNotIn('Traceback', err)
         self.assertEqual(status, 0, err)
         self.assertIn(': 2 of 2 requests sent, 2 answered, 0 not answered', out.decode())
 
     def serve(self, listener):
-        connection, _ = listener.accept()
-        with connection, connection.makefile('rb') as reader:
-            connection.sendall(b'XiVO CTI Server Version 1.2.3\n')
-            reader.readline()
-            connection.sendall(b'{"class": "login_id", "replyid": 1, "sessionid": "s"}\n')
-            reader.readline()
-            connection.sendall(b'[' * 100000 + b'\n{"class": "keepalive", "replyid": 2}\n')
-            reader.read()           # until the client ends its sending
+        serve_login(listener, b'[' * 100000 + b'\n{"class": "keepalive", "replyid": 2}\n')
 
 
 def far_gap_recording(test):
@@ -138,25 +151,13 @@ class ReplayOfAFarGapTest(unittest.TestCase):
         self.assertEqual(status, 0, err)
 
     def test_client_replay_waits_until_the_server_closes(self):
-        listener = socket.socket()
-        self.addCleanup(listener.close)
-        listener.bind(('127.0.0.1', 0))
-        listener.listen(1)
-        thread = threading.Thread(target=self.serve, args=(listener,), daemon=True)
-        thread.start()
-        status, out, err = run_tool('ctisim', 'client', '127.0.0.1', '--port', str(listener.getsockname()[1]),
-                                    '--replay', far_gap_recording(self), '--speed', '1')
-        thread.join()
+        status, out, err = client_replay_to(self, self.serve, far_gap_recording(self), '--speed', '1')
         self.assertNotIn('Traceback', err)
         self.assertEqual(status, 1, err)
         self.assertIn(': 1 of 2 requests sent, 1 answered', out.decode())
 
     def serve(self, listener):
-        connection, _ = listener.accept()
-        with connection, connection.makefile('rb') as reader:
-            connection.sendall(b'XiVO CTI Server Version 1.2.3\n')
-            reader.readline()
-            connection.sendall(b'{"class": "login_id", "replyid": 1, "sessionid": "s"}\n')
+        serve_login(listener)
 
 
 if __name__ == '__main__':
