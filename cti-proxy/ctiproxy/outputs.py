@@ -423,11 +423,13 @@ class SpyOutput(MarkingOutput):
         self.oneline = oneline
         self.clock = clock or Clock()
         self.open_sessions = set()
+        self.overlapped = False     # two sessions were open at once: from then on, every line is tagged
         self._header_key = None
         self._header = None
 
     def session_started(self, session):
         self.open_sessions.add(session)
+        self.overlapped = self.overlapped or len(self.open_sessions) > 1
         super().session_started(session)
 
     def session_ended(self, session, when):
@@ -436,7 +438,7 @@ class SpyOutput(MarkingOutput):
         self.clock.forget(session)
 
     def _tagged(self):
-        return self.loop or len(self.open_sessions) > 1
+        return self.loop or self.overlapped
 
     def header(self, session, direction, when, mark=None):
         """The line above a message: '    13:01:02.123456 Client > Server', tagged '[#2]' with --loop or when

@@ -13,6 +13,7 @@ DEFAULT_USERS = 5
 DEFAULT_EVENT_INTERVAL = 10.0
 DIRECTORY_DELAY = 0.2          # seconds a directory search takes (a lookup in an LDAP), the session's slow answer
 TIMEOUT = 10.0                 # seconds the client and the demo wait for any one thing
+LONGEST_WAIT = 3600.0          # seconds of one wait at most: a recorded gap may be years, beyond what a wait takes
 
 
 def encode(message):

@@ -206,7 +206,7 @@ def load_session(path, number=None, records=session_records):
     held = collections.OrderedDict()            # every session's number; only the chosen one's records are kept
     session = None
     for record in records(path):
-        if record.notice is not None:
+        if record.line is None:         # a notice or an event (a session's start or end, a request never answered)
             continue
         held[record.session] = True
         if number is None:

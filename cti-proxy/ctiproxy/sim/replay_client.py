@@ -13,8 +13,8 @@ import time
 
 from ..escaping import escape_text
 from .client import SimulatedClient
-from .protocol import TIMEOUT, wire_line
-from .recorded import describe_request, json_key
+from .protocol import LONGEST_WAIT, TIMEOUT, wire_line
+from .recorded import decoded, describe_request, json_key
 
 MARK_THRESHOLD = 0.1        # seconds: a reply slower or faster than recorded by more than this is marked
 
@@ -118,11 +118,11 @@ class ReplayClient(SimulatedClient):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return True
-            self.sock.settimeout(remaining)
+            self.sock.settimeout(min(remaining, LONGEST_WAIT))
             try:
                 line = self.stream.readline()
             except socket.timeout:
-                return True
+                continue
             if not line.endswith(b'\n'):
                 self.server_closed = True
                 return False
@@ -132,12 +132,9 @@ class ReplayClient(SimulatedClient):
     def take(self, line):
         """One line from the server: an answer to a waiting request, or a message unasked."""
         received = time.monotonic()
-        try:
-            message = json.loads(line.decode('utf-8'))
-        except ValueError:
-            message = None
+        message = decoded(line)
         outcome = None
-        if isinstance(message, dict) and 'replyid' in message:
+        if message is not None and 'replyid' in message:
             outcome = self.waiting.pop(json_key(message['replyid']), None)
         if outcome is None:
             self.unsolicited.append(message)

@@ -11,7 +11,7 @@ import threading
 import time
 
 from .recorded import describe_request, request_key
-from .protocol import wire_line
+from .protocol import LONGEST_WAIT, wire_line
 from .server import SimulatedSession, SimulatorServer
 
 UNKNOWN_REQUEST = 'unknown request'
@@ -78,8 +78,9 @@ class ReplaySession(SimulatedSession):
     def after_gap(self, previous, when):
         """Wait the recorded gap from previous to when, scaled; return when."""
         gap = (when - previous) * self.server.speed
-        if gap > 0:
-            self.stopped.wait(gap)
+        deadline = time.monotonic() + gap
+        while gap > 0 and not self.stopped.wait(min(gap, LONGEST_WAIT)):
+            gap = deadline - time.monotonic()
         return max(when, previous)
 
     def write_now(self, message):
