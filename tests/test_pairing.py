@@ -49,6 +49,15 @@ class RequestPairingTest(unittest.TestCase):
         self.assertEqual(pairing.kept, 0)
         self.assertIsNone(pairing.answer({'class': 'x', 'replyid': [1]}, 1.0))
 
+    def test_long_string_ids_are_not_kept(self):
+        """What waits stays small: a 100 KB commandid is not kept (before: 10,000 of them, a GB)."""
+        pairing = RequestPairing()
+        self.assertIsNone(pairing.request(request('x' * 100000), 1.0))
+        self.assertEqual(pairing.kept, 0)
+        self.assertIsNotNone(pairing.request(request('x' * 256), 1.0))
+        self.assertIsNone(pairing.request(request(10 ** 5000), 1.0))
+        self.assertIsNotNone(pairing.request(request(10 ** 255), 1.0))
+
     def test_beyond_the_limit_the_oldest_is_forgotten_and_counted(self):
         pairing = RequestPairing(limit=100)
         for number in range(250):

@@ -10,6 +10,8 @@ import collections
 import json
 
 MAX_WAITING = 10000       # requests a session keeps waiting for their answer; beyond, the oldest is forgotten
+LONGEST_ID = 256          # characters of a string commandid that pairs; a longer one is not kept
+BIGGEST_ID = 10 ** 256    # and the integers that pair lie strictly between minus this and this
 SMALL_CLASS = 16          # a list or object class of at most this many values is named by its JSON text
 
 Request = collections.namedtuple('Request', 'kind function commandid time')
@@ -19,8 +21,12 @@ Reply.__doc__ = 'An answer\'s pairing: the Request it answers and the reply time
 
 
 def has_id_value(value):
-    """Whether value can pair a request and its answer: a string or a number (not a list, object or bool)."""
-    return value.__class__ in (str, int, float)
+    """Whether value can pair a request and its answer: a number, or a string of at most LONGEST_ID characters
+    (not a list, object or bool; a longer id, or a bigger integer, is not kept: what waits stays small)."""
+    kind = value.__class__
+    if kind is str:
+        return len(value) <= LONGEST_ID
+    return kind is float or (kind is int and -BIGGEST_ID < value < BIGGEST_ID)
 
 
 def class_name(kind):
