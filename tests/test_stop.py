@@ -3,6 +3,8 @@ so.  (test_faults.SignalTest stops the real tools; these pin the parts down in t
 be held in the middle of its end.)"""
 
 import io
+import json
+import signal
 import socket
 import threading
 import unittest
@@ -12,7 +14,7 @@ from ctiproxy.events import SessionInfo
 from ctiproxy.filters import CLIENT, SERVER
 from ctiproxy.outputs import SpyOutput
 from ctiproxy.relay import ListenAddress, Log, RelayServer, Upstream
-from tests.harness import TIMEOUT, parse_spy_output, recv_until_eof
+from tests.harness import TIMEOUT, Tool, parse_spy_output, recv_exactly, recv_until_eof
 
 
 class UnfinishedSessionTest(unittest.TestCase):
@@ -95,6 +97,25 @@ class StopTest(unittest.TestCase):
         self.assertTrue(self.server.wait_sessions(TIMEOUT))
         self.assertFalse(self.observer.relaying.is_set())
         self.assertIs(self.server.session_started(object()), False)
+
+
+class ClosedByTheToolTest(unittest.TestCase):
+    """A session open at a stop signal was closed by the tool: its end record names no side (before: the side
+    whose end the tool's own abort happened to show first, at random)."""
+
+    def test_end_record_of_a_stopped_session(self):
+        for _ in range(3):
+            with Tool('ctispy', '--loop', '--json-lines') as tool:
+                client, server = tool.connect()
+                client.sendall(b'{"class": "a", "commandid": 1}\n')
+                self.assertEqual(recv_exactly(server, 31), b'{"class": "a", "commandid": 1}\n')
+                status, out, err = tool.stop(signal.SIGINT)
+                client.close()
+                server.close()
+            self.assertEqual(status, 0, err)
+            ends = [record for record in map(json.loads, out.decode('utf-8').splitlines())
+                    if record.get('event') == 'end']
+            self.assertEqual([(end['closed_by'], end['error']) for end in ends], [(None, 'the tool stopped')])
 
 
 if __name__ == '__main__':

@@ -418,7 +418,8 @@ class Session(socketserver.BaseRequestHandler):
                     data = connections[side].recv()
                     if not data:
                         with self._handover_changed:       # said before the observer hears of the end
-                            info.ended_first = info.ended_first or side
+                            if not self._aborted:          # else the end is the tool's, not the side's
+                                info.ended_first = info.ended_first or side
                         break
                     when = time.time()
                     at_fault = other
