@@ -202,11 +202,7 @@ class Analysis(Observer):
             self.output.retransmitted(session, direction, size)
 
     def direction_ended(self, session, direction, when=None):
-        """direction's side ended its sending: show what it left, then tell the output."""
-        when = time.time() if when is None else when
-        self.end_direction(session, direction, when)
-        if (session, direction) in self._streams:
-            self.output.direction_ended(session, direction, when)
+        self.end_direction(session, direction, time.time() if when is None else when)
 
     def end_direction(self, session, direction, when):
         """Show what the side left after its last newline."""

@@ -13,7 +13,6 @@ an events.SessionInfo:
     missing(session, direction, when, size)     a capture lost size bytes of direction's stream (None: its start)
     retransmitted(session, direction, size)     a capture saw size bytes of direction's stream again
     encrypted(session, direction, when)         what follows from direction's side is TLS
-    direction_ended(session, direction, when)   direction's side ended its sending (its last line shown)
     session_ended(session, when)
     stopping(when)                              the tool is about to end the sessions still open (a stop signal)
     flush()                                     after each chunk's messages
@@ -109,9 +108,6 @@ class Output:
         pass
 
     def encrypted(self, session, direction, when):
-        pass
-
-    def direction_ended(self, session, direction, when):
         pass
 
     def missing(self, session, direction, when, size):

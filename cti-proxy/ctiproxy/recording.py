@@ -228,7 +228,6 @@ class Replay:
             session.failure = _text_or_none(event.get('error'))
             if closed_by in (CLIENT, SERVER):
                 session.ended_first = closed_by
-                observer.direction_ended(session, closed_by, when)
         if ended or self.ends is not None and self.ends.get(record.session) == record.number:
             del self.sessions[record.session]
             observer.session_closed(session, when)

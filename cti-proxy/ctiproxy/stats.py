@@ -443,16 +443,10 @@ class StatOutput(Output):
     def message(self, session, direction, when, message, line):
         self.sessions[session].add_line(direction, when, message, len(line))
 
-    def direction_ended(self, session, direction, when):
-        """Who closed: the side whose sending ended first the ordinary way (the source says which)."""
-        stats = self.sessions.get(session)
-        if stats is not None and stats.closed_by is None and session.ended_first == direction:
-            stats.closed_by = direction
-
     def stopping(self, when):
-        """The tool ends the sessions still open: it closes them, whichever side's end it sees first."""
-        for stats in self.sessions.values():
-            if stats.closed_by is None:
+        """The tool ends the sessions still open: it closes those that no side had closed yet."""
+        for session, stats in self.sessions.items():
+            if session.ended_first is None:
                 stats.closed_by = TOOL
 
     def missing(self, session, direction, when, size):
@@ -464,18 +458,22 @@ class StatOutput(Output):
     def session_ended(self, session, when):
         stats = self.sessions.pop(session)
         stats.ended = when
-        self._print(stats)
+        self._print(session, stats)
 
     def close(self):
         """Report the sessions still open (the tool was stopped)."""
-        for stats in list(self.sessions.values()):
+        for session, stats in list(self.sessions.items()):
             if stats.ended is None:
                 stats.ended = time.time()
-            self._print(stats)
+            self._print(session, stats)
         self.sessions.clear()
         self.stream.flush()
 
-    def _print(self, stats):
+    def _print(self, session, stats):
+        """Who closed the session is the side whose sending ended first the ordinary way, as its source says
+        (session.ended_first), unless the tool closed it first."""
+        if stats.closed_by is None:
+            stats.closed_by = session.ended_first
         report = stats.report()
         if self.as_json:
             text = json_bytes(json.dumps(report, ensure_ascii=False)) + b'\n'
