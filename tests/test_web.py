@@ -265,6 +265,15 @@ class ReadTest(WebTestCase):
             self.assertEqual((status, out), (0, body), err)
         self.assert_stopped_cleanly(spy)
 
+    def test_the_terminal_shows_its_form_beside_the_view(self):
+        path = self.write('cti.jsonl', RECORDING)
+        for form in ('--oneline', '--pretty-print', '--json-lines'):
+            status, expected, err = run_tool('ctispy', '--read', path, form, '--loop')
+            spy = self.reading(RECORDING, form, '--loop')
+            self.assertEqual(spy.web_json('/api/sessions')['sessions'][1]['rows'], 3)
+            out, err = self.assert_stopped_cleanly(spy)
+            self.assertEqual(out, expected, form)
+
     def test_a_capture(self):
         capture = login_session().pcap()
         spy = self.reading(capture, name='cti.pcap')

@@ -341,10 +341,9 @@ class WebStore(JsonLinesOutput):
             return self._views[number].timeline()
 
     def download(self, number):
-        """The session's --json-lines records, as bytes."""
+        """The session's --json-lines records so far: a list of bytes, to be written one after the other."""
         with self.changed:
-            records = list(self._views[number].records)
-        return b''.join(records)
+            return list(self._views[number].records)
 
     def wait(self, version, timeout):
         """Wait until the version differs from `version` or the store stops, at most timeout seconds; return
