@@ -156,6 +156,26 @@ class StoreTest(unittest.TestCase):
                          [('notice', None), ('message', 'login_id'), ('notice', None)])
         self.assertEqual(store.row(1, 1)['line'], '{"class": "login_id", "commandid": 1}')
 
+    def test_the_oldest_closed_sessions_go_beyond_max_kept(self):
+        store = WebStore()
+        analysis = Analysis(store)
+        sessions = [SessionInfo(number, START) for number in (1, 2, 3)]
+        for session in sessions:
+            analysis.session_opened(session)
+            analysis.received(session, CLIENT, START, TRAFFIC[1][1] * 4)
+        store.max_kept = store.kept + 2000      # room for one session's end (its notice and records)
+        analysis.session_closed(sessions[1], START + 1)
+        self.assertEqual([session['number'] for session in store.sessions()], [1, 2, 3])
+        analysis.session_closed(sessions[0], START + 2)
+        self.assertEqual([session['number'] for session in store.sessions()], [1, 3])     # the first closed goes
+        self.assertLessEqual(store.kept, store.max_kept)
+        analysis.received(sessions[2], CLIENT, START, TRAFFIC[1][1] * 40)
+        self.assertEqual([session['number'] for session in store.sessions()], [3])        # an open one stays
+        self.assertEqual(store.sessions()[0]['rows'], 45)
+        self.assertEqual(store.get_info()['forgotten'], 2)
+        with self.assertRaises(KeyError):
+            store.rows(1, 0, 1)
+
     def test_at_most_max_rows_at_once(self):
         store = WebStore()
         run_session(store, [(CLIENT, b'{"class": "keepalive"}\n' * (MAX_ROWS + 10))])

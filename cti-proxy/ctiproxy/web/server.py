@@ -18,6 +18,7 @@ import urllib.parse
 
 from .. import __version__
 from ..events import host_port
+from ..relay import describe_error
 from .store import QueryError
 
 DEFAULT_PORT = 8030
@@ -85,7 +86,7 @@ class WebServer:
             self.httpd = _HttpServer(family, sockaddr[:2], self)
         except (OSError, UnicodeError) as error:
             raise WebAddressError('cannot serve the web view on %s: %s'
-                                  % (host_port(host, port), getattr(error, 'strerror', None) or error))
+                                  % (host_port(host, port), describe_error(error)))
         self.address = sockaddr[0]
         self.port = self.httpd.server_address[1]
         self.named = host
@@ -202,7 +203,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
 
     def log_message(self, format, *args):
-        self.server.view.log.event('web view: %s %s' % (self.address_string(), format % args))
+        """With --verbose, a line per request (the token left out)."""
+        view = self.server.view
+        view.log.event('web view: %s %s' % (self.address_string(), (format % args).replace(view.token, '...')))
 
     def send_error(self, code, message=None, explain=None):
         self.close_connection = True
@@ -249,6 +252,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._json({'error': str(error)}, 404)
         except BadRequest as error:
             self._json({'error': str(error)}, 400)
+        except DISCONNECTED:
+            raise
+        except Exception as error:      # a bug: said on one line, the tool goes on
+            view.log.say('web view: cannot answer %s: %s: %s' % (url.path, error.__class__.__name__, error))
+            self.close_connection = True
+            self._json({'error': 'internal error'}, 500)
 
     do_HEAD = do_GET
 
