@@ -268,6 +268,17 @@ class ReadTest(WebTestCase):
         self.assertEqual(spy.web_json('/api/sessions/2/rows')['rows'][1]['unanswered'], True)
         self.assert_stopped_cleanly(spy, signal.SIGTERM)
 
+    def test_bad_input_is_said_and_what_came_before_is_served(self):
+        bad = RECORDING.replace('"session": 2, "direction"', '"session": 2,')    # line 10: no direction
+        spy = WebSpyProcess(read=self.write('cti.jsonl', bad))
+        self.addCleanup(spy.__exit__)
+        spy.web_read_stderr_until('line 10')
+        spy.web_read_stderr_until('what came before is read; the web view stays on')
+        self.assertEqual([session['state'] for session in spy.web_json('/api/sessions')['sessions']],
+                         ['closed', 'closed'])
+        status, out, err = spy.stop()
+        self.assertEqual(status, 1, err)
+
     def test_the_download_reads_back(self):
         path = self.write('cti.jsonl', RECORDING)
         status, expected, err = run_tool('ctispy', '--read', path, '--json-lines', '--loop')

@@ -374,6 +374,11 @@ class WebStore(JsonLinesOutput):
             if filters is not None:
                 self.info['filters'] = filters
 
+    def has_input(self):
+        """Whether a recording or capture was opened (describe()d), however far it was read."""
+        with self.changed:
+            return self.info['source'] != 'live'
+
     def read_to_the_end(self):
         with self.changed:
             self.info['done'] = True
