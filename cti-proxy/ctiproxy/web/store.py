@@ -403,9 +403,11 @@ class WebStore(JsonLinesOutput):
     def rows(self, number, start, count):
         with self.changed:
             rows = self._views[number].rows
-            return {'session': number, 'total': len(rows),
-                    'rows': [row.summary(index) for index, row in
-                             enumerate(rows[start:start + min(count, MAX_ROWS)], start)]}
+            total, chosen = len(rows), rows[start:start + min(count, MAX_ROWS)]
+        # Summed up outside the lock, which the analysis waits for: a row's marks may change meanwhile, each
+        # read whole (an attribute at a time), as they were or as they are.
+        return {'session': number, 'total': total, 'rows': [row.summary(index) for index, row in
+                                                            enumerate(chosen, start)]}
 
     def row(self, number, index):
         with self.changed:
