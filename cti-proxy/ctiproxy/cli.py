@@ -13,14 +13,17 @@ from .capture_source import CaptureSource, NoTraffic
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
 from .inputs import InputError, InputStream, open_input, read_lines, text_stream
-from .options import HelpFormatter, listen_port, port_number
-from .outputs import (TIME_FORMS, Clock, JsonLinesOutput, OutputError, SaveOutput, SpyOutput, numbered_file_of,
-                      numbered_files, same_file)
+from .options import HelpFormatter, key_value, listen_port, port_number
+from .outputs import (TIME_FORMS, Clock, FanOut, JsonLinesOutput, OutputError, SaveOutput, SpyOutput,
+                      numbered_file_of, numbered_files, same_file)
 from .recording import IncompleteRecording, RecordingError, Replay, last_records, read_records
 from .relay import SWITCH_INTERVAL, ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
 from .stopping import StopSignals, stop_signals_blocked
 from .tls import TlsOptions, tls_reason
+from .web.server import DEFAULT_PORT as DEFAULT_WEB_PORT
+from .web.server import WebAddressError, WebServer, parse_web_address
+from .web.store import WebStore
 
 DEFAULT_PORT = 5003
 DEFAULT_TLS_PORT = 5013
@@ -33,13 +36,6 @@ STOP_GRACE = 0.5
 
 
 # -- option values --
-
-def key_value(text):
-    key, equals, value = text.partition('=')
-    if not equals or not key:
-        raise argparse.ArgumentTypeError('expected KEY=VALUE, got %r' % text)
-    return key, value
-
 
 def milliseconds(text):
     """--slow MS: a number of milliseconds, 0 or more."""
@@ -110,6 +106,7 @@ def parse(parser, argv):
     server_address(parser, args)
     args.tls_options = tls_options(parser, args)
     args.notes = []            # lines to say on stderr once the tool listens
+    args.web_view = None       # ctispy --web: the WebServer
     return args
 
 
@@ -254,6 +251,8 @@ ctispy --read session.jsonl --include class=getlist
 ctispy --read session.jsonl --json-lines | jq 'select(.reply_to.ms > 100)'
 ctispy --read cti.pcap                a capture: tcpdump -i any -w cti.pcap port 5003
 ssh root@xivo tcpdump -i any -U -w - port 5003 | ctispy --read -     live and passive: no client change
+ctispy xivo-new --web                 a web view of the sessions: open the URL it prints
+ctispy --read cti.pcap --web 8031     the same for a capture (ssh -L 8031:127.0.0.1:8031 root@box to see it)
 An answer's header names its request and the reply time ("reply to login_id, 1.4 ms"), and says
 ERROR when it reports one; requests never answered are listed at the session's end.
 Then point the CTI client at port 50030 of this machine.
@@ -304,6 +303,10 @@ def spy_parser(argv=()):
                               'delta (since the previous message of the session)')
     display.add_argument('--slow', type=milliseconds, metavar='MS',
                          help='mark SLOW the answers that came more than MS milliseconds after their request')
+    display.add_argument('--web', nargs='?', const='', metavar='[ADDR:]PORT',
+                         help='also serve a web view of the sessions on http://ADDR:PORT (default 127.0.0.1:%d), '
+                              'its URL with a token printed at the start; without --pretty-print, --oneline, --raw '
+                              'or --json-lines the terminal stays quiet' % DEFAULT_WEB_PORT)
     sides = add_filter_options(parser).add_mutually_exclusive_group()
     sides.add_argument('--no-client', action='store_true', help='hide what the client sends')
     sides.add_argument('--no-server', action='store_true', help='hide what the server sends')
@@ -363,13 +366,43 @@ def spy_tool(argv):
         parser.error('--raw shows bytes as received: --slow does not apply to it')
     if args.json_lines and args.time != 'clock':
         parser.error('--json-lines always writes times in ISO 8601 with the UTC offset: --time does not apply to it')
-    stdout = standard_output('nowhere to show the messages')
-    if args.json_lines:
-        output = JsonLinesOutput(stdout, loop=args.loop, slow_ms=args.slow)
+    chosen_form = args.pretty_print or args.raw or args.oneline or args.json_lines
+    if args.web is not None and not chosen_form:
+        output = None
+    elif args.json_lines:
+        output = JsonLinesOutput(standard_output('nowhere to show the messages'), loop=args.loop, slow_ms=args.slow)
     else:
-        output = SpyOutput(stdout, pretty=args.pretty_print, raw=args.raw, colour=wants_colour(sys.stdout),
-                           oneline=args.oneline, loop=args.loop, slow_ms=args.slow, clock=Clock(args.time))
+        output = SpyOutput(standard_output('nowhere to show the messages'), pretty=args.pretty_print, raw=args.raw,
+                           colour=wants_colour(sys.stdout), oneline=args.oneline, loop=args.loop, slow_ms=args.slow,
+                           clock=Clock(args.time))
+    if args.web is not None:
+        store = web_view(parser, args)
+        output = store if output is None else FanOut(output, store)
     return args, output, message_filter(args)
+
+
+def web_view(parser, args):
+    """--web: bind its port now (before anything else is touched), and return the store it serves."""
+    try:
+        address = parse_web_address(args.web)
+    except WebAddressError as error:
+        parser.error('%s (HOST goes before --web, or give --web a port)' % error)
+    store = WebStore(slow_ms=args.slow, strip=bool(args.strip))
+    try:
+        args.web_view = WebServer(store, address, Log('ctispy', args.verbose))
+    except WebAddressError as error:
+        raise StartError(str(error))
+    store.describe('live', '', filters_text(args))
+    return store
+
+
+def filters_text(args):
+    """The command line's filters, as options: '--include class=getlist --no-client'."""
+    words = ['--%s %s=%s' % (option, key, value) for option in ('include', 'exclude')
+             for key, value in getattr(args, option)]
+    words += ['--strip %s' % field for field in args.strip]
+    words += ['--%s' % side for side in ('no-client', 'no-server') if getattr(args, side.replace('-', '_'))]
+    return ' '.join(words)
 
 
 def save_tool(argv):
@@ -421,13 +454,23 @@ def main(prog, argv=None):
     """Run one of the tools; return its exit status (0 when stopped by Ctrl-C, SIGTERM or SIGHUP)."""
     signals = StopSignals()
     log = Log(prog)
+    args = None
     try:
         signals.install()           # a Ctrl-C that came during the start-up stops the tool here
         args, output, chosen = TOOLS[prog](sys.argv[1:] if argv is None else argv)
         log.verbose = args.verbose
-        if args.read is not None:
-            return read_input(args, output, chosen, log)
-        return Proxy(args, output, chosen, log, signals).run()
+        web = args.web_view
+        if web is not None:
+            start_web_view(web, log)
+        if args.read is None:
+            return Proxy(args, output, chosen, log, signals).run()
+        status = read_input(args, output, chosen, log)
+        if web is not None and web.store.info['source'] != 'live':     # the input was read
+            web.store.read_to_the_end()
+            log.say('read to the end; the web view stays on %s until Ctrl-C' % web.url)
+            signals.wait_for_requests()
+            signals.wait_until(lambda: False)
+        return status
     except StartError as error:
         log.error(str(error))
         return 1
@@ -435,6 +478,18 @@ def main(prog, argv=None):
         return 0          # stopped before it had anything to finish
     finally:
         signals.ignore()
+        if args is not None and args.web_view is not None:
+            args.web_view.stop()
+
+
+def start_web_view(web, log):
+    """Serve the web view (on a thread that leaves the stop signals to the main one), and say where."""
+    with stop_signals_blocked():
+        web.start()
+    log.say('web view on %s' % web.url)
+    warning = web.exposed_warning()
+    if warning:
+        log.say(warning)
 
 
 def read_input(args, output, chosen_filter, log):
@@ -461,6 +516,9 @@ def read_input(args, output, chosen_filter, log):
                           'holds bytes: --raw reads one)')
                 return 2
             output.start()              # the input is open: now files may be touched
+            if args.web_view is not None:
+                args.web_view.store.describe('recording' if capture_format(head) is None else 'capture',
+                                             'reading %s' % name)
             analysis = Analysis(output, chosen_filter, args.max_message_size)
             if capture_format(head) is None:
                 warnings = replay_recording(analysis, text_stream(stream, head), name)
@@ -539,9 +597,12 @@ class Proxy:
         try:
             with stop_signals_blocked():
                 self.analyzer.start()
-            log.say('listening on %s%s; relaying each client to %s%s' % (
+            listening = 'listening on %s%s; relaying each client to %s%s' % (
                 listen.describe(server.port), ' (TLS)' if args.listen_tls else '',
-                upstream, ' (TLS)' if args.tls else ''))
+                upstream, ' (TLS)' if args.tls else '')
+            log.say(listening)
+            if args.web_view is not None:
+                args.web_view.store.describe('live', listening)
             for warning in args.tls_options.warnings:
                 log.say(warning)
             for note in args.notes:

@@ -13,6 +13,14 @@ def port_number(text, lowest=1):
     return port
 
 
+def key_value(text):
+    """KEY=VALUE (--include, --exclude, and a word of the web view's match query): (KEY, VALUE)."""
+    key, equals, value = text.partition('=')
+    if not equals or not key:
+        raise argparse.ArgumentTypeError('expected KEY=VALUE, got %r' % text)
+    return key, value
+
+
 def listen_port(text):
     return port_number(text, lowest=0)
 

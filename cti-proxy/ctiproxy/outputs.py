@@ -298,19 +298,20 @@ class AnswerMarks:
     def __init__(self, slow_ms=None):
         self.slow_ms = slow_ms
         self.latest = None          # the Mark of the line seen last, or None
+        self.latest_request = None  # the pairing's Request for the client line seen last, or None
         self._pairings = {}
 
     def start(self, session):
         self._pairings[session] = RequestPairing()
 
     def see(self, session, direction, when, message):
-        self.latest = None
+        self.latest = self.latest_request = None
         pairing = self._pairings.get(session)
         if message is None or pairing is None:
             return
         when = microseconds(when) / 1000000.0
         if direction == CLIENT:
-            pairing.request(message, when)
+            self.latest_request = pairing.request(message, when)
             return
         reply = pairing.answer(message, when)
         error = error_of(message)
@@ -322,6 +323,48 @@ class AnswerMarks:
         """The session's requests never answered, in the order they came."""
         pairing = self._pairings.pop(session, None)
         return pairing.unanswered() if pairing is not None else []
+
+
+def _to_each_part(name):
+    def event(self, *args):
+        for part in self.parts:
+            getattr(part, name)(*args)
+    event.__name__ = name
+    return event
+
+
+class FanOut(Output):
+    """Several outputs at once (ctispy's terminal and its web view): each event goes to each part that
+    takes it; sees_all and wants_messages if any part does."""
+
+    def __init__(self, *parts):
+        self.parts = parts
+        self.wants_messages = any(part.wants_messages for part in parts)
+        self.sees_all = any(part.sees_all for part in parts)
+        self.files_per_session = sum(part.files_per_session for part in parts)
+        self._seeing = [part for part in parts if part.sees_all]
+        self._reading = [part for part in parts if part.wants_messages]
+
+    def seen(self, *args):
+        for part in self._seeing:
+            part.seen(*args)
+
+    def message(self, *args):
+        for part in self._reading:
+            part.message(*args)
+
+    session_opening = _to_each_part('session_opening')
+    session_started = _to_each_part('session_started')
+    chunk = _to_each_part('chunk')
+    notice = _to_each_part('notice')
+    encrypted = _to_each_part('encrypted')
+    missing = _to_each_part('missing')
+    retransmitted = _to_each_part('retransmitted')
+    session_ended = _to_each_part('session_ended')
+    stopping = _to_each_part('stopping')
+    flush = _to_each_part('flush')
+    close = _to_each_part('close')
+    start = _to_each_part('start')
 
 
 def shown_error(text):

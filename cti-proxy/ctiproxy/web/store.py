@@ -1,0 +1,368 @@
+"""The web view's store: an output that keeps every session's rows for the HTTP server.  No I/O.
+
+The analysis calls it on one thread (the Analyzer's live, the main thread for --read); the HTTP
+server's threads read it.  Everything is kept under one lock, `changed`, a Condition whose waiters
+(the event streams) are woken at each change, with `version` counting the changes.
+
+It is ctispy's --json-lines output (with --loop's start and end records) writing into memory, one
+buffer per session: the download of a session is exactly what --json-lines writes for it, and the
+answers are paired by the same AnswerMarks.
+"""
+
+import argparse
+import collections
+import shlex
+import threading
+
+from ..escaping import json_bytes
+from ..filters import CLIENT, SERVER, MessageFilter
+from ..framing import parse_message
+from ..options import key_value
+from ..outputs import JsonLinesOutput, end_text, one_line_json, start_text
+from ..pairing import class_name, function_of, request_label
+from ..recording import iso_time
+
+MAX_ROWS = 5000           # rows one /rows answer holds at most
+MAX_REPLIES = 10000       # reply times a timeline keeps (the latest)
+PREVIEW = 200             # characters of a row's line in its preview
+MATCHES_KEPT = 8          # queries whose matches a session keeps, to extend them as rows come
+
+
+class QueryError(ValueError):
+    """A match query that cannot be read (the message says why, on one line)."""
+
+
+class Row:
+    """One row of a session's table: a line (a message, or text that is not one) or a notice of the tool."""
+
+    __slots__ = ('when', 'direction', 'kind', 'kind_class', 'function', 'line', 'reply_to', 'answer',
+                 'reply_ms', 'error', 'slow', 'unanswered')
+
+    def __init__(self, when, direction, kind, line, kind_class=None, function=None):
+        self.when = when
+        self.direction = direction
+        self.kind = kind                # 'message', 'text' or 'notice'
+        self.kind_class = kind_class
+        self.function = function
+        self.line = line                # bytes; a notice's text in UTF-8
+        self.reply_to = self.answer = self.reply_ms = self.error = None
+        self.slow = self.unanswered = False
+
+    def summary(self, index):
+        """The row as /rows gives it."""
+        return {'i': index, 't': self.when, 'time': iso_time(self.when), 'dir': self.direction, 'kind': self.kind,
+                'class': self.kind_class, 'function': self.function, 'size': len(self.line),
+                'reply_to': self.reply_to, 'answer': self.answer, 'reply_ms': self.reply_ms, 'error': self.error,
+                'slow': self.slow, 'unanswered': self.unanswered,
+                'preview': self.line[:4 * PREVIEW].decode('utf-8', 'replace')[:PREVIEW]}
+
+    def text(self):
+        return self.line.decode('utf-8', 'replace')
+
+    def message(self):
+        return parse_message(self.line) if self.kind == 'message' else None
+
+
+class SessionView:
+    """What the store keeps of one session."""
+
+    def __init__(self, session):
+        self.number = session.number
+        self.peers = session.peer_names() or (None, None)
+        self.opened = session.opened
+        self.ended = None
+        self.end = None
+        self.encrypted = False
+        self.counts = {CLIENT: 0, SERVER: 0}
+        self.errors = 0
+        self.unanswered = 0
+        self.rows = []
+        self.records = []               # the --json-lines records of the session, as written
+        self.per_second = collections.OrderedDict()     # whole second -> {CLIENT: n, SERVER: n}
+        self.replies = collections.deque(maxlen=MAX_REPLIES)     # (answer's time, ms, request's class)
+        self.waiting = {}               # id(Request) -> (Request, its row): requests shown, not yet answered
+        self.matches = collections.OrderedDict()        # query -> [rows looked at, indices]
+
+    def summary(self):
+        return {'number': self.number, 'client': self.peers[0], 'server': self.peers[1],
+                'opened': self.opened, 'opened_time': iso_time(self.opened), 'ended': self.ended,
+                'state': 'open' if self.ended is None else 'closed', 'end': self.end,
+                'messages': dict(self.counts), 'rows': len(self.rows), 'errors': self.errors,
+                'unanswered': self.unanswered, 'encrypted': self.encrypted}
+
+    def add(self, row):
+        self.rows.append(row)
+        return len(self.rows) - 1
+
+    def count(self, row):
+        """Count a line in the message counts and the timeline."""
+        self.counts[row.direction] += 1
+        second = int(row.when)
+        counts = self.per_second.get(second)
+        if counts is None:
+            counts = self.per_second[second] = {CLIENT: 0, SERVER: 0}
+        counts[row.direction] += 1
+
+    def timeline(self):
+        return {'session': self.number,
+                'per_second': [{'t': second, 'client': counts[CLIENT], 'server': counts[SERVER]}
+                               for second, counts in sorted(self.per_second.items())],
+                'replies': [{'t': when, 'ms': ms, 'class': kind} for when, ms, kind in self.replies]}
+
+
+class _RecordSink:
+    """Where the --json-lines output writes: the buffer of the session whose event is being handled."""
+
+    def __init__(self):
+        self.target = None
+
+    def write(self, data):
+        self.target.append(data)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class Query:
+    """A match query: KEY=VALUE words include, -KEY=VALUE exclude (combined as --include and --exclude are),
+    any other word is text that the line must hold (case-insensitively); all must hold."""
+
+    def __init__(self, text):
+        try:
+            words = shlex.split(text)
+        except ValueError as error:
+            raise QueryError('%s in the query' % error)
+        include, exclude, self.texts = [], [], []
+        for word in words:
+            if word.startswith('-') and '=' in word:
+                exclude.append(self._key_value(word[1:]))
+            elif '=' in word:
+                include.append(self._key_value(word))
+            else:
+                self.texts.append(word.lower())
+        self.filter = MessageFilter(include=include, exclude=exclude)
+
+    @staticmethod
+    def _key_value(word):
+        try:
+            return key_value(word)
+        except argparse.ArgumentTypeError as error:
+            raise QueryError(str(error))
+
+    def matches(self, row):
+        if self.texts:
+            text = row.text().lower()
+            if not all(word in text for word in self.texts):
+                return False
+        if self.filter.passes_all:
+            return True
+        return self.filter.shows(row.message())
+
+
+class WebStore(JsonLinesOutput):
+    """ctispy's output for the web view: every session's rows, marks, timeline and --json-lines records."""
+
+    def __init__(self, slow_ms=None, strip=None):
+        super().__init__(None, loop=True, slow_ms=slow_ms)
+        self.stream = _RecordSink()
+        self.strip = strip              # the command line strips fields: a message's line is what is shown
+        self.changed = threading.Condition(threading.Lock())
+        self.version = 0                # counts the changes
+        self.sessions_version = 0       # counts the changes to the session list
+        self.stopped = False
+        self.info = {'tool': 'ctispy', 'source': 'live', 'what': '', 'filters': '', 'done': False}
+        self._views = collections.OrderedDict()     # number -> SessionView
+        self._by_session = {}                       # SessionInfo -> SessionView
+
+    # -- the output's events (on the analysis's thread) --
+
+    def seen(self, session, direction, when, message):
+        with self.changed:
+            super().seen(session, direction, when, message)
+
+    def session_started(self, session):
+        with self.changed:
+            view = self._by_session[session] = self._views[session.number] = SessionView(session)
+            self.stream.target = view.records
+            super().session_started(session)
+            view.add(Row(session.opened, None, 'notice', start_text(session).encode('utf-8', 'replace')))
+            self._changed(sessions=True)
+
+    def message(self, session, direction, when, message, line):
+        with self.changed:
+            view = self._by_session[session]
+            self.stream.target = view.records
+            super().message(session, direction, when, message, line)
+            row = self._row(direction, when, message, line)
+            index = view.add(row)
+            view.count(row)
+            if direction == CLIENT:
+                request = self.marks.latest_request
+                if request is not None:
+                    view.waiting[id(request)] = (request, index)
+            elif self.marks.latest is not None:
+                self._mark_answer(view, row, index, self.marks.latest)
+            self._changed(sessions=True)
+
+    def _row(self, direction, when, message, line):
+        if message is None:
+            return Row(when, direction, 'text', bytes(line))
+        if self.strip:
+            try:
+                line = json_bytes(one_line_json(message))
+            except (ValueError, RecursionError):
+                pass
+        kind = message.get('class')
+        return Row(when, direction, 'message', bytes(line), None if kind is None else class_name(kind),
+                   function_of(message))
+
+    @staticmethod
+    def _mark_answer(view, row, index, mark):
+        if mark.reply is not None:
+            request = mark.reply.request
+            row.reply_ms = round(mark.reply.ms, 3)
+            view.replies.append((row.when, row.reply_ms, request_label(request.kind, None)))
+            waiting = view.waiting.pop(id(request), None)
+            if waiting is not None and waiting[0] is request:
+                row.reply_to = waiting[1]
+                view.rows[waiting[1]].answer = index
+        if mark.error is not None:
+            row.error = mark.error
+            view.errors += 1
+        row.slow = mark.slow
+
+    def notice(self, session, when, text):
+        with self.changed:
+            view = self._by_session[session]
+            self.stream.target = view.records
+            super().notice(session, when, text)
+            view.add(Row(when, None, 'notice', text.encode('utf-8', 'replace')))
+            self._changed()
+
+    def encrypted(self, session, direction, when):
+        with self.changed:
+            view = self._by_session[session]
+            view.encrypted = True
+            view.add(Row(when, direction, 'notice',
+                         b'STARTTLS: what the %s sends is encrypted from here on' % direction.encode()))
+            self._changed(sessions=True)
+
+    def never_answered(self, session, when, request):
+        super().never_answered(session, when, request)
+        view = self._by_session[session]
+        view.unanswered += 1
+        waiting = view.waiting.pop(id(request), None)
+        if waiting is not None and waiting[0] is request:
+            view.rows[waiting[1]].unanswered = True
+
+    def session_ended(self, session, when):
+        with self.changed:
+            view = self._by_session[session]
+            self.stream.target = view.records
+            super().session_ended(session, when)
+            del self._by_session[session]
+            view.add(Row(when, None, 'notice', end_text(session).encode('utf-8', 'replace')))
+            view.ended = when
+            view.end = end_text(session)
+            view.waiting.clear()
+            self._changed(sessions=True)
+
+    def _changed(self, sessions=False):
+        """Under the lock: count a change, and wake the event streams."""
+        self.version += 1
+        if sessions:
+            self.sessions_version += 1
+        self.changed.notify_all()
+
+    # -- what the tool says (main thread) --
+
+    def describe(self, source, what, filters=None):
+        with self.changed:
+            self.info.update(source=source, what=what)
+            if filters is not None:
+                self.info['filters'] = filters
+
+    def read_to_the_end(self):
+        with self.changed:
+            self.info['done'] = True
+            self._changed(sessions=True)
+
+    def stop(self):
+        """The tool stops: the event streams end."""
+        with self.changed:
+            self.stopped = True
+            self.changed.notify_all()
+
+    # -- what the HTTP server asks (its threads); a KeyError for an unknown session or row --
+
+    def get_info(self):
+        with self.changed:
+            return dict(self.info)
+
+    def sessions(self):
+        with self.changed:
+            return [view.summary() for view in self._views.values()]
+
+    def rows(self, number, start, count):
+        with self.changed:
+            rows = self._views[number].rows
+            return {'session': number, 'total': len(rows),
+                    'rows': [row.summary(index) for index, row in
+                             enumerate(rows[start:start + min(count, MAX_ROWS)], start)]}
+
+    def row(self, number, index):
+        with self.changed:
+            rows = self._views[number].rows
+            if not 0 <= index < len(rows):
+                raise KeyError(index)
+            row = rows[index]
+            summary = row.summary(index)
+        return {'row': summary, 'line': row.text(), 'message': row.message()}
+
+    def match(self, number, text):
+        """The indices of the rows that the query matches: a QueryError if it cannot be read."""
+        query = Query(text)
+        with self.changed:
+            view = self._views[number]
+            looked, indices = view.matches.pop(text, (0, []))
+            rows = view.rows[looked:]
+        indices = indices + [index for index, row in enumerate(rows, looked) if query.matches(row)]
+        with self.changed:
+            view.matches[text] = (looked + len(rows), indices)
+            while len(view.matches) > MATCHES_KEPT:
+                view.matches.popitem(last=False)
+        return {'session': number, 'total': looked + len(rows), 'indices': indices}
+
+    def timeline(self, number):
+        with self.changed:
+            return self._views[number].timeline()
+
+    def download(self, number):
+        """The session's --json-lines records, as bytes."""
+        with self.changed:
+            records = list(self._views[number].records)
+        return b''.join(records)
+
+    def wait(self, version, timeout):
+        """Wait until the version differs from `version` or the store stops, at most timeout seconds; return
+        (version, stopped)."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.version != version or self.stopped, timeout)
+            return self.version, self.stopped
+
+    def news(self, sessions_version, totals):
+        """What changed for an event stream that knows the session list at sessions_version and the row totals
+        `totals` (updated here): (the session list or None, [(session, total), ...], the list's version)."""
+        with self.changed:
+            sessions = None
+            if sessions_version != self.sessions_version:
+                sessions = [view.summary() for view in self._views.values()]
+            grown = []
+            for number, view in self._views.items():
+                if totals.get(number) != len(view.rows):
+                    totals[number] = len(view.rows)
+                    grown.append((number, len(view.rows)))
+            return sessions, grown, self.sessions_version
