@@ -54,6 +54,7 @@ class Chromium:
         os.close(answers_write)
         self._next_id = 0
         self._buffer = b''
+        self._events = []
         self._lock = threading.Lock()
         self.session = None
         self.attach()
@@ -83,6 +84,17 @@ class Chromium:
                     if 'error' in answer:
                         raise BrowserError('%s: %s' % (method, answer['error']))
                     return answer.get('result', {})
+                if 'method' in answer:
+                    self._events.append(answer['method'])
+
+    def wait_event(self, method):
+        """Wait for an event of the page (Page.loadEventFired...), dropping those before it."""
+        with self._lock:
+            while method not in self._events:
+                answer = self._read_message()
+                if 'method' in answer:
+                    self._events.append(answer['method'])
+            del self._events[:self._events.index(method) + 1]
 
     def attach(self):
         targets = self.send('Target.getTargets', session=False)['targetInfos']
@@ -104,23 +116,32 @@ class Chromium:
 
     def open(self, url, timeout=TIMEOUT):
         """Load url and wait until the page says it has loaded what its fragment asks for."""
+        del self._events[:]
         self.send('Page.navigate', {'url': 'about:blank'})
+        self.wait_event('Page.loadEventFired')
         self.send('Page.navigate', {'url': url})
+        self.wait_event('Page.loadEventFired')
         return self.wait_ready(timeout)
 
     def wait_ready(self, timeout=TIMEOUT):
-        # the page sets body[data-ready] = "1"; the promise checks on each animation frame, or gives up
+        """Wait until the page sets body[data-ready] = "1" (what its fragment asks for is shown)."""
+        return self.wait_for("document.body && document.body.dataset.ready === '1'", timeout)
+
+    def wait_for(self, condition, timeout=TIMEOUT):
+        """Wait until a JavaScript condition holds in the page: checked there every 20 ms, up to timeout."""
         ok = self.evaluate('''new Promise(function (resolve) {
             var end = performance.now() + %d;
             (function check() {
-              if (document.body && document.body.dataset.ready === '1') resolve(true);
+              var ok = false;
+              try { ok = !!(%s); } catch (e) { ok = false; }
+              if (ok) resolve(true);
               else if (performance.now() > end) resolve(false);
               else setTimeout(check, 20);
             })();
-          })''' % int(timeout * 1000), timeout=timeout + 5)
+          })''' % (int(timeout * 1000), condition), timeout=timeout + 5)
         if not ok:
-            raise BrowserError('the page never said it was ready: %s' % self.evaluate(
-                'document.body ? document.body.innerText.slice(0, 2000) : "no body"'))
+            raise BrowserError('never true in the page: %s; the page shows: %s' % (condition, self.evaluate(
+                'document.body ? document.body.innerText.slice(0, 3000) : "no body"')))
         return ok
 
     def dom(self):
