@@ -419,3 +419,148 @@ def capture_test_end_process(process):
     for stream in (process.stdin, process.stdout, process.stderr):
         if stream is not None and not stream.closed:
             stream.close()
+
+
+# -- the web view (ctispy --web): helpers for tests/test_web*.py --
+
+WEB_URL = re.compile(r'web view on (http://(\S+?)/\?token=(\S+))')
+
+
+class WebSpyProcess:
+    """ctispy --web 127.0.0.1:0 as a process: live between a scripted server socket and the test's clients
+    (read=None), or reading a recording or capture (read=path).  `url` is the printed URL, `host` its
+    'addr:port', `token` its token; `port` the relay's listening port (live)."""
+
+    def __init__(self, *args, read=None, web='127.0.0.1:0'):
+        self.listener = None
+        if read is None:
+            self.listener = socket.socket()
+            self.listener.bind(('127.0.0.1', 0))
+            self.listener.listen(64)
+            command = ['127.0.0.1', '--port', str(self.listener.getsockname()[1]), '--listen-addr', '127.0.0.1',
+                       '--listen-port', '0']
+        else:
+            command = ['--read', read]
+        command = [sys.executable, tool_path('ctispy')] + command + ['--web', web] + list(args)
+        env = dict(os.environ, PYTHONUNBUFFERED='0')
+        env.pop('NO_COLOR', None)
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        stdin=subprocess.DEVNULL, env=env)
+        self.err = ''
+        line = self.web_read_stderr_until('web view on ')
+        match = WEB_URL.search(line)
+        assert match, 'no web view URL: %r' % self.err
+        self.url, self.host, self.token = match.groups()
+        self.web_port = int(self.host.rsplit(':', 1)[1])
+        self.port = None
+        if read is None:
+            self.port = int(re.search(r'listening on port (\d+)',
+                                      self.web_read_stderr_until('listening on port')).group(1))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr):
+            stream.close()
+        if self.listener is not None:
+            self.listener.close()
+
+    def web_read_stderr_until(self, needle):
+        """Read stderr a line at a time until a line holds needle; return that line."""
+        while True:
+            line = read_line_unbuffered(self.process.stderr.fileno()).decode('utf-8', 'replace')
+            self.err += line
+            if needle in line:
+                return line
+            assert line, 'stderr ended before %r: %r' % (needle, self.err)
+
+    def connect(self):
+        """A client through the tool: (client socket, server-side socket)."""
+        client = socket.create_connection(('127.0.0.1', self.port), timeout=TIMEOUT)
+        self.listener.settimeout(TIMEOUT)
+        server, _ = self.listener.accept()
+        server.settimeout(TIMEOUT)
+        return client, server
+
+    def web_request(self, path, token=True, headers=None, method='GET'):
+        """(status, headers as a dict with lower-case names, body) of one request to the web view."""
+        import http.client
+        if token:
+            path += ('&' if '?' in path else '?') + 'token=' + self.token
+        connection = http.client.HTTPConnection('127.0.0.1', self.web_port, timeout=TIMEOUT)
+        try:
+            connection.request(method, path, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, {name.lower(): value for name, value in response.getheaders()}, response.read()
+        finally:
+            connection.close()
+
+    def web_json(self, path):
+        """The JSON of a 200 answer."""
+        status, headers, body = self.web_request(path)
+        assert status == 200 and headers['content-type'] == 'application/json', (status, body[:300])
+        return json.loads(body.decode('utf-8'))
+
+    def web_events(self):
+        """An open event stream (web_EventStream)."""
+        return web_EventStream(self.web_port, self.token)
+
+    def stop(self, sig=signal.SIGINT):
+        """Signal the tool and wait for its exit: (exit code, stdout bytes, all of stderr)."""
+        self.process.send_signal(sig)
+        out, err = self.process.communicate(timeout=TIMEOUT)
+        return self.process.returncode, out, self.err + err.decode('utf-8', 'replace')
+
+
+class web_EventStream:
+    """A client of the web view's /api/events: next_event() returns (event name, data) in order."""
+
+    def __init__(self, port, token):
+        self.sock = socket.create_connection(('127.0.0.1', port), timeout=TIMEOUT)
+        self.sock.sendall(('GET /api/events?token=%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n'
+                           % (token, port)).encode())
+        self.file = self.sock.makefile('rb')
+        self.status = int(self.file.readline().split()[1])
+        self.headers = {}
+        while True:
+            line = self.file.readline().decode('latin-1').rstrip('\r\n')
+            if not line:
+                break
+            name, _, value = line.partition(':')
+            self.headers[name.strip().lower()] = value.strip()
+
+    def next_event(self):
+        """The next event (name, parsed data); (None, None) at the end of the stream."""
+        name, data = None, []
+        while True:
+            line = self.file.readline()
+            if not line:
+                return None, None
+            line = line.decode('utf-8').rstrip('\n')
+            if not line:
+                if name is not None:
+                    return name, json.loads('\n'.join(data))
+                continue
+            field, _, value = line.partition(':')
+            if field == 'event':
+                name = value.strip()
+            elif field == 'data':
+                data.append(value[1:] if value.startswith(' ') else value)
+
+    def wait_for_rows(self, session, total):
+        """Read events until one says session has at least total rows; return the events read."""
+        seen = []
+        while True:
+            event = self.next_event()
+            assert event[0] is not None, 'the stream ended before %d rows of session %d: %r' % (total, session, seen)
+            seen.append(event)
+            if event[0] == 'rows' and event[1]['session'] == session and event[1]['total'] >= total:
+                return seen
+
+    def close(self):
+        self.file.close()
+        self.sock.close()

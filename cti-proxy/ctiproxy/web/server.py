@@ -18,6 +18,7 @@ import urllib.parse
 
 from .. import __version__
 from ..events import host_port
+from ..relay import describe_error
 from .store import QueryError
 
 DEFAULT_PORT = 8030
@@ -25,6 +26,7 @@ PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'page.html')
 COOKIE = 'ctiproxy_token'
 BATCH_INTERVAL = 0.2        # seconds: an event stream sends at most one batch this often
 KEEPALIVE = 15.0            # seconds of quiet after which an event stream sends a comment
+DOWNLOAD_BATCH = 1000      # records written at once in a download
 IDLE_TIMEOUT = 120          # seconds a connection may stay silent (or not read what it is sent)
 DISCONNECTED = (ConnectionError, socket.timeout, OSError)
 
@@ -84,7 +86,7 @@ class WebServer:
             self.httpd = _HttpServer(family, sockaddr[:2], self)
         except (OSError, UnicodeError) as error:
             raise WebAddressError('cannot serve the web view on %s: %s'
-                                  % (host_port(host, port), getattr(error, 'strerror', None) or error))
+                                  % (host_port(host, port), describe_error(error)))
         self.address = sockaddr[0]
         self.port = self.httpd.server_address[1]
         self.named = host
@@ -201,7 +203,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
 
     def log_message(self, format, *args):
-        self.server.view.log.event('web view: %s %s' % (self.address_string(), format % args))
+        """With --verbose, a line per request (the token left out)."""
+        view = self.server.view
+        view.log.event('web view: %s %s' % (self.address_string(), (format % args).replace(view.token, '...')))
 
     def send_error(self, code, message=None, explain=None):
         self.close_connection = True
@@ -248,6 +252,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._json({'error': str(error)}, 404)
         except BadRequest as error:
             self._json({'error': str(error)}, 400)
+        except DISCONNECTED:
+            raise
+        except Exception as error:      # a bug: said on one line, the tool goes on
+            view.log.say('web view: cannot answer %s: %s: %s' % (url.path, error.__class__.__name__, error))
+            self.close_connection = True
+            self._json({'error': 'internal error'}, 500)
 
     do_HEAD = do_GET
 
@@ -289,9 +299,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if rest == ['timeline']:
             return self._json(store.timeline(number))
         if rest == ['download']:
-            return self._send(200, store.download(number), 'application/x-ndjson',
-                              [('Content-Disposition', 'attachment; filename="cti-session-%d.jsonl"' % number)])
+            return self._download(number, store.download(number))
         raise NotFound('no such page: %s' % '/'.join(rest))
+
+    def _download(self, number, records):
+        """The session's records, written a batch at a time (not joined into one copy of the whole session)."""
+        self.send_response(200)
+        self._common_headers()
+        self.send_header('Content-Type', 'application/x-ndjson')
+        self.send_header('Content-Length', str(sum(map(len, records))))
+        self.send_header('Content-Disposition', 'attachment; filename="cti-session-%d.jsonl"' % number)
+        self.end_headers()
+        if self.command == 'HEAD':
+            return
+        for start in range(0, len(records), DOWNLOAD_BATCH):
+            self.wfile.write(b''.join(records[start:start + DOWNLOAD_BATCH]))
 
     def _detail(self, detail):
         try:

@@ -26,6 +26,8 @@ MAX_ROWS = 5000           # rows one /rows answer holds at most
 MAX_REPLIES = 10000       # reply times a timeline keeps (the latest)
 PREVIEW = 200             # characters of a row's line in its preview
 MATCHES_KEPT = 8          # queries whose matches a session keeps, to extend them as rows come
+MAX_KEPT = 1 << 30        # bytes of rows and records the store keeps; beyond, the oldest closed sessions go
+ROW_COST = 200            # bytes a row takes besides its line (its object, its place in the lists), roughly
 
 
 class QueryError(ValueError):
@@ -76,6 +78,7 @@ class SessionView:
         self.counts = {CLIENT: 0, SERVER: 0}
         self.errors = 0
         self.unanswered = 0
+        self.kept = 0                   # bytes of rows and records, roughly
         self.rows = []
         self.records = []               # the --json-lines records of the session, as written
         self.per_second = collections.OrderedDict()     # whole second -> {CLIENT: n, SERVER: n}
@@ -111,13 +114,15 @@ class SessionView:
 
 
 class _RecordSink:
-    """Where the --json-lines output writes: the buffer of the session whose event is being handled."""
+    """Where the --json-lines output writes: the records of the session whose event is being handled."""
 
-    def __init__(self):
-        self.target = None
+    def __init__(self, store):
+        self.store = store
+        self.view = None
 
     def write(self, data):
-        self.target.append(data)
+        self.view.records.append(data)
+        self.store.keep(self.view, len(data))
 
     def flush(self):
         pass
@@ -165,15 +170,18 @@ class Query:
 class WebStore(JsonLinesOutput):
     """ctispy's output for the web view: every session's rows, marks, timeline and --json-lines records."""
 
-    def __init__(self, slow_ms=None, strip=None):
+    def __init__(self, slow_ms=None, strip=None, max_kept=MAX_KEPT):
         super().__init__(None, loop=True, slow_ms=slow_ms)
-        self.stream = _RecordSink()
+        self.stream = _RecordSink(self)
         self.strip = strip              # the command line strips fields: a message's line is what is shown
+        self.max_kept = max_kept
+        self.kept = 0                   # bytes of rows and records, roughly
+        self._closed = collections.deque()          # the numbers of the closed sessions, oldest first
         self.changed = threading.Condition(threading.Lock())
         self.version = 0                # counts the changes
         self.sessions_version = 0       # counts the changes to the session list
         self.stopped = False
-        self.info = {'tool': 'ctispy', 'source': 'live', 'what': '', 'filters': '', 'done': False}
+        self.info = {'tool': 'ctispy', 'source': 'live', 'what': '', 'filters': '', 'done': False, 'forgotten': 0}
         self._views = collections.OrderedDict()     # number -> SessionView
         self._by_session = {}                       # SessionInfo -> SessionView
 
@@ -186,18 +194,18 @@ class WebStore(JsonLinesOutput):
     def session_started(self, session):
         with self.changed:
             view = self._by_session[session] = self._views[session.number] = SessionView(session)
-            self.stream.target = view.records
+            self.stream.view = view
             super().session_started(session)
-            view.add(Row(session.opened, None, 'notice', start_text(session).encode('utf-8', 'replace')))
+            self._add(view, Row(session.opened, None, 'notice', start_text(session).encode('utf-8', 'replace')))
             self._changed(sessions=True)
 
     def message(self, session, direction, when, message, line):
         with self.changed:
             view = self._by_session[session]
-            self.stream.target = view.records
+            self.stream.view = view
             super().message(session, direction, when, message, line)
             row = self._row(direction, when, message, line)
-            index = view.add(row)
+            index = self._add(view, row)
             view.count(row)
             if direction == CLIENT:
                 request = self.marks.latest_request
@@ -237,17 +245,17 @@ class WebStore(JsonLinesOutput):
     def notice(self, session, when, text):
         with self.changed:
             view = self._by_session[session]
-            self.stream.target = view.records
+            self.stream.view = view
             super().notice(session, when, text)
-            view.add(Row(when, None, 'notice', text.encode('utf-8', 'replace')))
+            self._add(view, Row(when, None, 'notice', text.encode('utf-8', 'replace')))
             self._changed()
 
     def encrypted(self, session, direction, when):
         with self.changed:
             view = self._by_session[session]
             view.encrypted = True
-            view.add(Row(when, direction, 'notice',
-                         b'STARTTLS: what the %s sends is encrypted from here on' % direction.encode()))
+            self._add(view, Row(when, direction, 'notice',
+                                b'STARTTLS: what the %s sends is encrypted from here on' % direction.encode()))
             self._changed(sessions=True)
 
     def never_answered(self, session, when, request):
@@ -261,17 +269,38 @@ class WebStore(JsonLinesOutput):
     def session_ended(self, session, when):
         with self.changed:
             view = self._by_session[session]
-            self.stream.target = view.records
+            self.stream.view = view
             super().session_ended(session, when)
             del self._by_session[session]
-            view.add(Row(when, None, 'notice', end_text(session).encode('utf-8', 'replace')))
+            self._add(view, Row(when, None, 'notice', end_text(session).encode('utf-8', 'replace')))
             view.ended = when
             view.end = end_text(session)
             view.waiting.clear()
+            self._closed.append(view.number)
             self._changed(sessions=True)
 
+    def _add(self, view, row):
+        """Under the lock: a row at the end of a session; return its index."""
+        self.keep(view, len(row.line) + ROW_COST)
+        return view.add(row)
+
+    def keep(self, view, size):
+        """Under the lock: count size more bytes kept for a session."""
+        view.kept += size
+        self.kept += size
+
+    def _forget_closed_sessions(self):
+        """Under the lock: forget the oldest closed sessions until what is kept fits in max_kept again."""
+        while self.kept > self.max_kept and self._closed:
+            view = self._views.pop(self._closed.popleft())
+            self.kept -= view.kept
+            self.info['forgotten'] += 1
+            self.sessions_version += 1
+
     def _changed(self, sessions=False):
-        """Under the lock: count a change, and wake the event streams."""
+        """Under the lock: count a change, forget what does not fit, and wake the event streams."""
+        if self.kept > self.max_kept:
+            self._forget_closed_sessions()
         self.version += 1
         if sessions:
             self.sessions_version += 1
@@ -341,10 +370,9 @@ class WebStore(JsonLinesOutput):
             return self._views[number].timeline()
 
     def download(self, number):
-        """The session's --json-lines records, as bytes."""
+        """The session's --json-lines records so far: a list of bytes, to be written one after the other."""
         with self.changed:
-            records = list(self._views[number].records)
-        return b''.join(records)
+            return list(self._views[number].records)
 
     def wait(self, version, timeout):
         """Wait until the version differs from `version` or the store stops, at most timeout seconds; return
