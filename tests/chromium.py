@@ -58,6 +58,9 @@ class Chromium:
         self._lock = threading.Lock()
         self.session = None
         self.attach()
+        # the page's viewport is exactly width x height (--window-size counts the window's frame too)
+        self.send('Emulation.setDeviceMetricsOverride', {'width': width, 'height': height, 'deviceScaleFactor': 1,
+                                                         'mobile': False})
 
     # -- the protocol --
     def _read_message(self):
