@@ -147,6 +147,19 @@ class Chromium:
                 'document.body ? document.body.innerText.slice(0, 3000) : "no body"')))
         return ok
 
+    def key(self, name):
+        """Press and release a key (ArrowDown, Enter, Escape...) in the focused element, as a user does."""
+        codes = {'ArrowDown': 40, 'ArrowUp': 38, 'Enter': 13, 'Escape': 27, 'PageDown': 34, 'PageUp': 33,
+                 'Home': 36, 'End': 35}
+        for kind in ('keyDown', 'keyUp'):
+            self.send('Input.dispatchKeyEvent', {'type': kind, 'key': name, 'code': name,
+                                                 'windowsVirtualKeyCode': codes.get(name, 0)})
+
+    def grant_clipboard(self):
+        """Let the page write and read the clipboard (as a user's click on "allow" does)."""
+        self.send('Browser.grantPermissions', {'permissions': ['clipboardReadWrite', 'clipboardSanitizedWrite']},
+                  session=False)
+
     def dom(self):
         """The rendered document as HTML text."""
         return self.evaluate('document.documentElement.outerHTML')

@@ -115,14 +115,24 @@ class BrowserTest(unittest.TestCase):
                                      '(document.querySelector(%s))' % json.dumps(selector))
 
 
+def live_spy():
+    """ctispy --loop --web relaying to the test's server: its first line names the view, its second the port."""
+    tool = Tool('ctispy', '--loop', '--web', '127.0.0.1:0')
+    listening = read_line_unbuffered(tool.process.stderr.fileno()).decode('utf-8', 'replace')
+    match = re.search(r'listening on port (\d+)', listening)
+    if not match:
+        tool.__exit__(None, None, None)
+        raise AssertionError('ctispy did not say where it listens: %r %r' % (tool.start_line, listening))
+    tool.port = int(match.group(1))
+    return tool
+
+
 class LiveTest(BrowserTest):
     """ctispy --web relaying a session: the page shows it while it runs, and its end."""
 
     def test_live_session_messages_reply_link_error_and_unanswered_marks(self):
-        with Tool('ctispy', '--loop', '--web', '127.0.0.1:0') as tool:
+        with live_spy() as tool:
             url = web_url(tool.start_line)
-            listening = read_line_unbuffered(tool.process.stderr.fileno()).decode()
-            tool.port = int(re.search(r'listening on port (\d+)', listening).group(1))
             client, server = tool.connect()
             first = b'{"class": "login_id", "commandid": 1, "userlogin": "alice"}\n'
             answer = b'{"class": "login_id", "replyid": 1, "sessionid": "s1"}\n'
@@ -165,6 +175,35 @@ class LiveTest(BrowserTest):
             self.assertIn('unanswered', rows[4]['cells'][7])
             self.assertIn('1 err', self.text_of('#sessions'))
             self.assertIn('1 unanswered', self.text_of('#sessions'))
+            status, _, err = tool.stop()
+        self.assertEqual(status, 0, err)
+
+    def test_pause_holds_the_table_and_follow_keeps_the_newest_row_in_sight(self):
+        with live_spy() as tool:
+            url = web_url(tool.start_line)
+            client, server = tool.connect()
+            first = b'{"class": "keepalive", "commandid": 1}\n'
+            client.sendall(first)
+            recv_exactly(server, len(first))
+            self.browser.open(with_fragment(url, 'session=1'))
+            self.assertTrue(self.browser.evaluate("document.querySelector('#follow').checked"))   # an open session
+            self.assertEqual(self.text_of('#count'), '2 rows')
+
+            self.browser.evaluate("document.querySelector('#pause').click()")
+            events = b''.join(b'{"class": "getlist", "function": "updatestatus", "n": %d}\n' % n for n in range(300))
+            server.sendall(events)
+            recv_exactly(client, len(events))
+            self.browser.wait_for("/300 new/.test(document.querySelector('#pause').textContent)")
+            self.assertEqual(self.text_of('#count'), '2 rows (300 new)')
+            self.assertEqual([r['i'] for r in self.visible_rows()], [0, 1])
+
+            self.browser.evaluate("document.querySelector('#pause').click()")    # resume: the rows come, followed
+            self.browser.wait_for("document.querySelector('#count').textContent === '302 rows' && "
+                                  "document.querySelector('#rows .row[data-i=\\'301\\']:not(.loading)')")
+            self.assertEqual(self.visible_rows()[-1]['i'], 301)
+            self.assertEqual(self.visible_rows()[-1]['cells'][8],
+                             '{"class": "getlist", "function": "updatestatus", "n": 299}')
+            close_session(self, client, server)
             status, _, err = tool.stop()
         self.assertEqual(status, 0, err)
 
@@ -278,6 +317,24 @@ class RecordingTest(BrowserTest):
 
         self.open('session=1&q=onerror')     # free text, in the lines holding it
         self.assertEqual([r['i'] for r in self.visible_rows()], [2, 4, 5])
+
+    def test_keys_move_through_the_rows_and_the_copy_button_copies_the_line(self):
+        self.open('session=1')
+        self.browser.evaluate("document.querySelector('#rows').focus()")
+        for key in ('ArrowDown', 'ArrowDown', 'ArrowDown', 'ArrowUp', 'ArrowDown', 'ArrowDown', 'ArrowDown'):
+            self.browser.key(key)
+        self.browser.wait_for("location.hash === '#session=1&row=4' && "
+                              "/row 4 /.test(document.querySelector('#detail-title').textContent)")
+        self.assertTrue(self.browser.evaluate("document.querySelector('#rows .row.selected').dataset.i === '4'"))
+        self.browser.grant_clipboard()
+        self.browser.evaluate("document.querySelector('#copy').click()")
+        self.browser.wait_for("document.querySelector('#copy-state').textContent !== ''")
+        self.assertEqual(self.text_of('#copy-state'), 'copied')
+        copied = self.browser.evaluate('navigator.clipboard.readText()')
+        self.assertEqual(copied, self.text_of('#detail-line'))
+        self.assertEqual(json.loads(copied)['class'], HOSTILE[0])
+        self.browser.key('Escape')
+        self.browser.wait_for("document.querySelector('#detail').hidden && location.hash === '#session=1'")
 
     def test_an_invalid_filter_says_why(self):
         self.open('session=1&q=%3Dx')
