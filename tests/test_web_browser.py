@@ -317,6 +317,12 @@ class RecordingTest(BrowserTest):
 
         self.open('session=1&q=onerror')     # free text, in the lines holding it
         self.assertEqual([r['i'] for r in self.visible_rows()], [2, 4, 5])
+        # a reply link opens the answer in place, the filter kept
+        self.browser.evaluate("document.body.dataset.ready = '0'; "
+                              "document.querySelector('.row[data-i=\"2\"] a.reply-link').click()")
+        self.browser.wait_for("location.hash === '#session=1&q=onerror&row=3' && document.body.dataset.ready === '1'")
+        self.assertEqual(self.browser.evaluate("document.querySelector('#filter').value"), 'onerror')
+        self.assertIn('row 3  (not in the filtered view)', self.text_of('#detail-title'))
 
     def test_keys_move_through_the_rows_and_the_copy_button_copies_the_line(self):
         self.open('session=1')
