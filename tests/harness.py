@@ -426,12 +426,14 @@ def capture_test_end_process(process):
 WEB_URL = re.compile(r'web view on (http://(\S+?)/\?token=(\S+))')
 
 
-class WebSpyProcess:
+class WebSpyProcess(Tool):
     """ctispy --web 127.0.0.1:0 as a process: live between a scripted server socket and the test's clients
     (read=None), or reading a recording or capture (read=path).  `url` is the printed URL, `host` its
-    'addr:port', `token` its token; `port` the relay's listening port (live)."""
+    'addr:port', `token` its token; `port` the relay's listening port (live); start_line, what stderr said
+    so far.  Tool's connect(), stop() and finish() apply."""
 
     def __init__(self, *args, read=None, web='127.0.0.1:0'):
+        self.name = 'ctispy'
         self.listener = None
         if read is None:
             self.listener = socket.socket()
@@ -446,10 +448,10 @@ class WebSpyProcess:
         env.pop('NO_COLOR', None)
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         stdin=subprocess.DEVNULL, env=env)
-        self.err = ''
+        self.start_line = ''
         line = self.web_read_stderr_until('web view on ')
         match = WEB_URL.search(line)
-        assert match, 'no web view URL: %r' % self.err
+        assert match, 'no web view URL: %r' % self.start_line
         self.url, self.host, self.token = match.groups()
         self.web_port = int(self.host.rsplit(':', 1)[1])
         self.port = None
@@ -457,34 +459,14 @@ class WebSpyProcess:
             self.port = int(re.search(r'listening on port (\d+)',
                                       self.web_read_stderr_until('listening on port')).group(1))
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            stream.close()
-        if self.listener is not None:
-            self.listener.close()
-
     def web_read_stderr_until(self, needle):
         """Read stderr a line at a time until a line holds needle; return that line."""
         while True:
             line = read_line_unbuffered(self.process.stderr.fileno()).decode('utf-8', 'replace')
-            self.err += line
+            self.start_line += line
             if needle in line:
                 return line
-            assert line, 'stderr ended before %r: %r' % (needle, self.err)
-
-    def connect(self):
-        """A client through the tool: (client socket, server-side socket)."""
-        client = socket.create_connection(('127.0.0.1', self.port), timeout=TIMEOUT)
-        self.listener.settimeout(TIMEOUT)
-        server, _ = self.listener.accept()
-        server.settimeout(TIMEOUT)
-        return client, server
+            assert line, 'stderr ended before %r: %r' % (needle, self.start_line)
 
     def web_request(self, path, token=True, headers=None, method='GET'):
         """(status, headers as a dict with lower-case names, body) of one request to the web view."""
@@ -508,12 +490,6 @@ class WebSpyProcess:
     def web_events(self):
         """An open event stream (web_EventStream)."""
         return web_EventStream(self.web_port, self.token)
-
-    def stop(self, sig=signal.SIGINT):
-        """Signal the tool and wait for its exit: (exit code, stdout bytes, all of stderr)."""
-        self.process.send_signal(sig)
-        out, err = self.process.communicate(timeout=TIMEOUT)
-        return self.process.returncode, out, self.err + err.decode('utf-8', 'replace')
 
 
 class web_EventStream:

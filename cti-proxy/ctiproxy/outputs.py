@@ -325,14 +325,6 @@ class AnswerMarks:
         return pairing.unanswered() if pairing is not None else []
 
 
-def _to_each_part(name):
-    def event(self, *args):
-        for part in self.parts:
-            getattr(part, name)(*args)
-    event.__name__ = name
-    return event
-
-
 class FanOut(Output):
     """Several outputs at once (ctispy's terminal and its web view): each event goes to each part that
     takes it; sees_all and wants_messages if any part does."""
@@ -353,18 +345,19 @@ class FanOut(Output):
         for part in self._reading:
             part.message(*args)
 
-    session_opening = _to_each_part('session_opening')
-    session_started = _to_each_part('session_started')
-    chunk = _to_each_part('chunk')
-    notice = _to_each_part('notice')
-    encrypted = _to_each_part('encrypted')
-    missing = _to_each_part('missing')
-    retransmitted = _to_each_part('retransmitted')
-    session_ended = _to_each_part('session_ended')
-    stopping = _to_each_part('stopping')
-    flush = _to_each_part('flush')
-    close = _to_each_part('close')
-    start = _to_each_part('start')
+
+def _to_each_part(name):
+    """FanOut's handler of an event that every part gets."""
+    def event(self, *args):
+        for part in self.parts:
+            getattr(part, name)(*args)
+    event.__name__ = name
+    return event
+
+
+for _event in ('session_opening', 'session_started', 'chunk', 'notice', 'encrypted', 'missing', 'retransmitted',
+               'session_ended', 'stopping', 'flush', 'close', 'start'):
+    setattr(FanOut, _event, _to_each_part(_event))
 
 
 def shown_error(text):
