@@ -14,7 +14,6 @@ Skipped, and said so, without Chromium.
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,8 +21,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from tests.chromium import BrowserError, Chromium, chromium_path  # noqa: E402
-from tests.harness import read_line_unbuffered, tool_path  # noqa: E402
+from tests.chromium import Chromium, chromium_path  # noqa: E402
+from tests.harness import WebSpyProcess  # noqa: E402
 
 GOAL_FIRST_ROWS_MS = 1500     # navigation start -> the first rows shown, at most
 GOAL_END_MS = 500             # a jump to the end -> its rows shown, at most
@@ -100,15 +99,11 @@ def measure(workdir, count):
     write_recording(recording, count)
     size = os.path.getsize(recording)
     started = time.monotonic()
-    tool = subprocess.Popen([sys.executable, tool_path('ctispy'), '--read', recording, '--web', '127.0.0.1:0'],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    tool = WebSpyProcess(read=recording)
     browser = None
     try:
-        line = read_line_unbuffered(tool.stderr.fileno()).decode('utf-8', 'replace')
-        url = line.split('web view on ', 1)[1].strip()
-        done = read_line_unbuffered(tool.stderr.fileno()).decode('utf-8', 'replace')
-        if 'read to the end' not in done:
-            raise BrowserError('ctispy --read --web: %s' % done)
+        url = tool.url
+        tool.web_read_stderr_until('read to the end')
         read_seconds = time.monotonic() - started
         browser = Chromium(os.path.join(workdir, 'browser'))
         browser.open(url + '#session=1', timeout=TIMEOUT)
@@ -133,8 +128,7 @@ def measure(workdir, count):
     finally:
         if browser is not None:
             browser.close()
-        tool.terminate()
-        tool.communicate(timeout=TIMEOUT)
+        tool.stop(timeout=TIMEOUT)
 
 
 def verdict(ok):

@@ -8,24 +8,13 @@ temporary folder, driven through its DevTools pipe (tests/chromium.py).
 import html.parser
 import json
 import os
-import re
-import subprocess
-import sys
 import tempfile
 import unittest
 
 from tests.chromium import Chromium, chromium_path
-from tests.harness import TIMEOUT, Tool, close_session, read_line_unbuffered, recv_exactly, tool_path
+from tests.harness import WebSpyProcess, close_session, recv_exactly
 
 HOSTILE = ['<script>alert(1)</script>', '<img src=x onerror=alert(1)>', '</textarea>', 'javascript:alert(1)']
-URL = re.compile(r'web view on (http://\S+)')
-
-
-def web_url(line):
-    """The URL from ctispy's `web view on URL` start line."""
-    match = URL.search(line)
-    assert match, 'no web view URL in %r' % line
-    return match.group(1)
 
 
 def with_fragment(url, fragment):
@@ -115,24 +104,12 @@ class BrowserTest(unittest.TestCase):
                                      '(document.querySelector(%s))' % json.dumps(selector))
 
 
-def live_spy():
-    """ctispy --loop --web relaying to the test's server: its first line names the view, its second the port."""
-    tool = Tool('ctispy', '--loop', '--web', '127.0.0.1:0')
-    listening = read_line_unbuffered(tool.process.stderr.fileno()).decode('utf-8', 'replace')
-    match = re.search(r'listening on port (\d+)', listening)
-    if not match:
-        tool.__exit__(None, None, None)
-        raise AssertionError('ctispy did not say where it listens: %r %r' % (tool.start_line, listening))
-    tool.port = int(match.group(1))
-    return tool
-
-
 class LiveTest(BrowserTest):
     """ctispy --web relaying a session: the page shows it while it runs, and its end."""
 
     def test_live_session_messages_reply_link_error_and_unanswered_marks(self):
-        with live_spy() as tool:
-            url = web_url(tool.start_line)
+        with WebSpyProcess('--loop') as tool:
+            url = tool.url
             client, server = tool.connect()
             first = b'{"class": "login_id", "commandid": 1, "userlogin": "alice"}\n'
             answer = b'{"class": "login_id", "replyid": 1, "sessionid": "s1"}\n'
@@ -179,8 +156,8 @@ class LiveTest(BrowserTest):
         self.assertEqual(status, 0, err)
 
     def test_pause_holds_the_table_and_follow_keeps_the_newest_row_in_sight(self):
-        with live_spy() as tool:
-            url = web_url(tool.start_line)
+        with WebSpyProcess('--loop') as tool:
+            url = tool.url
             client, server = tool.connect()
             first = b'{"class": "keepalive", "commandid": 1}\n'
             client.sendall(first)
@@ -244,17 +221,15 @@ class RecordingTest(BrowserTest):
         super().setUpClass()
         cls.recording = os.path.join(cls.folder.name, 'hostile.jsonl')
         hostile_recording(cls.recording)
-        command = [sys.executable, tool_path('ctispy'), '--read', cls.recording, '--web', '127.0.0.1:0']
-        cls.tool = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        cls.url = web_url(read_line_unbuffered(cls.tool.stderr.fileno()).decode('utf-8', 'replace'))
-        done = read_line_unbuffered(cls.tool.stderr.fileno()).decode('utf-8', 'replace')
-        assert 'read to the end' in done, done
+        cls.tool = WebSpyProcess(read=cls.recording)
+        cls.url = cls.tool.url
+        cls.tool.web_read_stderr_until('read to the end')
 
     @classmethod
     def tearDownClass(cls):
-        cls.tool.terminate()
-        cls.tool.communicate(timeout=TIMEOUT)
+        status, _, err = cls.tool.stop()
         super().tearDownClass()
+        assert status == 0, err
 
     def open(self, fragment):
         self.browser.open(with_fragment(self.url, fragment))
