@@ -99,6 +99,9 @@ class BrowserTest(unittest.TestCase):
               return {i: +r.dataset.i, classes: r.className, cells: cells};
             })''')
 
+    def href_of(self, selector):
+        return self.browser.evaluate('document.querySelector(%s).getAttribute("href")' % json.dumps(selector))
+
     def text_of(self, selector):
         return self.browser.evaluate('(function (e) { return e ? e.textContent : null; })'
                                      '(document.querySelector(%s))' % json.dumps(selector))
@@ -246,7 +249,7 @@ class RecordingTest(BrowserTest):
         self.assertEqual(rows[2]['cells'][6], '↓ answer 3')         # and the request to its answer
         self.assertIn('error', rows[5]['classes'].split())
         self.assertIn('unanswered', rows[6]['classes'].split())
-        self.assertEqual(self.browser.evaluate("document.querySelector('a.download').getAttribute('href')"),
+        self.assertEqual(self.href_of('a.download'),
                          '/api/sessions/1/download')
         self.assertTrue(self.browser.evaluate("!!document.querySelector('#timeline svg circle')"))
         assert_traffic_is_text(self, self.browser.dom())
@@ -259,14 +262,14 @@ class RecordingTest(BrowserTest):
             self.assertIn(text, tree)
         line = self.text_of('#detail-line')
         self.assertEqual(json.loads(line)['function'], HOSTILE[1])
-        self.assertEqual(self.browser.evaluate("document.querySelector('#detail a.reply-link').getAttribute('href')"),
+        self.assertEqual(self.href_of('#detail a.reply-link'),
                          '#session=1&row=5')
         # following the link opens the answer, which links back
         self.browser.evaluate("document.body.dataset.ready = '0'; "
                               "document.querySelector('#detail a.reply-link').click()")
         self.browser.wait_for("location.hash === '#session=1&row=5' && document.body.dataset.ready === '1'")
         self.assertIn('error: <img src=x onerror=alert(1)>', self.text_of('#detail-error'))
-        self.assertEqual(self.browser.evaluate("document.querySelector('#detail a.reply-link').getAttribute('href')"),
+        self.assertEqual(self.href_of('#detail a.reply-link'),
                          '#session=1&row=4')
         self.assertTrue(self.browser.evaluate("document.querySelector('#rows .row.selected').dataset.i === '5'"))
         assert_traffic_is_text(self, self.browser.dom())
