@@ -465,11 +465,8 @@ def main(prog, argv=None):
         if args.read is None:
             return Proxy(args, output, chosen, log, signals).run()
         status = read_input(args, output, chosen, log)
-        if web is not None and web.store.info['source'] != 'live':     # the input was read
-            web.store.read_to_the_end()
-            log.say('read to the end; the web view stays on %s until Ctrl-C' % web.url)
-            signals.wait_for_requests()
-            signals.wait_until(lambda: False)
+        if web is not None and web.store.has_input():
+            serve_until_stopped(web, log, signals, read_whole=status == 0)
         return status
     except StartError as error:
         log.error(str(error))
@@ -490,6 +487,16 @@ def start_web_view(web, log):
     warning = web.exposed_warning()
     if warning:
         log.say(warning)
+
+
+def serve_until_stopped(web, log, signals, read_whole):
+    """--read --web, the input read (or up to bad input, said already): say so, and serve until Ctrl-C or
+    SIGTERM."""
+    web.store.read_to_the_end()
+    done = 'read to the end' if read_whole else 'what came before is read'
+    log.say('%s; the web view stays on %s until Ctrl-C' % (done, web.url))
+    signals.wait_for_requests()
+    signals.wait_until(lambda: False)
 
 
 def read_input(args, output, chosen_filter, log):
