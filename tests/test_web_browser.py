@@ -320,6 +320,20 @@ class RecordingTest(BrowserTest):
         self.browser.key('Escape')
         self.browser.wait_for("document.querySelector('#detail').hidden && location.hash === '#session=1'")
 
+    def test_a_click_on_the_timeline_goes_to_that_moment(self):
+        self.open('session=1')
+        # the plot spans 10:00:00 to 10:00:05 (whole seconds); its middle, 2.5 s, is update n=15 (row 23)
+        self.browser.evaluate('''(function () {
+            var svg = document.querySelector('#timeline svg'), box = svg.getBoundingClientRect();
+            var scale = box.width / svg.viewBox.baseVal.width, left = 58, right = 12;
+            var x = box.left + (left + (svg.viewBox.baseVal.width - left - right) / 2) * scale;
+            svg.dispatchEvent(new MouseEvent('click', {bubbles: true, clientX: x, clientY: box.top + 30}));
+          })()''')
+        self.browser.wait_for("/^#session=1&row=\\d+$/.test(location.hash) && document.body.dataset.ready === '1'")
+        row = int(self.browser.evaluate('location.hash').rsplit('=', 1)[1])
+        self.assertIn(row, range(22, 25))
+        self.assertTrue(self.browser.evaluate("document.querySelector('#rows .row.selected').dataset.i === '%d'" % row))
+
     def test_an_invalid_filter_says_why(self):
         self.open('session=1&q=%3Dx')
         self.assertIn('=x', self.text_of('#filter-error'))
