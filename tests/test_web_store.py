@@ -9,7 +9,7 @@ from ctiproxy.events import SessionInfo
 from ctiproxy.filters import CLIENT, SERVER, MessageFilter
 from ctiproxy.outputs import FanOut, JsonLinesOutput, Output, SpyOutput
 from ctiproxy.framing import parse_message
-from ctiproxy.web.store import MAX_ROWS, Query, QueryError, Row, WebStore
+from ctiproxy.web.store import MAX_ROWS, Query, QueryError, WebStore
 
 START = 1790000000.0
 TRAFFIC = [
@@ -147,13 +147,30 @@ class StoreTest(unittest.TestCase):
                  '{"name": "\u00e9t\u00e9"}'.encode(), b'{"b": "class"}', b'{"tid": 1.7e1}']
         queries = ['class=getlist', 'tid=17', 'a.b=x', 'a.b="x y"', 'name="Bob"', 'name=Bob', 'on=false',
                    'name=\u00e9t\u00e9', 'class=getlist -tid=17', '-class=getlist', 'b=class', 'class=["getlist"]']
-        for line in lines:
-            row = Row(START, CLIENT, 'message', line)
-            message = parse_message(line)
-            self.assertIsNotNone(message, line)
-            for text in queries:
-                query = Query(text)
-                self.assertEqual(query.matches(row), query.filter.shows(message), (text, line))
+        store = WebStore()
+        run_session(store, [(CLIENT, line + b'\n') for line in lines])
+        messages = [parse_message(line) for line in lines]
+        self.assertNotIn(None, messages)
+        for text in queries:
+            query = Query(text)
+            expected = [index + 1 for index, message in enumerate(messages) if query.filter.shows(message)]
+            self.assertEqual([index for index in store.match(1, text)['indices'] if 0 < index <= len(lines)],
+                             expected, text)
+
+    def test_queries_on_class_and_function_decide_as_on_the_message(self):
+        lines = [b'{"class": "getlist", "function": "listid"}', b'{"class": ["getlist"]}', b'{"class": 5}',
+                 b'{"class": null, "function": 7}', b'{"function": "listid"}', b'{"class": "(a big list)"}',
+                 ('{"class": [%s]}' % ', '.join(['1'] * 20)).encode(), b'{"class": "getlist", "function": null}',
+                 b'{"\\u0063lass": "getlist"}', b'not json', b'{"class": "5"}']
+        store = WebStore()
+        run_session(store, [(CLIENT, line + b'\n') for line in lines])
+        rows = store.rows(1, 0, 100)['rows']
+        messages = [store.row(1, row['i'])['message'] for row in rows]
+        for text in ('class=getlist', 'class="(a big list)"', 'function=listid', 'class=getlist -function=listid',
+                     '-class=getlist', 'class=5', 'class="5"', 'class=getlist function=listid', 'class=["getlist"]'):
+            query = Query(text)
+            expected = [index for index, message in enumerate(messages) if query.filter.shows(message)]
+            self.assertEqual(store.match(1, text)['indices'], expected, text)
 
     def test_queries(self):
         self.assertEqual(Query('a=1 -b=2 Free "two words"').texts, ['free', 'two words'])

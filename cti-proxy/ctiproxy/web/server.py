@@ -35,7 +35,7 @@ CSP = ("default-src 'none'; script-src 'self' 'nonce-{0}'; style-src 'self' 'non
 
 
 class WebAddressError(Exception):
-    """The address given to --web cannot be used (the message names it)."""
+    """The address given to --web cannot be used, or the page cannot be read (the message names it)."""
 
 
 def parse_web_address(text):
@@ -92,8 +92,12 @@ class WebServer:
         self.named = host
         self.loopback = _is_loopback(self.address)
         self.wildcard = _is_wildcard(self.address)
-        with open(PAGE, encoding='utf-8') as page:
-            self.page = page.read()
+        try:
+            with open(PAGE, encoding='utf-8') as page:
+                self.page = page.read()
+        except (OSError, ValueError) as error:      # an install that lost it
+            self.httpd.server_close()
+            raise WebAddressError('cannot read the web view\'s page %s: %s' % (PAGE, describe_error(error)))
         self._thread = None
 
     @property

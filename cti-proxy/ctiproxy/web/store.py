@@ -38,14 +38,15 @@ class QueryError(ValueError):
 class Row:
     """One row of a session's table: a line (a message, or text that is not one) or a notice of the tool."""
 
-    __slots__ = ('when', 'direction', 'kind', 'kind_class', 'function', 'line', 'reply_to', 'answer',
+    __slots__ = ('when', 'direction', 'kind', 'kind_class', 'text_class', 'function', 'line', 'reply_to', 'answer',
                  'reply_ms', 'error', 'slow', 'unanswered')
 
-    def __init__(self, when, direction, kind, line, kind_class=None, function=None):
+    def __init__(self, when, direction, kind, line, kind_class=None, function=None, text_class=False):
         self.when = when
         self.direction = direction
         self.kind = kind                # 'message', 'text' or 'notice'
-        self.kind_class = kind_class
+        self.kind_class = kind_class    # the message's class named (pairing.class_name), or None
+        self.text_class = text_class    # whether that class is a string (not a name made for another value)
         self.function = function
         self.line = line                # bytes; a notice's text in UTF-8
         self.reply_to = self.answer = self.reply_ms = self.error = None
@@ -64,6 +65,15 @@ class Row:
 
     def message(self):
         return parse_message(self.line) if self.kind == 'message' else None
+
+    def class_and_function(self):
+        """The message's class and function, where they are strings: all a query on them alone needs."""
+        fields = {}
+        if self.text_class:
+            fields['class'] = self.kind_class
+        if self.function is not None:
+            fields['function'] = self.function
+        return fields
 
 
 class SessionView:
@@ -156,6 +166,10 @@ class Query:
         self.ascii_texts = [word.encode('ascii') for word in self.texts if word.isascii()]
         self.filter = MessageFilter(include=include, exclude=exclude)
         self.needed = needed_bytes(self.filter.include)
+        # Only class and function, as strings: the filter decides on them alone, without parsing the line.
+        self.on_class_and_function = all(
+            test.path in (['class'], ['function']) and not test.json_values
+            for selection in (self.filter.include, self.filter.exclude) for test in selection.tests.values())
 
     @staticmethod
     def _key_value(word):
@@ -176,6 +190,10 @@ class Query:
                 continue
             if passes_all:
                 found.append(index)
+                continue
+            if self.on_class_and_function and row.kind == 'message':
+                if shows(row.class_and_function()):
+                    found.append(index)
                 continue
             if needed and row.kind == 'message' and b'\\' not in line and not _holds_all(line, needed):
                 continue
@@ -285,7 +303,7 @@ class WebStore(JsonLinesOutput):
                 pass
         kind = message.get('class')
         return Row(when, direction, 'message', bytes(line), None if kind is None else class_name(kind),
-                   function_of(message))
+                   function_of(message), kind.__class__ is str)
 
     @staticmethod
     def _mark_answer(view, row, index, mark):
