@@ -147,6 +147,10 @@ class Chromium:
                 'document.body ? document.body.innerText.slice(0, 3000) : "no body"')))
         return ok
 
+    def before_each_page(self, script):
+        """Run script in every page loaded from now on, before the page's own."""
+        self.send('Page.addScriptToEvaluateOnNewDocument', {'source': script})
+
     def key(self, name):
         """Press and release a key (ArrowDown, Enter, Escape...) in the focused element, as a user does."""
         codes = {'ArrowDown': 40, 'ArrowUp': 38, 'Enter': 13, 'Escape': 27, 'PageDown': 34, 'PageUp': 33,
