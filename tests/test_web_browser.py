@@ -312,8 +312,8 @@ class RecordingTest(BrowserTest):
         self.browser.evaluate("document.querySelector('#rows').focus()")
         for key in ('ArrowDown', 'ArrowDown', 'ArrowDown', 'ArrowUp', 'ArrowDown', 'ArrowDown', 'ArrowDown'):
             self.browser.key(key)
-        self.browser.wait_for("location.hash === '#session=1&row=4' && "
-                              "/row 4 /.test(document.querySelector('#detail-title').textContent)")
+        self.browser.wait_for("location.hash === '#session=1&row=4' && document.body.dataset.ready === '1'")
+        self.assertIn('row 4 ', self.text_of('#detail-title'))
         self.assertTrue(self.browser.evaluate("document.querySelector('#rows .row.selected').dataset.i === '4'"))
         self.browser.grant_clipboard()
         self.browser.evaluate("document.querySelector('#copy').click()")
