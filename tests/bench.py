@@ -22,6 +22,9 @@ file, ctisave its two files, all in a temporary folder.
 5. Captures: a 64 MB pcap of typical server messages in 1448-byte segments (16 MB with --quick);
    ctistat --read and ctispy --read, start to exit, next to tshark's payload extraction and tcpflow
    when they are on PATH; ctistat's messages/s against its live handling rate (3.).
+6. Web view: a recording of 200,000 messages (20,000 with --quick) read by ctispy --read --web, its page in
+   headless Chromium: first rows, a jump to the end, frames while jumping about, filters (tests/bench_web.py;
+   skipped without chromium).
 """
 
 import argparse
@@ -43,6 +46,9 @@ import tempfile
 import threading
 import time
 import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests import bench_web  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS_DIR = os.path.join(ROOT, 'cti-proxy')
@@ -852,6 +858,8 @@ def main():
     table(['reader', 'seconds', 'seconds runs', 'messages/s', 'vs live', 'goal', 'result'], rows)
     print('   ctistat live (3.): %s messages/s' % fmt(live_rate, '%.0f'))
     print()
+
+    problems.extend(bench_web.browser_section(args.quick, number=6))
 
     print('bench took %.1f s; %s at the end' % (now() - bench_started, load_line()))
     if problems:
