@@ -96,6 +96,8 @@ class InstallTest(unittest.TestCase):
                              (0, 'ctistat (cti-proxy) %s\n' % __version__, ''))
         _, where, _ = run([self.python, '-c', 'import ctiproxy; print(ctiproxy.__file__)'], self.folder)
         self.assertTrue(where.startswith(self.venv), where)
+        self.assertTrue(os.path.isfile(os.path.join(os.path.dirname(where.strip()), 'web', 'page.html')),
+                        'ctispy --web\'s page is installed')
         assert_demo_ran(self, *run([os.path.join(self.bin, 'ctisim'), 'demo'], self.folder, NO_COLOR='1'))
 
 

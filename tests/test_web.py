@@ -158,6 +158,23 @@ class LiveTest(WebTestCase):
         self.assertEqual(out, b'', 'the terminal stays quiet without an output form')
         self.assertEqual(len(err.splitlines()), 2, err)            # the web view's line, the relay's
 
+    def test_the_event_stream_batches_many_rows(self):
+        with WebSpyProcess('--loop') as spy:
+            events = spy.web_events()
+            self.addCleanup(events.close)
+            client, server = spy.connect()
+            line = b'{"class": "keepalive", "commandid": 1}\n'
+            for _ in range(2000):           # 2000 segments, each a line
+                client.sendall(line)
+            self.assertEqual(recv_exactly(server, 2000 * len(line)), 2000 * line)
+            seen = events.wait_for_rows(1, 2001)
+            rows_events = [data for name, data in seen if name == 'rows']
+            self.assertLess(len(rows_events), 200, 'a batch per 200 ms at most, not an event per row')
+            totals = [data['total'] for data in rows_events]
+            self.assertEqual(totals, sorted(set(totals)))
+            close_session(self, client, server)
+            self.assert_stopped_cleanly(spy)
+
     def test_without_loop_the_view_ends_with_the_session(self):
         with WebSpyProcess() as spy:
             events = spy.web_events()

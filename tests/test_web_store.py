@@ -8,7 +8,8 @@ from ctiproxy.analysis import Analysis
 from ctiproxy.events import SessionInfo
 from ctiproxy.filters import CLIENT, SERVER, MessageFilter
 from ctiproxy.outputs import FanOut, JsonLinesOutput, Output, SpyOutput
-from ctiproxy.web.store import MAX_ROWS, Query, QueryError, WebStore
+from ctiproxy.framing import parse_message
+from ctiproxy.web.store import MAX_ROWS, Query, QueryError, Row, WebStore
 
 START = 1790000000.0
 TRAFFIC = [
@@ -138,6 +139,21 @@ class StoreTest(unittest.TestCase):
         self.assertEqual(store.match(1, 'class=login_id'), {'session': 1, 'total': 4, 'indices': [1, 3]})
         analysis.received(session, SERVER, START, TRAFFIC[5][1] + TRAFFIC[2][1])
         self.assertEqual(store.match(1, 'class=login_id'), {'session': 1, 'total': 6, 'indices': [1, 3, 5]})
+
+    def test_the_byte_shortcut_decides_as_the_filter_does(self):
+        lines = [b'{"class": "getlist", "tid": 17}', b'{"\\u0063lass": "getlist"}', b'{"class": "get\\u006cist"}',
+                 b'{"class": "getlist", "a": {"b": "x"}}', b'{"a": {"b": "x y"}}', b'{"tid": 17.0}', b'{"tid": "17"}',
+                 b'{"class": ["getlist"]}', b'{"name": "Bob"}', b'{"name": "\\"Bob\\""}', b'{"on": false}',
+                 '{"name": "\u00e9t\u00e9"}'.encode(), b'{"b": "class"}', b'{"tid": 1.7e1}']
+        queries = ['class=getlist', 'tid=17', 'a.b=x', 'a.b="x y"', 'name="Bob"', 'name=Bob', 'on=false',
+                   'name=\u00e9t\u00e9', 'class=getlist -tid=17', '-class=getlist', 'b=class', 'class=["getlist"]']
+        for line in lines:
+            row = Row(START, CLIENT, 'message', line)
+            message = parse_message(line)
+            self.assertIsNotNone(message, line)
+            for text in queries:
+                query = Query(text)
+                self.assertEqual(query.matches(row), query.filter.shows(message), (text, line))
 
     def test_queries(self):
         self.assertEqual(Query('a=1 -b=2 Free "two words"').texts, ['free', 'two words'])
