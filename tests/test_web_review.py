@@ -1,10 +1,17 @@
 """The web view (issue 16) as a hostile user tries it: requests and recordings made to break it."""
 
+import gc
 import json
 import os
 import socket
 import threading
+import tracemalloc
 import unittest
+
+from ctiproxy.analysis import Analysis
+from ctiproxy.events import SessionInfo
+from ctiproxy.filters import MessageFilter
+from ctiproxy.web.store import WebStore
 
 from tests.chromium import BrowserError, Chromium, chromium_path
 from tests.harness import TIMEOUT
@@ -77,3 +84,46 @@ class TimelineSpanTest(WebTestCase):
             self.fail('the page never showed the session: %s' % error)
         self.assertEqual(circles, 1)
         self.assert_stopped_cleanly(spy)
+
+
+class MemoryAccountTest(unittest.TestCase):
+    """The store's bound (about 1 GB) holds only if what it counts is what its rows and sessions take: it counted
+    rows at less than half their size, and a short session at less than a third (a bound of 1 GB was 2 to 3.5 GB)."""
+
+    def kept_and_traced(self, feed):
+        store = WebStore()
+        analysis = Analysis(store, MessageFilter())
+        gc.collect()
+        tracemalloc.start()
+        try:
+            feed(analysis)
+            gc.collect()
+            traced = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        return store.kept, traced
+
+    def assert_counted(self, feed):
+        kept, traced = self.kept_and_traced(feed)
+        self.assertGreaterEqual(kept, 0.85 * traced, 'counted %d bytes of %d' % (kept, traced))
+
+    def test_rows_one_a_second_are_counted_as_what_they_take(self):
+        def feed(analysis):
+            session = SessionInfo(1, 1795784462.0, ('127.0.0.1', 1), ('127.0.0.1', 2))
+            analysis.session_opened(session)
+            for index in range(20000):
+                analysis.received(session, 'client' if index % 2 else 'server', session.opened + index,
+                                  b'{"class":"keepalive","n":%d}\n' % index)
+        self.assert_counted(feed)
+
+    def test_short_sessions_are_counted_as_what_they_take(self):
+        def feed(analysis):
+            for number in range(1, 3001):
+                when = 1795784462.0 + number
+                session = SessionInfo(number, when, ('127.0.0.1', number), ('127.0.0.1', 2))
+                analysis.session_opened(session)
+                analysis.received(session, 'client', when, b'{"class":"keepalive"}\n')
+                for side in ('client', 'server'):
+                    analysis.direction_ended(session, side, when)
+                analysis.session_closed(session, when)
+        self.assert_counted(feed)
