@@ -127,3 +127,16 @@ class MemoryAccountTest(unittest.TestCase):
                     analysis.direction_ended(session, side, when)
                 analysis.session_closed(session, when)
         self.assert_counted(feed)
+
+
+class QueryTest(WebTestCase):
+
+    def test_a_query_of_thousands_of_words_is_refused(self):
+        """Each word is looked for in every row: 10,000 of them (60 KB of URL) kept a thread of the tool busy for
+        minutes on a session of 20,000 rows, long after the browser had given up."""
+        spy = self.reading(RECORDING)
+        status, _, body = spy.web_request('/api/sessions/1/match?q=' + '+'.join(['class'] * 10000))
+        self.assertEqual(status, 400, body)
+        self.assertIn('at most 64', json.loads(body.decode())['error'])
+        self.assertEqual(spy.web_json('/api/sessions/1/match?q=' + '+'.join(['class'] * 64))['indices'], [1])
+        self.assert_stopped_cleanly(spy)

@@ -26,6 +26,7 @@ from ..recording import iso_time
 MAX_ROWS = 5000           # rows one /rows answer holds at most
 MAX_REPLIES = 10000       # reply times a timeline keeps (the latest)
 PREVIEW = 200             # characters of a row's line in its preview
+MAX_QUERY_WORDS = 64      # words in a match query (each is looked for in every row)
 MATCHES_KEPT = 8          # queries whose matches a session keeps, to extend them as rows come
 MAX_KEPT = 1 << 30        # bytes of rows and records the store keeps; beyond, the oldest closed sessions go
 ROW_COST = 300            # bytes a row takes besides its line (its object, its time, its place in the lists, its
@@ -150,6 +151,8 @@ class Query:
             words = shlex.split(text)
         except ValueError as error:
             raise QueryError('%s in the query' % error)
+        if len(words) > MAX_QUERY_WORDS:
+            raise QueryError('%d words in the query: at most %d' % (len(words), MAX_QUERY_WORDS))
         include, exclude, self.texts = [], [], []
         for word in words:
             if word.startswith('-') and '=' in word:
