@@ -282,9 +282,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path == '/api/events':
             return self._events()
         parts = path.split('/')
-        if len(parts) < 5 or parts[:3] != ['', 'api', 'sessions'] or not parts[3].isdigit():
+        number = _whole_number(parts[3]) if len(parts) >= 5 and parts[:3] == ['', 'api', 'sessions'] else None
+        if number is None:
             raise NotFound('no such page: %s' % path)
-        number = int(parts[3])
         try:
             self._session_route(store, number, parts[4:], query)
         except KeyError:
@@ -293,8 +293,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _session_route(self, store, number, rest, query):
         if rest == ['rows']:
             return self._json(store.rows(number, _number(query, 'from', 0), _number(query, 'count', 100)))
-        if len(rest) == 2 and rest[0] == 'rows' and rest[1].isdigit():
-            return self._detail(store.row(number, int(rest[1])))
+        if len(rest) == 2 and rest[0] == 'rows' and _whole_number(rest[1]) is not None:
+            return self._detail(store.row(number, _whole_number(rest[1])))
         if rest == ['match']:
             try:
                 return self._json(store.match(number, query.get('q', [''])[0]))
@@ -380,6 +380,15 @@ def _number(query, name, default):
     values = query.get(name)
     if not values:
         return default
-    if not values[0].isdigit():
+    number = _whole_number(values[0])
+    if number is None:
         raise BadRequest('%s: not a number: %r' % (name, values[0][:40]))
-    return int(values[0])
+    return number
+
+
+def _whole_number(text):
+    """ASCII digits as a number (more than 18 of them: 10**18, beyond anything kept), else None: not str.isdigit,
+    which '²' passes and int() refuses, nor int() of thousands of digits, which Python refuses."""
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    return int(text) if len(text) <= 18 else 10 ** 18

@@ -26,9 +26,13 @@ from ..recording import iso_time
 MAX_ROWS = 5000           # rows one /rows answer holds at most
 MAX_REPLIES = 10000       # reply times a timeline keeps (the latest)
 PREVIEW = 200             # characters of a row's line in its preview
+MAX_QUERY_WORDS = 64      # words in a match query (each is looked for in every row)
 MATCHES_KEPT = 8          # queries whose matches a session keeps, to extend them as rows come
 MAX_KEPT = 1 << 30        # bytes of rows and records the store keeps; beyond, the oldest closed sessions go
-ROW_COST = 200            # bytes a row takes besides its line (its object, its place in the lists), roughly
+ROW_COST = 300            # bytes a row takes besides its line (its object, its time, its place in the lists, its
+#                           record's object), roughly: as tracemalloc counts them
+SECOND_COST = 350         # bytes a second of a session's timeline takes (its entry and its counts)
+SESSION_COST = 2500       # bytes a session takes besides its rows (its view, their lists, dicts and deque)
 
 
 class QueryError(ValueError):
@@ -109,13 +113,15 @@ class SessionView:
         return len(self.rows) - 1
 
     def count(self, row):
-        """Count a line in the message counts and the timeline."""
+        """Count a line in the message counts and the timeline; return whether its second is a new one there."""
         self.counts[row.direction] += 1
         second = int(row.when)
         counts = self.per_second.get(second)
-        if counts is None:
+        new = counts is None
+        if new:
             counts = self.per_second[second] = {CLIENT: 0, SERVER: 0}
         counts[row.direction] += 1
+        return new
 
     def timeline(self):
         return {'session': self.number,
@@ -155,6 +161,8 @@ class Query:
             words = shlex.split(text)
         except ValueError as error:
             raise QueryError('%s in the query' % error)
+        if len(words) > MAX_QUERY_WORDS:
+            raise QueryError('%d words in the query: at most %d' % (len(words), MAX_QUERY_WORDS))
         include, exclude, self.texts = [], [], []
         for word in words:
             if word.startswith('-') and '=' in word:
@@ -273,6 +281,7 @@ class WebStore(JsonLinesOutput):
         with self.changed:
             view = self._by_session[session] = self._views[session.number] = SessionView(session)
             self.stream.view = view
+            self.keep(view, SESSION_COST)
             super().session_started(session)
             self._add(view, Row(session.opened, None, 'notice', start_text(session).encode('utf-8', 'replace')))
             self._changed(sessions=True)
@@ -284,7 +293,8 @@ class WebStore(JsonLinesOutput):
             super().message(session, direction, when, message, line)
             row = self._row(direction, when, message, line)
             index = self._add(view, row)
-            view.count(row)
+            if view.count(row):
+                self.keep(view, SECOND_COST)
             if direction == CLIENT:
                 request = self.marks.latest_request
                 if request is not None:
