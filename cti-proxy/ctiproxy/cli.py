@@ -10,6 +10,7 @@ from . import __version__
 from .analysis import BUFFER_SIZE, Analysis, Analyzer
 from .capture import MAGIC_SIZE, CaptureError, capture_format
 from .capture_source import CaptureSource, NoTraffic
+from .reassembly import IDLE_SECONDS
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
 from .inputs import InputError, InputStream, open_input, read_lines, text_stream
@@ -49,6 +50,17 @@ def milliseconds(text):
         value = -1.0
     if not 0 <= value < float('inf'):
         raise argparse.ArgumentTypeError('not a number of milliseconds: %r' % text)
+    return value
+
+
+def seconds(text):
+    """--capture-idle SECONDS: a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float('inf'):
+        raise argparse.ArgumentTypeError('not a number of seconds: %r' % text)
     return value
 
 
@@ -99,6 +111,10 @@ def base_parser(prog, description, examples, argv):
                         help='instead of HOST, read a recording made with ctispy --json-lines, or a tcpdump or '
                              'Wireshark capture (pcap, pcapng; its sessions on --port); - for stdin, a pipe read '
                              'as it comes')
+    parser.add_argument('--capture-idle', type=seconds, default=IDLE_SECONDS, metavar='SECONDS',
+                        help='with --read of a capture: end a session with no packet for SECONDS of the '
+                             'capture\'s time, saying so (a later packet of it opens a new session), so that '
+                             'memory stays bounded (default: %(default)g; 0: never)')
     parser.set_defaults(host=None)
     return parser
 
@@ -465,7 +481,7 @@ def read_input(args, output, chosen_filter, log):
             if capture_format(head) is None:
                 warnings = replay_recording(analysis, text_stream(stream, head), name)
             else:
-                warnings = read_capture(analysis, stream, head, name, args.port, log)
+                warnings = read_capture(analysis, stream, head, name, args, log)
         except (RecordingError, InputError, OutputError) as error:
             log.error(str(error))
             return 1
@@ -504,9 +520,9 @@ def replay_recording(analysis, stream, name):
     return warnings
 
 
-def read_capture(analysis, stream, head, name, port, log):
+def read_capture(analysis, stream, head, name, args, log):
     """Read a capture, packet by packet; return the warnings to say."""
-    source = CaptureSource(analysis, port, log.say)
+    source = CaptureSource(analysis, args.port, log.say, args.capture_idle)
     source.run(stream, head)
     if source.cut_at is not None:
         return ['%s ends in the middle of a packet (at byte %d; was tcpdump stopped while writing?): everything '
