@@ -93,6 +93,8 @@ class CaptureSource:
         decode = self.decoder.decode
         feed = self.reassembler.feed
         take = self._take
+        sessions = self.sessions
+        received = self.observer.received
         fragments_said = False
         for packet in reader.packets():
             segment = decode(packet)
@@ -104,7 +106,12 @@ class CaptureSource:
                     self.warn('warning: the capture holds IP fragments of TCP packets (byte %d): they are not '
                               'reassembled, and skipped' % packet.offset)
                 continue
-            for event in feed(segment, packet.time):
+            for event in feed(segment, packet.time_ns / 1e9):
+                if event.__class__ is Data:
+                    session = sessions[event.session]
+                    if session.settled:             # the common case, straight on
+                        received(session.info, event.direction, event.time, event.data)
+                        continue
                 take(event)
 
     def _end(self):

@@ -173,7 +173,11 @@ class Reassembler:
             sender.start(seq)
         payload = segment.payload
         if seq == sender.next & _MASK and payload and not segment.cut and not sender.held and not sender.closed:
-            self._deliver(connection, sender, payload, time, events)     # in order: the common case
+            if sender.start_missed:                                      # in order: the common case
+                self._deliver(connection, sender, payload, time, events)
+            else:
+                events.append(_new_tuple(Data, (connection.session, time, sender.name, payload)))
+                sender.next += len(payload)
         elif sender.closed:
             sender.retransmitted += len(payload)                         # after its FIN: nothing new can come
         elif payload or segment.cut:
