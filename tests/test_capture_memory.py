@@ -8,9 +8,12 @@ tools, and checks their peak RSS (ru_maxrss from os.wait4 as they exit: a whole 
 
 import json
 import os
+import resource
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import unittest
 
@@ -100,7 +103,9 @@ class BoundTest(unittest.TestCase):
         status, peak = wait_with_peak_rss(process)
         drain.join()
         error_reader.join(TIMEOUT)
-        self.assertEqual((status, errors), (0, [b'']))
+        self.assertEqual((status, errors), (0, [('%s: warning: the tool ended 5940 sessions before their end in the '
+                                                 'capture, to keep its memory bounded: 5940 with no packet for 600 s '
+                                                 'of the capture (--capture-idle)\n' % tool).encode()]))
         return drain, peak
 
     def test_ctistat(self):
@@ -115,6 +120,28 @@ class BoundTest(unittest.TestCase):
         drain, peak = self.run_tool('ctispy', needle=b'ended by the tool: no packet for 600 s')
         self.assertLess(peak, 35 * MiB, 'peak RSS %.1f MiB' % (peak / MiB))     # measured: 25 MiB (before: 48 MiB)
         self.assertEqual(drain.count, self.COUNT - 60)        # the last 60 end with the capture, not idle
+
+
+class SaveDescriptorsTest(unittest.TestCase):
+    """ctisave keeps two files open per session: with a capture's sessions open at once beyond what the file
+    descriptor limit allows, the least recently active end (said) instead of the tool failing.  Before: "cannot
+    write the output: Too many open files", exit 1."""
+
+    def test_more_open_sessions_than_descriptors(self):
+        folder = tempfile.mkdtemp(prefix='cti-capture-')
+        self.addCleanup(shutil.rmtree, folder)
+        capture = b''.join(never_closing_capture(300, 0.01))
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        soft = 256 if hard == resource.RLIM_INFINITY else min(256, hard)
+        done = subprocess.run([sys.executable, tool_path('ctisave'), '--read', '-', os.path.join(folder, 'client'),
+                               os.path.join(folder, 'server')], input=capture, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=TIMEOUT,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+        self.assertEqual(len(os.listdir(folder)), 600)
+        ended = 300 - (soft - 64) // 2
+        self.assertEqual((done.returncode, done.stderr.decode()), (
+            0, 'ctisave: warning: the tool ended %d sessions before their end in the capture, to keep its memory '
+               'bounded: %d least recently active of %d open at once\n' % (ended, ended, (soft - 64) // 2)))
 
 
 def segment(client_port, flags=ACK, seq=1, payload=b'', from_client=True, ack=0):

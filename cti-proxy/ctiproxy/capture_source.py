@@ -71,6 +71,9 @@ class CaptureSource:
         self.decoder = PacketDecoder()
         self.reassembler = Reassembler(port, idle_seconds=idle_seconds, max_open=max_open)
         self.failures = end_failures(idle_seconds, max_open)
+        self.idle_seconds = idle_seconds
+        self.max_open = max_open
+        self.tool_ended = {IDLE: 0, CROWDED: 0}     # sessions the tool ended, by reason
         self.sessions = {}                  # the core's Session: CapturedSession
         self.cut_at = None                  # the byte offset of a last packet cut short, once read
 
@@ -121,6 +124,19 @@ class CaptureSource:
                 self._take(event)
         finally:
             self.observer.finish()
+
+    def tool_ended_text(self):
+        """'the tool ended 3 sessions before their end in the capture: ...', or None if it ended none."""
+        idle, crowded = self.tool_ended[IDLE], self.tool_ended[CROWDED]
+        if not idle and not crowded:
+            return None
+        reasons = []
+        if idle:
+            reasons.append('%d with no packet for %g s of the capture (--capture-idle)' % (idle, self.idle_seconds))
+        if crowded:
+            reasons.append('%d least recently active of %d open at once' % (crowded, self.max_open))
+        return ('the tool ended %d session%s before their end in the capture, to keep its memory bounded: %s'
+                % (idle + crowded, '' if idle + crowded == 1 else 's', ', '.join(reasons)))
 
     def no_traffic_text(self):
         ports = self.reassembler.ports_seen()
@@ -208,6 +224,7 @@ class CaptureSource:
         if event.reason in self.failures:
             session.info.failure = self.failures[event.reason]
         if event.reason in TOOL_ENDS:               # said even where session ends are not shown (ctispy)
+            self.tool_ended[event.reason] += 1
             self.observer.notice(session.info, event.time, 'session #%d %s' % (session.info.number,
                                                                                session.info.failure))
         for side in (CLIENT, SERVER):

@@ -10,13 +10,13 @@ from . import __version__
 from .analysis import BUFFER_SIZE, Analysis, Analyzer
 from .capture import MAGIC_SIZE, CaptureError, capture_format
 from .capture_source import CaptureSource, NoTraffic
-from .reassembly import IDLE_SECONDS
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
 from .inputs import InputError, InputStream, open_input, read_lines, text_stream
 from .options import HelpFormatter, listen_port, port_number
 from .outputs import (TIME_FORMS, Clock, JsonLinesOutput, OutputError, SaveOutput, SpyOutput, numbered_file_of,
                       numbered_files, same_file)
+from .reassembly import IDLE_SECONDS, MAX_OPEN
 from .recording import IncompleteRecording, RecordingError, Replay, last_records, read_records
 from .relay import SWITCH_INTERVAL, ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
@@ -522,12 +522,29 @@ def replay_recording(analysis, stream, name):
 
 def read_capture(analysis, stream, head, name, args, log):
     """Read a capture, packet by packet; return the warnings to say."""
-    source = CaptureSource(analysis, args.port, log.say, args.capture_idle)
+    source = CaptureSource(analysis, args.port, log.say, args.capture_idle,
+                           capture_open_most(analysis.output.files_per_session))
     source.run(stream, head)
+    warnings = [text for text in [source.tool_ended_text()] if text]
     if source.cut_at is not None:
-        return ['%s ends in the middle of a packet (at byte %d; was tcpdump stopped while writing?): everything '
-                'before it was read' % (name, source.cut_at)]
-    return []
+        warnings.append('%s ends in the middle of a packet (at byte %d; was tcpdump stopped while writing?): '
+                        'everything before it was read' % (name, source.cut_at))
+    return warnings
+
+
+def capture_open_most(files_per_session, spare=64):
+    """The most sessions of a capture open at once: MAX_OPEN, or fewer if their files (ctisave's) would use up
+    the file descriptors the process may open (keeping `spare` for the rest)."""
+    if not files_per_session:
+        return MAX_OPEN
+    try:
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return MAX_OPEN
+    if limit == resource.RLIM_INFINITY:
+        return MAX_OPEN
+    return max(1, min(MAX_OPEN, (limit - spare) // files_per_session))
 
 
 class Proxy:
