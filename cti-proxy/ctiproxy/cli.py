@@ -42,26 +42,22 @@ def key_value(text):
     return key, value
 
 
-def milliseconds(text):
-    """--slow MS: a number of milliseconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float('inf'):
-        raise argparse.ArgumentTypeError('not a number of milliseconds: %r' % text)
-    return value
+def non_negative(unit):
+    """The type of an option that takes a number of `unit`, 0 or more (--slow MS, --capture-idle SECONDS)."""
+    def number(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value < float('inf'):
+            raise argparse.ArgumentTypeError('not a number of %s: %r' % (unit, text))
+        return value
+    number.__name__ = unit
+    return number
 
 
-def seconds(text):
-    """--capture-idle SECONDS: a number of seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float('inf'):
-        raise argparse.ArgumentTypeError('not a number of seconds: %r' % text)
-    return value
+milliseconds = non_negative('milliseconds')
+seconds = non_negative('seconds')
 
 
 def field_name(text):
