@@ -3,7 +3,8 @@ seconds of the capture's time ends, and so does the least recently active one wh
 end is said, and a later packet of its connection opens a new session that continues it.
 
 The bound test streams a capture of thousands of connections that never close through a pipe into the real
-tools, and checks their peak RSS (ru_maxrss from os.wait4 as they exit: a whole run's peak).
+tools, then one that closes (its message a marker): once the tool has shown it, the test reads the tool's peak
+RSS (VmHWM) while it runs.
 """
 
 import json
@@ -22,29 +23,33 @@ from ctiproxy.capture_source import RESUMED_NOTICE, START_MISSED_NOTICE, Capture
 from ctiproxy.events import Observer
 from ctiproxy.filters import CLIENT, SERVER
 from ctiproxy.reassembly import CROWDED, IDLE, Reassembler
-from tests.capwriter import ACK, ETHERNET, SYN, Conversation, frame, pcap
+from tests.capwriter import ACK, ETHERNET, FIN, SYN, Conversation, frame, pcap
 from tests.harness import TIMEOUT, capture_test_end_process, tool_path
+from tests.test_memory import peak_rss
 
 MiB = 1 << 20
 PORT = 5003
 START = 1790000000.0
 LOGIN = b'{"class": "login_id", "commandid": 1, "userlogin": "alice"}\n'
 ANSWER = b'{"class": "login_id", "replyid": 1, "sessionid": "abc"}\n'
+MARKER = b'{"class": "marker"}\n'
+OPEN_PACKETS = ((SYN, 'client', b''), (SYN | ACK, 'server', b''), (ACK, 'client', LOGIN), (ACK, 'server', ANSWER))
+CLOSING_PACKETS = ((SYN, 'client', b''), (SYN | ACK, 'server', b''), (ACK, 'client', MARKER),
+                   (FIN | ACK, 'client', b''), (FIN | ACK, 'server', b''), (ACK, 'client', b''))
 
 
-def never_closing_capture(count, every):
+def never_closing_capture(count, every, marker=False):
     """Yield a pcap in pieces: `count` connections, one every `every` seconds, each a handshake, a request and its
-    answer, and never a FIN."""
+    answer, and never a FIN; with `marker`, then one connection that sends MARKER and closes."""
     yield pcap([])
     when = int(START * 1e9)
-    step = int(every * 1e9) // 4
     records = []
-    for number in range(count):
+    for number in range(count + marker):
         conversation = Conversation(client=('10.%d.%d.%d' % (number >> 16 & 255, number >> 8 & 255, number & 255),
                                             40000 + number % 20000))
-        for flags, side, payload in ((SYN, 'client', b''), (SYN | ACK, 'server', b''), (ACK, 'client', LOGIN),
-                                     (ACK, 'server', ANSWER)):
-            when += step
+        packets = OPEN_PACKETS if number < count else CLOSING_PACKETS
+        for flags, side, payload in packets:
+            when += int(every * 1e9) // len(packets)
             packet = frame(ETHERNET, conversation.packet(side, payload, flags))
             records.append(struct.pack('<IIII', when // 10 ** 9, when % 10 ** 9 // 1000, len(packet), len(packet)))
             records.append(packet)
@@ -55,13 +60,15 @@ def never_closing_capture(count, every):
 
 
 class Drain:
-    """Reads a process's stdout on a thread of its own, keeping only a count of lines holding `needle`."""
+    """Reads a process's stdout on a thread of its own, keeping only a count of lines holding `needle`, and
+    setting `marked` once a line holds MARKER's class."""
 
     def __init__(self, stream, needle):
         self.stream = stream
         self.needle = needle
         self.count = 0
         self.first = None           # the first line holding the needle
+        self.marked = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -70,22 +77,17 @@ class Drain:
             if self.needle in line:
                 self.count += 1
                 self.first = self.first or line
+            if b'"marker"' in line:
+                self.marked.set()
 
     def join(self):
         self._thread.join(TIMEOUT)
 
 
-def wait_with_peak_rss(process):
-    """Reap the process; return (exit status, its peak resident memory in bytes)."""
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-    return process.returncode, usage.ru_maxrss * 1024
-
-
 class BoundTest(unittest.TestCase):
     """6,000 connections that never close, one every 10 s of capture time: with the default --capture-idle (600 s)
     about 60 are open at a time.  Bound: the interpreter (15-25 MB) and room.  Before, every session stayed open to
-    the end of the capture: ctistat peaked at 73 MiB, ctispy at 48 MiB (195 MiB and 110 MiB with 20,000)."""
+    the end of the capture: ctistat peaked at 70 MiB, ctispy at 46 MiB (195 MiB and 110 MiB with 20,000)."""
 
     COUNT = 6000
 
@@ -97,28 +99,35 @@ class BoundTest(unittest.TestCase):
         errors = []
         error_reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
         error_reader.start()
-        for piece in never_closing_capture(self.COUNT, 10.0):
+        for piece in never_closing_capture(self.COUNT, 10.0, marker=True):
             process.stdin.write(piece)
+        process.stdin.flush()
+        self.assertTrue(drain.marked.wait(TIMEOUT), 'the marker session was not shown')
+        peak = peak_rss(process.pid)
         process.stdin.close()
-        status, peak = wait_with_peak_rss(process)
+        status = process.wait(TIMEOUT)
         drain.join()
         error_reader.join(TIMEOUT)
-        self.assertEqual((status, errors), (0, [('%s: warning: the tool ended 5940 sessions before their end in the '
-                                                 'capture, to keep its memory bounded: 5940 with no packet for 600 s '
-                                                 'of the capture (--capture-idle)\n' % tool).encode()]))
-        return drain, peak
+        return drain, peak, (status, errors)
+
+    def assertEndedSaid(self, tool, ended):
+        self.assertEqual(ended, (0, [('%s: warning: the tool ended 5940 sessions before their end in the capture, to '
+                                      'keep its memory bounded: 5940 with no packet for 600 s of the capture '
+                                      '(--capture-idle)\n' % tool).encode()]))
 
     def test_ctistat(self):
-        drain, peak = self.run_tool('ctistat', '--json', needle=b'"session"')
-        self.assertLess(peak, 40 * MiB, 'peak RSS %.1f MiB' % (peak / MiB))     # measured: 25 MiB (before: 73 MiB)
-        self.assertEqual(drain.count, self.COUNT)
+        drain, peak, ended = self.run_tool('ctistat', '--json', needle=b'"session"')
+        self.assertLess(peak, 40 * MiB, 'peak RSS %.1f MiB' % (peak / MiB))     # measured: 25 MiB (before: 70 MiB)
+        self.assertEndedSaid('ctistat', ended)
+        self.assertEqual(drain.count, self.COUNT + 1)
         report = json.loads(drain.first)
         self.assertEqual((report['session'], report['client']['messages'], report['server']['messages']), (1, 1, 1))
         self.assertRegex(report['error'], r'^ended by the tool: no packet for 600 s of the capture')
 
     def test_ctispy(self):
-        drain, peak = self.run_tool('ctispy', needle=b'ended by the tool: no packet for 600 s')
-        self.assertLess(peak, 35 * MiB, 'peak RSS %.1f MiB' % (peak / MiB))     # measured: 25 MiB (before: 48 MiB)
+        drain, peak, ended = self.run_tool('ctispy', needle=b'ended by the tool: no packet for 600 s')
+        self.assertLess(peak, 35 * MiB, 'peak RSS %.1f MiB' % (peak / MiB))     # measured: 25 MiB (before: 46 MiB)
+        self.assertEndedSaid('ctispy', ended)
         self.assertEqual(drain.count, self.COUNT - 60)        # the last 60 end with the capture, not idle
 
 
