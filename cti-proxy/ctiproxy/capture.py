@@ -103,6 +103,7 @@ class CaptureReader:
         self._eof = False
         self.format = None
         self.cut_at = None
+        self.before_read = None        # called before each read from the stream (which may wait for a pipe)
 
     # -- buffer --------------------------------------------------------------------------------------
 
@@ -113,6 +114,8 @@ class CaptureReader:
             return True
         pieces = [self._buffer[self._pos:]]
         while have < size:
+            if not self._eof and self.before_read is not None:
+                self.before_read()
             chunk = None if self._eof else self._read(max(self._chunk_size, size - have))
             if not chunk:
                 self._eof = True
