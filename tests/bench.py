@@ -250,6 +250,7 @@ class Relay:
                 'TCP-LISTEN:%d,reuseaddr,bind=127.0.0.1%s' % (self.port, ',fork' if loop else ''),
                 'TCP:127.0.0.1:%d' % server_port], subprocess.DEVNULL)
             self._read_stderr_until(b'listening on')
+            self._drain_stderr()
         else:
             tool, tools_dir = tool_of(kind)
             base = os.path.join(workdir, kind)
@@ -265,6 +266,7 @@ class Relay:
             with open(self.files['stdout'], 'wb') as stdout:
                 self._spawn(command, stdout)
             start = self._read_stderr_until(b'\n').decode('utf-8', 'replace')
+            self._drain_stderr()
             match = re.search(r'listening on port (\d+)', start)
             if not match:
                 raise RuntimeError('%s did not say where it listens: %r' % (kind, start))
@@ -302,6 +304,27 @@ class Relay:
                 self.stderr += data
         return self.stderr
 
+    def _drain_stderr(self):
+        """Read the rest of stderr as it comes, on a thread of its own: socat -d -d says something of each
+        session, and would stop, many sessions on, on a full pipe."""
+        self.stderr_reader = threading.Thread(target=self._read_rest_of_stderr, name='stderr-' + self.kind,
+                                              daemon=True)
+        self.stderr_reader.start()
+
+    def _read_rest_of_stderr(self):
+        fd = self.process.stderr.fileno()
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.stderr += data
+
+    def _rest_of_stderr(self):
+        self.stderr_reader.join(TIMEOUT)
+
     def connect(self):
         """Connect the scripted client; return (client socket, the scripted server's socket)."""
         client = socket.create_connection(('127.0.0.1', self.port), timeout=TIMEOUT)
@@ -320,7 +343,7 @@ class Relay:
         if self.waiter.is_alive():
             self.kill()
             raise RuntimeError('%s did not exit within %.0f s after its session' % (self.kind, TIMEOUT))
-        self.stderr += self.process.stderr.read()
+        self._rest_of_stderr()
         code = self.process.returncode
         text = self.stderr.decode('utf-8', 'replace')
         if code != 0 or 'Traceback' in text:
@@ -425,7 +448,7 @@ class Relay:
             os.kill(pid, signal.SIGTERM)        # the relay itself: WRAPPER must live to report its peak
         if self.kind.startswith('socat'):       # socat ends with the signal's status
             self.waiter.join(TIMEOUT)
-            self.stderr += self.process.stderr.read()
+            self._rest_of_stderr()
             return
         self.wait_exit()
 
