@@ -857,7 +857,16 @@ class SaveOutput(Output):
         file = self.files[session, direction]
         self._changed.add(file)
         body = None if message is None else message_bytes(message, pretty_json)
-        self._do(file, write_line, file, [body] if body is not None else shown_text(line))
+        try:
+            if body is None:
+                write_line(file, shown_text(line))
+            elif len(body) <= COPIED_BODY:
+                file.write(body + b'\n')
+            else:                       # a big message: not copied once more to be joined to its newline
+                file.write(body)
+                file.write(b'\n')
+        except OSError as error:
+            raise _cannot_write(file.name, error)
 
     def encrypted(self, session, direction, when):
         """Noted in the file, so that it does not stop unexplained."""
