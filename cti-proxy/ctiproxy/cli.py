@@ -103,10 +103,10 @@ def base_parser(prog, description, examples, argv):
                         help='instead of HOST, read a recording made with ctispy --json-lines, or a tcpdump or '
                              'Wireshark capture (pcap, pcapng; its sessions on --port); - for stdin, a pipe read '
                              'as it comes')
-    parser.add_argument('--capture-idle', type=seconds, default=IDLE_SECONDS, metavar='SECONDS',
+    parser.add_argument('--capture-idle', type=seconds, metavar='SECONDS',
                         help='with --read of a capture: end a session with no packet for SECONDS of the '
                              'capture\'s time, saying so (a later packet of it opens a new session), so that '
-                             'memory stays bounded (default: %(default)g; 0: never)')
+                             'memory stays bounded (default: %g; 0: never)' % IDLE_SECONDS)
     parser.set_defaults(host=None)
     return parser
 
@@ -115,6 +115,10 @@ def parse(parser, argv):
     """Parse argv, options and operands in any order (ctisave HOST --strip x CLIENTFILE SERVERFILE),
     with the TLS settings its options ask for in args.tls_options."""
     args = parser.parse_intermixed_args(argv)
+    if args.capture_idle is not None and args.read is None:
+        parser.error('--capture-idle applies to --read of a capture: live sessions end when their side closes')
+    if args.capture_idle is None:
+        args.capture_idle = IDLE_SECONDS
     server_address(parser, args)
     args.tls_options = tls_options(parser, args)
     args.notes = []            # lines to say on stderr once the tool listens
