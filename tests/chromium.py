@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 
 TIMEOUT = 30.0
@@ -44,10 +45,15 @@ class Chromium:
                 '--window-size=%d,%d' % (width, height), 'about:blank']
         env = dict(os.environ, HOME=home, XDG_CONFIG_HOME=os.path.join(home, '.config'),
                    XDG_CACHE_HOME=os.path.join(home, '.cache'))
-        # fds 3 and 4 of the browser are our pipes: a shell puts them there, then becomes chromium
-        script = 'exec "$0" "$@" 3<&%d 4>&%d' % (commands_read, answers_write)
+        # fds 3 and 4 of the browser are our pipes: a small Python puts them there, then becomes chromium (a shell's
+        # '3<&N' takes one digit in dash: in a test process holding many files, N is often 10 or more).  A dup may
+        # already be 3 or 4, where dup2 leaves it as dup made it, not inheritable: hence set_inheritable.
+        script = ('import os, sys; commands, answers = os.dup(int(sys.argv[1])), os.dup(int(sys.argv[2])); '
+                  'os.dup2(commands, 3); os.dup2(answers, 4); '
+                  'os.set_inheritable(3, True); os.set_inheritable(4, True); os.execv(sys.argv[3], sys.argv[3:])')
         self.log = open(os.path.join(folder, 'chromium.log'), 'wb')
-        self.process = subprocess.Popen(['/bin/sh', '-c', script] + args, env=env, cwd=folder,
+        self.process = subprocess.Popen([sys.executable, '-c', script, str(commands_read), str(answers_write)] + args,
+                                        env=env, cwd=folder,
                                         stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
                                         pass_fds=(commands_read, answers_write))
         os.close(commands_read)

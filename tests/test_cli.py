@@ -110,6 +110,7 @@ BAD_SIZES = ('0', '10', '1023', '1000B', 'abc', 'lots', '1X', 'M', '', ' ', '-5'
 
 # (the tools that have the option, the arguments after HOST (and ctisave's two files), what the error names)
 USAGE_ERRORS = [
+    (ALL_THREE, ['--capture-idle', '60'], '--capture-idle applies to --read'),     # live: nothing to say it of
     (ALL_THREE, ['--port', '0'], '--port'),
     (ALL_THREE, ['--port', '65536'], '--port'),
     (ALL_THREE, ['--port', 'abc'], '--port'),

@@ -179,7 +179,7 @@ class StatTestCase(unittest.TestCase):
     def assertJsonReport(self, report):
         """The JSON report has the documented shape, its counts whole numbers."""
         self.assertEqual(set(report), {'session', 'started', 'duration', 'client_address', 'server_address',
-                                       'closed_by', C, S, 'timeline', 'replies', 'errors', 'unanswered',
+                                       'closed_by', 'error', C, S, 'timeline', 'replies', 'errors', 'unanswered',
                                        'unanswered_requests', 'not_timed', 'slowest', 'biggest'})
         for side in (C, S):
             self.assertEqual(set(report[side]), {'bytes', 'chunks', 'messages', 'invalid', 'classes', 'functions'})

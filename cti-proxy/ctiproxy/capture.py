@@ -103,6 +103,7 @@ class CaptureReader:
         self._eof = False
         self.format = None
         self.cut_at = None
+        self.before_read = None        # called before each read from the stream (which may wait for a pipe)
 
     # -- buffer --------------------------------------------------------------------------------------
 
@@ -113,6 +114,8 @@ class CaptureReader:
             return True
         pieces = [self._buffer[self._pos:]]
         while have < size:
+            if not self._eof and self.before_read is not None:
+                self.before_read()
             chunk = None if self._eof else self._read(max(self._chunk_size, size - have))
             if not chunk:
                 self._eof = True
@@ -335,6 +338,10 @@ _IPV6_AH = 51
 _TCP = 6
 
 _U16 = struct.Struct('!H')
+# The common case in one unpack: an ethertype, an IPv4 header of 20 bytes, and the first 14 bytes of TCP.
+_IPV4_TCP = 'BxH2xHxB2x4s4sHHIIBB'         # version+ihl, total length, fragment, protocol, addresses, TCP's
+_FAST_LINKS = {linktype: (struct.Struct('!%dxH%dx' % (at, start - at - 2) + _IPV4_TCP), start)
+               for linktype, (at, start) in {1: (12, 14), 113: (14, 16), 276: (0, 20)}.items()}
 _IPV4 = struct.Struct('!BxHxxHxB')         # version+ihl, total length, flags+fragment offset, protocol
 _IPV6 = struct.Struct('!4xHB')             # payload length, next header
 _TCP_HEADER = struct.Struct('!HHIIBB')     # ports, seq, ack, data offset, flags
@@ -361,6 +368,20 @@ class PacketDecoder:
         """A Segment, None (skipped) or IP_FRAGMENT; CaptureError for a link type we do not read."""
         data = packet.data
         linktype = packet.linktype
+        fast = _FAST_LINKS.get(linktype)
+        if fast is not None and len(data) >= fast[0].size:        # IPv4 and TCP without options: one unpack
+            (ethertype, first, total, fragment, protocol, src, dst, sport, dport, seq, ack, offset,
+             flags) = fast[0].unpack_from(data)
+            if ethertype == 0x0800 and first == 0x45 and protocol == _TCP and not fragment & 0x3FFF:
+                start = fast[1]
+                end = start + total if total >= 20 else len(data)
+                payload_start = start + 20 + (offset >> 4) * 4
+                captured_end = len(data)
+                if end < captured_end:
+                    captured_end = end
+                if payload_start <= captured_end:
+                    return _new_tuple(Segment, (src, sport, dst, dport, seq, ack, flags,
+                                                data[payload_start:captured_end], end - captured_end))
         try:
             if linktype in _ETHERTYPE_AT:
                 at, start = _ETHERTYPE_AT[linktype]

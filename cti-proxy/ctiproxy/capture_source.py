@@ -8,11 +8,11 @@ STARTTLS confirmation or TLS from the first byte makes the rest `encrypted`, as 
 them through live.
 """
 
-from .capture import IP_FRAGMENT, CaptureReader, PacketDecoder
+from .capture import IP_FRAGMENT, CaptureError, CaptureReader, PacketDecoder
 from .events import SessionInfo
 from .filters import CLIENT, SERVER
-from .reassembly import (CAPTURE_END, REPLACED, RESET, Closed, Data, Ended, Missing, Opened, Reassembler,
-                         StartMissed)
+from .reassembly import (CAPTURE_END, CROWDED, IDLE, IDLE_SECONDS, MAX_OPEN, REPLACED, RESET, Closed, Data, Ended,
+                         Missing, Opened, Reassembler, Resumed, StartMissed)
 from .tls import ENCRYPTED, StarttlsHandover, starts_like_tls
 
 TLS_PORT = 5013             # XiVO's CTI over TLS from the first byte
@@ -23,8 +23,22 @@ END_FAILURES = {RESET: 'reset (TCP RST)', CAPTURE_END: 'still open where the cap
 
 STARTTLS_NOTICE = 'STARTTLS: the session is now encrypted and cannot be shown'
 TLS_NOTICE = 'TLS: the session is encrypted and cannot be shown'
+TOOL_ENDS = (IDLE, CROWDED)     # sessions the tool ends, for bounded memory
+RESUMED_NOTICE = ('continues session #%d, which the tool ended (see its end): what comes before the first newline '
+                  'of each side is shown as text')
 START_MISSED_NOTICE = ('the capture starts after this session\'s start: what comes before the first newline '
                        'of each side is shown as text')
+
+
+def end_failures(idle_seconds, max_open):
+    """How a session that did not end with both FINs ended, as its end notice says it (a side that had sent
+    its FIN still closed it first)."""
+    failures = dict(END_FAILURES)
+    failures[IDLE] = ('ended by the tool: no packet for %g s of the capture (--capture-idle); a later packet '
+                      'of its connection opens a new session' % idle_seconds) if idle_seconds else None
+    failures[CROWDED] = ('ended by the tool: %d sessions were open, and this one was the least recently active; a '
+                         'later packet of its connection opens a new session' % max_open)
+    return failures
 
 
 class NoTraffic(Exception):
@@ -48,12 +62,18 @@ class CapturedSession:
 class CaptureSource:
     """Feeds an observer from a capture.  warn(text) says one line (IP fragments, once)."""
 
-    def __init__(self, observer, port, warn):
+    def __init__(self, observer, port, warn, idle_seconds=IDLE_SECONDS, max_open=MAX_OPEN):
+        """A session with no packet for idle_seconds of the capture's time (0: never) ends, and so does the least
+        recently active of max_open, when one more opens: memory is bounded however long the capture."""
         self.observer = observer
         self.port = port
         self.warn = warn
         self.decoder = PacketDecoder()
-        self.reassembler = Reassembler(port)
+        self.reassembler = Reassembler(port, idle_seconds=idle_seconds, max_open=max_open)
+        self.failures = end_failures(idle_seconds, max_open)
+        self.idle_seconds = idle_seconds
+        self.max_open = max_open
+        self.tool_ended = {IDLE: 0, CROWDED: 0}     # sessions the tool ended, by reason
         self.sessions = {}                  # the core's Session: CapturedSession
         self.cut_at = None                  # the byte offset of a last packet cut short, once read
 
@@ -73,22 +93,46 @@ class CaptureSource:
             raise NoTraffic(self.no_traffic_text())
 
     def _read(self, reader):
+        """The packets of what was read from the stream go through the capture core first, then their events to
+        the observer, in order, before the next read (which may wait for a pipe): each message is shown as
+        soon as its last packet is read, and each part runs longer on its own (a fifth faster than packet by
+        packet)."""
         decode = self.decoder.decode
         feed = self.reassembler.feed
-        take = self._take
+        pending = []
+        reader.before_read = lambda: self._hand_on(pending)
         fragments_said = False
-        for packet in reader.packets():
-            segment = decode(packet)
-            if segment is None:
-                continue
-            if segment is IP_FRAGMENT:
-                if not fragments_said:
-                    fragments_said = True
-                    self.warn('warning: the capture holds IP fragments of TCP packets (byte %d): they are not '
-                              'reassembled, and skipped' % packet.offset)
-                continue
-            for event in feed(segment, packet.time):
-                take(event)
+        try:
+            for packet in reader.packets():
+                segment = decode(packet)
+                if segment is None:
+                    continue
+                if segment is IP_FRAGMENT:
+                    if not fragments_said:
+                        fragments_said = True
+                        self.warn('warning: the capture holds IP fragments of TCP packets (byte %d): they are '
+                                  'not reassembled, and skipped' % packet.offset)
+                    continue
+                pending += feed(segment, packet.time_ns / 1e9)
+        except CaptureError:
+            self._hand_on(pending)          # what came before the garbage
+            raise
+        self._hand_on(pending)
+
+    def _hand_on(self, pending):
+        """The events waiting, to the observer (and none waits any more)."""
+        events = pending[:]
+        del pending[:]
+        take = self._take
+        sessions = self.sessions
+        received = self.observer.received
+        for event in events:
+            if event.__class__ is Data:
+                session = sessions[event.session]
+                if session.settled:             # the common case, straight on
+                    received(session.info, event.direction, event.time, event.data)
+                    continue
+            take(event)
 
     def _end(self):
         """The capture ends: each session still open ends at its last packet; the observer finishes."""
@@ -97,6 +141,19 @@ class CaptureSource:
                 self._take(event)
         finally:
             self.observer.finish()
+
+    def tool_ended_text(self):
+        """'the tool ended 3 sessions before their end in the capture: ...', or None if it ended none."""
+        idle, crowded = self.tool_ended[IDLE], self.tool_ended[CROWDED]
+        if not idle and not crowded:
+            return None
+        reasons = []
+        if idle:
+            reasons.append('%d with no packet for %g s of the capture (--capture-idle)' % (idle, self.idle_seconds))
+        if crowded:
+            reasons.append('%d least recently active of %d open at once' % (crowded, self.max_open))
+        return ('the tool ended %d session%s before their end in the capture, to keep its memory bounded: %s'
+                % (idle + crowded, '' if idle + crowded == 1 else 's', ', '.join(reasons)))
 
     def no_traffic_text(self):
         ports = self.reassembler.ports_seen()
@@ -128,6 +185,10 @@ class CaptureSource:
             self._end_side(self.sessions[event.session], event.direction, event.time)
         elif kind is Ended:
             self._close(event)
+        elif kind is Resumed:
+            session = self.sessions[event.session]
+            session.start_missed = True             # said here, not as a capture that starts mid-session
+            self.observer.notice(session.info, event.time, RESUMED_NOTICE % event.earlier)
 
     def _open(self, event):
         core = event.session
@@ -177,8 +238,12 @@ class CaptureSource:
 
     def _close(self, event):
         session = self.sessions.pop(event.session)
-        if event.reason in END_FAILURES:
-            session.info.failure = END_FAILURES[event.reason]
+        if event.reason in self.failures:
+            session.info.failure = self.failures[event.reason]
+        if event.reason in TOOL_ENDS:               # said even where session ends are not shown (ctispy)
+            self.tool_ended[event.reason] += 1
+            self.observer.notice(session.info, event.time, 'session #%d %s' % (session.info.number,
+                                                                               session.info.failure))
         for side in (CLIENT, SERVER):
             if event.counts[side].retransmitted:
                 self.observer.retransmitted(session.info, side, event.counts[side].retransmitted)

@@ -16,6 +16,7 @@ from .inputs import InputError, InputStream, open_input, read_lines, text_stream
 from .options import HelpFormatter, key_value, listen_port, port_number
 from .outputs import (TIME_FORMS, Clock, FanOut, JsonLinesOutput, OutputError, SaveOutput, SpyOutput,
                       numbered_file_of, numbered_files, same_file)
+from .reassembly import IDLE_SECONDS, MAX_OPEN
 from .recording import IncompleteRecording, RecordingError, Replay, last_records, read_records
 from .relay import SWITCH_INTERVAL, ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
@@ -37,15 +38,22 @@ STOP_GRACE = 0.5
 
 # -- option values --
 
-def milliseconds(text):
-    """--slow MS: a number of milliseconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float('inf'):
-        raise argparse.ArgumentTypeError('not a number of milliseconds: %r' % text)
-    return value
+def non_negative(unit):
+    """The type of an option that takes a number of `unit`, 0 or more (--slow MS, --capture-idle SECONDS)."""
+    def number(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value < float('inf'):
+            raise argparse.ArgumentTypeError('not a number of %s: %r' % (unit, text))
+        return value
+    number.__name__ = unit
+    return number
+
+
+milliseconds = non_negative('milliseconds')
+seconds = non_negative('seconds')
 
 
 def field_name(text):
@@ -95,6 +103,10 @@ def base_parser(prog, description, examples, argv):
                         help='instead of HOST, read a recording made with ctispy --json-lines, or a tcpdump or '
                              'Wireshark capture (pcap, pcapng; its sessions on --port); - for stdin, a pipe read '
                              'as it comes')
+    parser.add_argument('--capture-idle', type=seconds, metavar='SECONDS',
+                        help='with --read of a capture: end a session with no packet for SECONDS of the '
+                             'capture\'s time, saying so (a later packet of it opens a new session), so that '
+                             'memory stays bounded (default: %g; 0: never)' % IDLE_SECONDS)
     parser.set_defaults(host=None)
     return parser
 
@@ -103,6 +115,10 @@ def parse(parser, argv):
     """Parse argv, options and operands in any order (ctisave HOST --strip x CLIENTFILE SERVERFILE),
     with the TLS settings its options ask for in args.tls_options."""
     args = parser.parse_intermixed_args(argv)
+    if args.capture_idle is not None and args.read is None:
+        parser.error('--capture-idle applies to --read of a capture: live sessions end when their side closes')
+    if args.capture_idle is None:
+        args.capture_idle = IDLE_SECONDS
     server_address(parser, args)
     args.tls_options = tls_options(parser, args)
     args.notes = []            # lines to say on stderr once the tool listens
@@ -530,7 +546,7 @@ def read_input(args, output, chosen_filter, log):
             if capture_format(head) is None:
                 warnings = replay_recording(analysis, text_stream(stream, head), name)
             else:
-                warnings = read_capture(analysis, stream, head, name, args.port, log)
+                warnings = read_capture(analysis, stream, head, name, args, log)
         except (RecordingError, InputError, OutputError) as error:
             log.error(str(error))
             return 1
@@ -569,14 +585,31 @@ def replay_recording(analysis, stream, name):
     return warnings
 
 
-def read_capture(analysis, stream, head, name, port, log):
+def read_capture(analysis, stream, head, name, args, log):
     """Read a capture, packet by packet; return the warnings to say."""
-    source = CaptureSource(analysis, port, log.say)
+    source = CaptureSource(analysis, args.port, log.say, args.capture_idle,
+                           capture_open_most(analysis.output.files_per_session))
     source.run(stream, head)
+    warnings = [text for text in [source.tool_ended_text()] if text]
     if source.cut_at is not None:
-        return ['%s ends in the middle of a packet (at byte %d; was tcpdump stopped while writing?): everything '
-                'before it was read' % (name, source.cut_at)]
-    return []
+        warnings.append('%s ends in the middle of a packet (at byte %d; was tcpdump stopped while writing?): '
+                        'everything before it was read' % (name, source.cut_at))
+    return warnings
+
+
+def capture_open_most(files_per_session, spare=64):
+    """The most sessions of a capture open at once: MAX_OPEN, or fewer if their files (ctisave's) would use up
+    the file descriptors the process may open (keeping `spare` for the rest)."""
+    if not files_per_session:
+        return MAX_OPEN
+    try:
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return MAX_OPEN
+    if limit == resource.RLIM_INFINITY:
+        return MAX_OPEN
+    return max(1, min(MAX_OPEN, (limit - spare) // files_per_session))
 
 
 class Proxy:

@@ -77,8 +77,10 @@ _JSON_ESCAPES = _escapes_by_lead(_json_escape, [code for code in UNSAFE_CODES if
 # The bytes that cannot begin the UTF-8 of a character to escape: text made of them alone needs nothing.
 _SAFE_BYTES = bytes(sorted(set(range(256)) - set(_TEXT_ESCAPES)))
 _SAFE_BYTES_AND_NEWLINES = _SAFE_BYTES + b'\n'
-# Each byte to 1 if it may begin a character to escape in JSON (where newlines are the layout's), else 0.
-_JSON_SUSPECTS = bytes(0 if byte in _SAFE_BYTES_AND_NEWLINES else 1 for byte in range(256))
+# Finds a byte that may begin a character to escape in JSON (where newlines are the layout's), without
+# a copy of the text (a message may be many megabytes).
+_JSON_SUSPECT = re.compile(b'[' + b''.join(re.escape(bytes([byte])) for byte in range(256)
+                                           if byte not in _SAFE_BYTES_AND_NEWLINES) + b']').search
 
 
 DISTINCT_PASSES = 3
@@ -127,7 +129,7 @@ def json_bytes(text):
     if text.isascii() and '\x7f' not in text:
         return text.encode('ascii')
     encoded = text.encode('utf-8', 'backslashreplace')
-    if 1 not in encoded.translate(_JSON_SUSPECTS):      # no byte that may begin one (accented letters)
+    if _JSON_SUSPECT(encoded) is None:      # no byte that may begin one (accented letters)
         return encoded
     if (text.replace('\n', ' ') if '\n' in text else text).isprintable():   # some may (’), none does
         return encoded

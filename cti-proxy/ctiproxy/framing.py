@@ -163,10 +163,11 @@ def parse_message(line):
         return None
     try:
         text = line.decode('utf-8')
-        message, end = _decode(text, len(text) - len(text.lstrip(_JSON_SPACE)))
+        start = 0 if text[:1] == '{' else len(text) - len(text.lstrip(_JSON_SPACE))
+        message, end = _decode(text, start)
     except (ValueError, RecursionError, MemoryError):
         # ValueError covers bad UTF-8 and bad JSON; RecursionError, nesting too deep to read.
         return None
-    if message.__class__ is not dict or text[end:].strip(_JSON_SPACE):
+    if message.__class__ is not dict or (end != len(text) and text[end:].strip(_JSON_SPACE)):
         return None
     return message

@@ -236,6 +236,7 @@ SLOW_COLOUR = '\x1b[1;33m'
 RESET = '\x1b[0m'
 
 TIME_FORMS = ('clock', 'date', 'epoch', 'since-start', 'delta')
+COPIED_BODY = 64 * 1024         # a message's bytes up to this size are joined to its header and end in one write
 MAX_SHOWN_ERROR = 200           # characters of an error text shown in a header; the message holds it all
 
 
@@ -533,8 +534,12 @@ class SpyOutput(MarkingOutput):
         ending = b'\n'
         if self.oneline and mark is not None:
             ending = ('  # ' + ', '.join(mark_parts(mark, self.colour)) + '\n').encode('utf-8', 'backslashreplace')
-        if body is not None:
+        if body is not None and len(body) <= COPIED_BODY:
             self.stream.write(header + body + ending)
+        elif body is not None:          # a big message: not copied once more to be joined to its header
+            self.stream.write(header)
+            self.stream.write(body)
+            self.stream.write(ending)
         else:
             self.stream.write(header)
             for piece in shown_text(line):
@@ -857,7 +862,16 @@ class SaveOutput(Output):
         file = self.files[session, direction]
         self._changed.add(file)
         body = None if message is None else message_bytes(message, pretty_json)
-        self._do(file, write_line, file, [body] if body is not None else shown_text(line))
+        try:
+            if body is None:
+                write_line(file, shown_text(line))
+            elif len(body) <= COPIED_BODY:
+                file.write(body + b'\n')
+            else:                       # a big message: not copied once more to be joined to its newline
+                file.write(body)
+                file.write(b'\n')
+        except OSError as error:
+            raise _cannot_write(file.name, error)
 
     def encrypted(self, session, direction, when):
         """Noted in the file, so that it does not stop unexplained."""

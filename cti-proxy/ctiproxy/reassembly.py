@@ -4,6 +4,12 @@ Each TCP connection on the server port is a session, numbered from 1 in order of
 server is the side on that port.  Per direction, bytes come out in sequence order, each byte once;
 segments ahead of a hole wait (up to a bound) until it fills; a hole that never fills is said (Missing)
 and delivery resumes after it.
+
+Memory is bounded however long the capture: a connection with no packet for `idle_seconds` of the capture's
+time ends (IDLE), and so does the least recently active one when `max_open` are open and another opens
+(CROWDED).  Neither loses a byte: a later packet with bytes of such a connection opens a new session, which
+says which one it continues (Resumed) and reads on from that packet, as a connection whose start was not
+captured.
 """
 
 import bisect
@@ -23,11 +29,18 @@ Data = collections.namedtuple('Data', 'session time direction data')
 Missing = collections.namedtuple('Missing', 'session time direction size')      # a hole never filled: read on
 Closed = collections.namedtuple('Closed', 'session time direction')             # FIN, after all its bytes
 Ended = collections.namedtuple('Ended', 'session time reason counts')  # counts: {CLIENT: Counts, SERVER: Counts}
+Resumed = collections.namedtuple('Resumed', 'session time earlier')   # continues session number `earlier`
 
 CLOSED = 'closed'
 RESET = 'reset'
 CAPTURE_END = 'capture end'
 REPLACED = 'replaced'
+IDLE = 'idle'                 # no packet for idle_seconds of the capture's time
+CROWDED = 'crowded'           # the least recently active of max_open sessions, when one more opened
+_RESUMABLE = (IDLE, CROWDED)  # ends that the connection did not make: its later bytes open a new session
+
+IDLE_SECONDS = 600            # a CTI client's keepalives come far more often (and a later packet resumes it)
+MAX_OPEN = 10000              # sessions open at once: about 10 KB each in ctistat
 
 _new_tuple = tuple.__new__             # a namedtuple made without its __new__'s extra call, for the common path
 _MASK = 0xFFFFFFFF
@@ -83,13 +96,19 @@ class _Connection:
 class Reassembler:
     """Segments of a capture in (feed), events out; `finish` at the end of the capture."""
 
-    def __init__(self, server_port, max_held=4 << 20, max_held_pieces=1 << 14):
+    def __init__(self, server_port, max_held=4 << 20, max_held_pieces=1 << 14, idle_seconds=IDLE_SECONDS,
+                 max_open=MAX_OPEN):
+        """idle_seconds: 0 or None for never."""
         self.server_port = server_port
         self.max_held = max_held
         self.max_held_pieces = max_held_pieces      # tiny segments: each piece costs far more than its bytes
+        self.idle_seconds = idle_seconds or None
+        self.max_open = max_open
         self.sessions_seen = 0
-        self._connections = {}
-        self._ended = collections.OrderedDict()
+        self._connections = collections.OrderedDict()   # the least recently active first
+        self._latest = None                 # the connection of the last packet: the last in _connections
+        self._idle_check = float('inf')     # the capture time from which the first connection may be idle
+        self._ended = collections.OrderedDict()          # key: (reason, session number), the oldest first
         self._other_ports = collections.Counter()
 
     def ports_seen(self):
@@ -113,15 +132,26 @@ class Reassembler:
             self._count_other(segment)
             return []
         events = []
+        if time >= self._idle_check:
+            self._end_idle(time, key, events)
         connection = self._connections.get(key)
         opening = from_client and flags & (SYN | ACK) == SYN
         if connection is None:
-            if key in self._ended and not opening:
-                return events                          # a late packet of a connection that ended
-            connection = self._open(key, time, events)
+            ended = self._ended.get(key)
+            if ended is not None and not opening:
+                reason, number = ended
+                if reason not in _RESUMABLE or not segment.payload:
+                    return events                      # a late packet of a connection that ended
+                connection = self._open(key, time, events)
+                events.append(Resumed(connection.session, time, number))
+            else:
+                connection = self._open(key, time, events)
         elif opening and connection.client.isn != segment.seq:
             self._end(connection, time, REPLACED, events)
             connection = self._open(key, time, events)
+        elif connection is not self._latest:
+            self._connections.move_to_end(key)
+            self._latest = connection
         connection.last_time = time
         if from_client:
             sender, receiver = connection.client, connection.server
@@ -143,7 +173,11 @@ class Reassembler:
             sender.start(seq)
         payload = segment.payload
         if seq == sender.next & _MASK and payload and not segment.cut and not sender.held and not sender.closed:
-            self._deliver(connection, sender, payload, time, events)     # in order: the common case
+            if sender.start_missed:                                      # in order: the common case
+                self._deliver(connection, sender, payload, time, events)
+            else:
+                events.append(_new_tuple(Data, (connection.session, time, sender.name, payload)))
+                sender.next += len(payload)
         elif sender.closed:
             sender.retransmitted += len(payload)                         # after its FIN: nothing new can come
         elif payload or segment.cut:
@@ -174,13 +208,36 @@ class Reassembler:
 
     # -- sessions ------------------------------------------------------------------------------------
 
+    def _end_idle(self, time, key, events):
+        """End the connections with no packet for idle_seconds before `time`, the least recently active first,
+        but the one of the packet at hand (`key`): it speaks again."""
+        connections = self._connections
+        while connections:
+            oldest = next(iter(connections.values()))
+            if oldest.last_time + self.idle_seconds > time:
+                self._idle_check = oldest.last_time + self.idle_seconds
+                return
+            if oldest.key == key:
+                oldest.last_time = time
+                connections.move_to_end(key)
+                self._latest = oldest
+            else:
+                self._end(oldest, oldest.last_time, IDLE, events)
+        self._idle_check = float('inf')
+
     def _open(self, key, time, events):
+        if len(self._connections) >= self.max_open:
+            oldest = next(iter(self._connections.values()))
+            self._end(oldest, oldest.last_time, CROWDED, events)
+        if not self._connections and self.idle_seconds:
+            self._idle_check = time + self.idle_seconds
         self.sessions_seen += 1
         client_ip, client_port, server_ip, server_port = key
         session = Session(self.sessions_seen, (address_text(client_ip), client_port),
                           (address_text(server_ip), server_port), time)
         connection = _Connection(key, session)
         self._connections[key] = connection
+        self._latest = connection
         self._ended.pop(key, None)
         events.append(Opened(session, time))
         return connection
@@ -192,7 +249,9 @@ class Reassembler:
                 end = max(direction.held[-1][1] if direction.held else direction.next, direction.fin or 0)
                 self._skip_to(connection, direction, end, time, events)
         del self._connections[connection.key]
-        self._ended[connection.key] = True
+        if connection is self._latest:
+            self._latest = None
+        self._ended[connection.key] = (reason, connection.session.number)
         if len(self._ended) > _ENDED_REMEMBERED:
             self._ended.popitem(last=False)
         counts = {CLIENT: Counts(connection.client.retransmitted, connection.client.missing),

@@ -207,6 +207,7 @@ class SessionStats:
         self.client_address = client_address
         self.server_address = server_address
         self.closed_by = None          # the side that ended its sending first, or TOOL
+        self.error = None              # what ended the session, if not the ordinary way (the source's one line)
         self.captured = captured
         self.directions = {CLIENT: DirectionStats(), SERVER: DirectionStats()}
         self.pairing = RequestPairing()
@@ -268,7 +269,7 @@ class SessionStats:
                     'time': iso_time(when)} for kind, function, size, direction, when in self.biggest.largest()]
         return {'session': self.number, 'started': iso_time(self.started), 'duration': round(ended - self.started, 6),
                 'client_address': self.client_address, 'server_address': self.server_address,
-                'closed_by': self.closed_by,
+                'closed_by': self.closed_by, 'error': self.error,
                 CLIENT: self.directions[CLIENT].as_dict(self.captured),
                 SERVER: self.directions[SERVER].as_dict(self.captured),
                 'timeline': self.timeline.as_dict(ended),
@@ -309,6 +310,8 @@ def _heading(report, label):
         started += '; the tool closed it (stopped by a signal)'
     elif report['closed_by']:
         started += '; the %s closed it (ended its sending first)' % report['closed_by']
+    if report['error'] and report['closed_by'] != TOOL:
+        started += '; ' + escape_text(report['error'])
     lines.extend([started, ''])
     return lines
 
@@ -474,6 +477,7 @@ class StatOutput(Output):
         (session.ended_first), unless the tool closed it first."""
         if stats.closed_by is None:
             stats.closed_by = session.ended_first
+        stats.error = session.failure
         report = stats.report()
         if self.as_json:
             text = json_bytes(json.dumps(report, ensure_ascii=False)) + b'\n'
