@@ -132,6 +132,7 @@ class OutputReader(threading.Thread):
         super().__init__(daemon=True)
         self.fd = stream.fileno()
         self.parts = []
+        self.arrived = threading.Condition()
         self.start()
 
     def run(self):
@@ -139,10 +140,31 @@ class OutputReader(threading.Thread):
             try:
                 data = os.read(self.fd, MiB)
             except OSError:
-                return
+                data = b''
+            with self.arrived:
+                if data:
+                    self.parts.append(data)
+                self.arrived.notify_all()
             if not data:
                 return
-            self.parts.append(data)
+
+    def wait_for(self, pattern, count, timeout=TIMEOUT):
+        """Wait until the output so far holds `count` matches of `pattern` (a compiled bytes regex, matching less
+        than 256 bytes), each part read searched once."""
+        deadline = time.monotonic() + timeout
+        found, searched, tail = 0, 0, b''
+        with self.arrived:
+            while True:
+                text = tail + b''.join(self.parts[searched:])
+                searched = len(self.parts)
+                found += sum(1 for match in pattern.finditer(text) if match.end() > len(tail))
+                tail = text[-256:]
+                remaining = deadline - time.monotonic()
+                if found >= count:
+                    return
+                if remaining <= 0 or not self.is_alive():
+                    raise AssertionError('the output showed %d of %d matches of %r' % (found, count, pattern.pattern))
+                self.arrived.wait(remaining)
 
     def result(self, timeout=TIMEOUT):
         self.join(timeout)
@@ -711,6 +733,8 @@ class ManySessionsTest(unittest.TestCase):
                                 'session %d was not relayed intact' % (index + 1))
             for client, server in sessions:
                 close_session(self, client, server)
+            # the stop comes once everything is shown (how the tool stops while it is behind: test_stop.py)
+            reader.wait_for(re.compile(rb'-- session #\d+ ended'), count)
             tool.process.send_signal(signal.SIGINT)
             status = wait_exit(tool.process, STOP_BOUND, 'ctispy --loop')
             out = reader.result()
