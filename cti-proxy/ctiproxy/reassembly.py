@@ -48,6 +48,16 @@ _HALF = 1 << 31
 _ENDED_REMEMBERED = 1 << 14     # ended connections whose late packets are still recognised and dropped
 
 
+def _brings_new_bytes(segment, position):
+    """Whether a segment has bytes past `position` (a 32-bit sequence number; None: any bytes are new)."""
+    if not segment.payload:
+        return False
+    if position is None:
+        return True
+    past = (segment.seq + len(segment.payload) - position) & _MASK
+    return 0 < past < _HALF
+
+
 class _Direction:
     """One direction of a connection: where its stream is, what waits ahead of a hole, its counters.
 
@@ -108,7 +118,7 @@ class Reassembler:
         self._connections = collections.OrderedDict()   # the least recently active first
         self._latest = None                 # the connection of the last packet: the last in _connections
         self._idle_check = float('inf')     # the capture time from which the first connection may be idle
-        self._ended = collections.OrderedDict()          # key: (reason, session number), the oldest first
+        self._ended = collections.OrderedDict()   # key: (reason, session number, (client, server) next seq)
         self._other_ports = collections.Counter()
 
     def ports_seen(self):
@@ -139,11 +149,14 @@ class Reassembler:
         if connection is None:
             ended = self._ended.get(key)
             if ended is not None and not opening:
-                reason, number = ended
-                if reason not in _RESUMABLE or not segment.payload:
+                reason, number, positions = ended
+                if reason not in _RESUMABLE or not _brings_new_bytes(segment, positions[not from_client]):
                     return events                      # a late packet of a connection that ended
                 connection = self._open(key, time, events)
                 events.append(Resumed(connection.session, time, number))
+                for direction, position in zip((connection.client, connection.server), positions):
+                    if position is not None:           # where it ended: what comes again is retransmitted
+                        direction.start(position)
             else:
                 connection = self._open(key, time, events)
         elif opening and connection.client.isn != segment.seq:
@@ -251,7 +264,9 @@ class Reassembler:
         del self._connections[connection.key]
         if connection is self._latest:
             self._latest = None
-        self._ended[connection.key] = (reason, connection.session.number)
+        positions = tuple(None if direction.next is None else direction.next & _MASK
+                          for direction in (connection.client, connection.server))
+        self._ended[connection.key] = (reason, connection.session.number, positions)
         if len(self._ended) > _ENDED_REMEMBERED:
             self._ended.popitem(last=False)
         counts = {CLIENT: Counts(connection.client.retransmitted, connection.client.missing),
