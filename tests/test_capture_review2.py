@@ -46,5 +46,35 @@ def decode(data, linktype=capwriter.ETHERNET):
     return PacketDecoder().decode(Packet(0, linktype, 0, data, len(data)))
 
 
+def packet(payload=b'hello', options=b'', total_length=None):
+    return ipv4('192.0.2.1', '192.0.2.2', tcp_segment(40000, 5003, 1000, 2000, ACK, payload, options),
+                total_length=total_length)
+
+
+class LyingLengthsTest(unittest.TestCase):
+    """Header length fields that cannot be: the packet is skipped, never its header read as payload; the fast
+    decoder (Ethernet) and the general one (raw IP) agree."""
+
+    def both_ways(self, ip_packet):
+        return [decode(frame(capwriter.ETHERNET, ip_packet)), decode(ip_packet, capwriter.RAW)]
+
+    def test_a_tcp_data_offset_below_five_is_skipped(self):
+        for offset in (0, 4):
+            data = bytearray(packet())
+            data[20 + 12] = offset << 4
+            with self.subTest(offset=offset):
+                self.assertEqual(self.both_ways(bytes(data)), [None, None])
+
+    def test_an_ip_total_length_below_its_header_is_skipped(self):
+        padded = frame(capwriter.ETHERNET, packet(b'hi', total_length=10)).ljust(60, b'\0')
+        self.assertIsNone(decode(padded))
+        self.assertEqual(self.both_ways(packet(b'hi', total_length=10)), [None, None])
+
+    def test_a_snap_length_in_the_tcp_options_makes_the_payload_missing(self):
+        full = packet(b'x' * 100, options=b'\x01' * 12)
+        for cut in self.both_ways(full[:20 + 24]):
+            self.assertEqual((cut.seq, cut.payload, cut.cut), (1000, b'', 100))
+
+
 if __name__ == '__main__':
     unittest.main()
