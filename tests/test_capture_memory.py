@@ -239,8 +239,9 @@ class SourceTest(unittest.TestCase):
     def test_said(self):
         recorder = Recorder()
         source = CaptureSource(recorder, PORT, lambda text: None, idle_seconds=60, max_open=2)
-        for port, when in ((40001, 1.0), (40002, 2.0), (40003, 3.0), (40004, 100.0), (40001, 101.0)):
-            for event in source.reassembler.feed(segment(port, payload=b'a\n'), when):
+        for port, seq, when in ((40001, 1, 1.0), (40002, 1, 2.0), (40003, 1, 3.0), (40004, 1, 100.0),
+                                (40001, 3, 101.0)):          # session #1's next bytes
+            for event in source.reassembler.feed(segment(port, seq=seq, payload=b'a\n'), when):
                 source._take(event)
         said = [call for call in recorder.calls if call[0] != 'missing' and call[2] != START_MISSED_NOTICE]
         crowded = 'ended by the tool: 2 sessions were open, and this one was the least recently active'
