@@ -7,7 +7,7 @@ from tests import capwriter
 from tests.capwriter import frame, ipv4, tcp_segment
 from tests.test_reassembly import handshake, segment, stream
 from ctiproxy.capture import ACK, Packet, PacketDecoder
-from ctiproxy.filters import CLIENT
+from ctiproxy.filters import CLIENT, SERVER
 from ctiproxy.reassembly import Reassembler
 
 
@@ -25,7 +25,7 @@ class ResumeTest(unittest.TestCase):
             events += reassembler.feed(segment(CLIENT, offset, payload), 1.3)
         events += reassembler.finish()
         self.assertEqual(stream(events, CLIENT, 1), b'aaaa\n<missing 5>cccc\n')
-        self.assertEqual(stream(events, CLIENT, 3), b'<start>dddd\n')
+        self.assertEqual(stream(events, CLIENT, 3), b'dddd\n')      # it ended at a newline: a line starts here
 
     def test_a_keepalive_after_an_idle_end_is_not_data(self):
         reassembler = Reassembler(5003, idle_seconds=10)
@@ -39,7 +39,26 @@ class ResumeTest(unittest.TestCase):
         events += reassembler.feed(segment(CLIENT, 5, b'bbbb\n'), 101.0)
         events += reassembler.finish()
         self.assertEqual([event.session.number for event in events if type(event).__name__ == 'Opened'], [1, 2, 3])
-        self.assertEqual(stream(events, CLIENT, 3), b'<start>bbbb\n')
+        self.assertEqual(stream(events, CLIENT, 3), b'bbbb\n')
+
+    def test_a_connection_ended_mid_line_reads_on_as_text_to_the_next_newline(self):
+        reassembler = Reassembler(5003, max_open=1)
+        events = []
+        handshake(reassembler, events)
+        events += reassembler.feed(segment(CLIENT, 0, b'{"class": '), 1.0)
+        handshake(reassembler, events, client_port=40001)                     # crowds the first one out
+        events += reassembler.feed(segment(CLIENT, 10, b'"a"}\n'), 1.3)
+        self.assertEqual(stream(events, CLIENT, 3), b'<start>"a"}\n')
+
+    def test_a_connection_crowded_out_before_its_first_byte_reads_on_from_a_line_start(self):
+        reassembler = Reassembler(5003, max_open=1)
+        events = []
+        handshake(reassembler, events)
+        handshake(reassembler, events, client_port=40001)                     # crowds the first one out
+        events += reassembler.feed(segment(CLIENT, 0, b'{"class": "a"}\n'), 1.3)
+        events += reassembler.feed(segment(SERVER, 0, b'{"class": "b"}\n'), 1.3)
+        self.assertEqual(stream(events, CLIENT, 3), b'{"class": "a"}\n')       # no <start>: a message, not text
+        self.assertEqual(stream(events, SERVER, 3), b'{"class": "b"}\n')
 
 
 def decode(data, linktype=capwriter.ETHERNET):
