@@ -33,7 +33,8 @@ class ResumeTest(unittest.TestCase):
         handshake(reassembler, events)
         events += reassembler.feed(segment(CLIENT, 0, b'aaaa\n'), 1.0)
         handshake(reassembler, events, client_port=40001)
-        events += reassembler.feed(segment(CLIENT, 0, b'x\n', client_port=40001), 50.0)    # ends the first: idle
+        events += reassembler.feed(segment(CLIENT, 0, b'x\n', client_port=40001), 50.0)
+        events += reassembler.feed(segment(CLIENT, 2, b'y\n', client_port=40001), 51.0)    # ends the first: idle
         events += reassembler.feed(segment(CLIENT, 4, b'\0'), 100.0)          # a Windows keepalive: 1 byte again
         events += reassembler.feed(segment(CLIENT, 5, b'bb'), 101.0)          # partly retransmitted, then new
         events += reassembler.feed(segment(CLIENT, 5, b'bbbb\n'), 101.0)
@@ -59,6 +60,18 @@ class ResumeTest(unittest.TestCase):
         events += reassembler.feed(segment(SERVER, 0, b'{"class": "b"}\n'), 1.3)
         self.assertEqual(stream(events, CLIENT, 3), b'{"class": "a"}\n')       # no <start>: a message, not text
         self.assertEqual(stream(events, SERVER, 3), b'{"class": "b"}\n')
+
+    def test_one_packet_timed_far_ahead_ends_no_session(self):
+        reassembler = Reassembler(5003, idle_seconds=600)
+        events = []
+        for port in (40000, 40001):
+            handshake(reassembler, events, client_port=port)
+        events += reassembler.feed(segment(CLIENT, 0, b'a\n', client_port=40001), 86400.0)   # a time gone wrong
+        for offset in (0, 2):
+            for port in (40000, 40001):
+                events += reassembler.feed(segment(CLIENT, offset + (port == 40001) * 2, b'b\n', client_port=port),
+                                           2.0 + offset)
+        self.assertEqual([type(event).__name__ for event in events].count('Ended'), 0)
 
 
 def decode(data, linktype=capwriter.ETHERNET):

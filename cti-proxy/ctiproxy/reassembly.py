@@ -132,6 +132,7 @@ class Reassembler:
         self._connections = collections.OrderedDict()   # the least recently active first
         self._latest = None                 # the connection of the last packet: the last in _connections
         self._idle_check = float('inf')     # the capture time from which the first connection may be idle
+        self._previous_time = float('-inf')  # of the packet before: a single packet's time far ahead ends nothing
         self._ended = collections.OrderedDict()   # key: (reason, session number, ends)
         self._other_ports = collections.Counter()
 
@@ -156,8 +157,9 @@ class Reassembler:
             self._count_other(segment)
             return []
         events = []
-        if time >= self._idle_check:
-            self._end_idle(time, key, events)
+        previous, self._previous_time = self._previous_time, time
+        if time >= self._idle_check and previous >= self._idle_check:     # two packets in a row say it
+            self._end_idle(min(time, previous), key, events)
         connection = self._connections.get(key)
         opening = from_client and flags & (SYN | ACK) == SYN
         if connection is None:
