@@ -26,7 +26,6 @@ PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'page.html')
 COOKIE = 'ctiproxy_token'
 BATCH_INTERVAL = 0.2        # seconds: an event stream sends at most one batch this often
 KEEPALIVE = 15.0            # seconds of quiet after which an event stream sends a comment
-DOWNLOAD_BATCH = 1000      # records written at once in a download
 IDLE_TIMEOUT = 120          # seconds a connection may stay silent (or not read what it is sent)
 DISCONNECTED = (ConnectionError, socket.timeout, OSError)
 
@@ -307,17 +306,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         raise NotFound('no such page: %s' % '/'.join(rest))
 
     def _download(self, number, records):
-        """The session's records, written a batch at a time (not joined into one copy of the whole session)."""
+        """The session's records, written a batch at a time as they are made (not one copy of the whole session):
+        their length is not known before, so the connection closes at the end."""
+        self.close_connection = True
         self.send_response(200)
         self._common_headers()
         self.send_header('Content-Type', 'application/x-ndjson')
-        self.send_header('Content-Length', str(sum(map(len, records))))
         self.send_header('Content-Disposition', 'attachment; filename="cti-session-%d.jsonl"' % number)
+        self.send_header('Connection', 'close')
         self.end_headers()
         if self.command == 'HEAD':
             return
-        for start in range(0, len(records), DOWNLOAD_BATCH):
-            self.wfile.write(b''.join(records[start:start + DOWNLOAD_BATCH]))
+        for batch in records:
+            self.wfile.write(batch)
 
     def _detail(self, detail):
         try:

@@ -19,13 +19,14 @@ from ..escaping import json_bytes
 from ..filters import CLIENT, SERVER, MessageFilter
 from ..framing import parse_message
 from ..options import key_value
-from ..outputs import JsonLinesOutput, end_text, one_line_json, start_text
+from ..outputs import JsonLinesOutput, end_text, mark_fields, one_line_json, start_text
 from ..pairing import class_name, function_of, request_label
 from ..recording import iso_time
 
 MAX_ROWS = 5000           # rows one /rows answer holds at most
 MAX_REPLIES = 10000       # reply times a timeline keeps (the latest)
 PREVIEW = 200             # characters of a row's line in its preview
+DOWNLOAD_BATCH = 1000      # records written at once in a download
 MAX_QUERY_WORDS = 64      # words in a match query (each is looked for in every row)
 MATCHES_KEPT = 8          # queries whose matches a session keeps, to extend them as rows come
 MAX_KEPT = 1 << 30        # bytes of rows and records the store keeps; beyond, the oldest closed sessions go
@@ -43,7 +44,7 @@ class Row:
     """One row of a session's table: a line (a message, or text that is not one) or a notice of the tool."""
 
     __slots__ = ('when', 'direction', 'kind', 'kind_class', 'text_class', 'function', 'line', 'reply_to', 'answer',
-                 'reply_ms', 'error', 'slow', 'unanswered')
+                 'reply_ms', 'error', 'slow', 'unanswered', 'fields')
 
     def __init__(self, when, direction, kind, line, kind_class=None, function=None, text_class=False):
         self.when = when
@@ -55,6 +56,7 @@ class Row:
         self.line = line                # bytes; a notice's text in UTF-8
         self.reply_to = self.answer = self.reply_ms = self.error = None
         self.slow = self.unanswered = False
+        self.fields = None              # an answer's mark_fields, for its --json-lines record
 
     def summary(self, index):
         """The row as /rows gives it."""
@@ -95,7 +97,8 @@ class SessionView:
         self.unanswered = 0
         self.kept = 0                   # bytes of rows and records, roughly
         self.rows = []
-        self.records = []               # the --json-lines records of the session, as written
+        self.records = []               # the --json-lines records of the session: bytes as written, or the Row
+        #                                 of a line, whose record is written when downloaded (not re-encoded for each)
         self.per_second = collections.OrderedDict()     # whole second -> {CLIENT: n, SERVER: n}
         self.replies = collections.deque(maxlen=MAX_REPLIES)     # (answer's time, ms, request's class)
         self.waiting = {}               # id(Request) -> (Request, its row): requests shown, not yet answered
@@ -146,6 +149,28 @@ class _RecordSink:
 
     def close(self):
         pass
+
+
+def _records_written(number, records):
+    """The bytes of a session's records: a line's record written as --json-lines writes it, a batch at a time."""
+    written = []
+    writer = JsonLinesOutput(None)
+    writer.stream = _ListSink(written)
+    for record in records:
+        if record.__class__ is bytes:
+            written.append(record)
+        else:
+            writer.write_message(number, record.direction, record.when, record.message(), record.line, record.fields)
+        if len(written) >= DOWNLOAD_BATCH:
+            yield b''.join(written)
+            written.clear()
+    if written:
+        yield b''.join(written)
+
+
+class _ListSink:
+    def __init__(self, parts):
+        self.write = parts.append
 
 
 class Query:
@@ -290,8 +315,10 @@ class WebStore(JsonLinesOutput):
         with self.changed:
             view = self._by_session[session]
             self.stream.view = view
-            super().message(session, direction, when, message, line)
             row = self._row(direction, when, message, line)
+            if self.marks.latest is not None:
+                row.fields = mark_fields(self.marks.latest)
+            view.records.append(row)
             index = self._add(view, row)
             if view.count(row):
                 self.keep(view, SECOND_COST)
@@ -465,9 +492,11 @@ class WebStore(JsonLinesOutput):
             return self._views[number].timeline()
 
     def download(self, number):
-        """The session's --json-lines records so far: a list of bytes, to be written one after the other."""
+        """The session's --json-lines records so far: an iterator of bytes, to be written one after the other
+        (a KeyError at once for an unknown session)."""
         with self.changed:
-            return list(self._views[number].records)
+            records = list(self._views[number].records)
+        return _records_written(number, records)
 
     def wait(self, version, timeout):
         """Wait until the version differs from `version` or the store stops, at most timeout seconds; return
