@@ -220,14 +220,27 @@ class EventTest(unittest.TestCase):
 
     def test_news(self):
         store = WebStore()
-        totals = {}
-        sessions, grown, version = store.news(None, totals)
-        self.assertEqual((sessions, grown), ([], []))
-        self.assertEqual(store.news(version, totals), (None, [], version))
+        whole, news, version = store.news(None)
+        self.assertEqual((whole, news), (True, []))
+        self.assertEqual(store.news(version), (False, None, version))
         run_session(store, TRAFFIC[:2], end=False)
-        sessions, grown, version = store.news(version, totals)
-        self.assertEqual(([session['rows'] for session in sessions], grown), ([3], [(1, 3)]))
-        self.assertEqual(store.news(version, totals), (None, [], version))
+        whole, news, version = store.news(version)
+        self.assertEqual((whole, [(summary['rows'], rows) for summary, rows in news]), (False, [(3, 3)]))
+        self.assertEqual(store.news(version), (False, None, version))
+
+    def test_news_hold_only_the_sessions_that_changed(self):
+        store = WebStore()
+        analysis = Analysis(store)
+        sessions = [SessionInfo(number, START + number, ('127.0.0.1', 40000 + number), ('xivo', 5003))
+                    for number in range(1, 301)]
+        for session in sessions:
+            analysis.session_opened(session)
+            analysis.received(session, CLIENT, session.opened, TRAFFIC[0][1])
+        whole, news, version = store.news(None)
+        self.assertEqual((whole, len(news)), (True, 300))
+        analysis.received(sessions[122], SERVER, START + 400, TRAFFIC[1][1])
+        whole, news, version = store.news(version)
+        self.assertEqual((whole, [(summary['number'], rows) for summary, rows in news]), (False, [(123, 3)]))
 
     def test_a_change_wakes_a_waiter_and_stop_ends_it(self):
         store = WebStore()

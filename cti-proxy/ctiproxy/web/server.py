@@ -349,15 +349,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command == 'HEAD':
             return
         self.wfile.write(b'retry: 2000\n\n')
-        sessions_version, totals = None, {}
+        version = None
         while not view.stopping.is_set():
-            version = store.version
-            sessions, grown, sessions_version = store.news(sessions_version, totals)
-            batch = []
-            if sessions is not None:
-                batch.append(_event('sessions', sessions))
-            batch.extend(_event('rows', {'session': number, 'total': total}) for number, total in grown)
-            if batch:
+            whole, news, version = store.news(version)
+            if news is not None:
+                batch = [_event('sessions', {'all': whole, 'sessions': [summary for summary, _ in news]})]
+                batch.extend(_event('rows', {'session': summary['number'], 'total': total}) for summary, total in news)
                 self.wfile.write(b''.join(batch))
             self.wfile.flush()
             sent = time.monotonic()

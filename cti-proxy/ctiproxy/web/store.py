@@ -290,7 +290,9 @@ class WebStore(JsonLinesOutput):
         self._closed = collections.deque()          # the numbers of the closed sessions, oldest first
         self.changed = threading.Condition(threading.Lock())
         self.version = 0                # counts the changes
-        self.sessions_version = 0       # counts the changes to the session list
+        self._touched = collections.OrderedDict()   # number -> version of its last change, the latest last
+        self._full_since = 0            # the version from which an event stream gets the whole list (forgotten ones)
+        self._info_since = 0            # the version of the latest change to the info that the list announces
         self.stopped = False
         self.info = {'tool': 'ctispy', 'source': 'live', 'what': '', 'filters': '', 'done': False, 'forgotten': 0}
         self._views = collections.OrderedDict()     # number -> SessionView
@@ -309,7 +311,7 @@ class WebStore(JsonLinesOutput):
             self.keep(view, SESSION_COST)
             super().session_started(session)
             self._add(view, Row(session.opened, None, 'notice', start_text(session).encode('utf-8', 'replace')))
-            self._changed(sessions=True)
+            self._changed(view)
 
     def message(self, session, direction, when, message, line):
         with self.changed:
@@ -328,7 +330,7 @@ class WebStore(JsonLinesOutput):
                     view.waiting[id(request)] = (request, index)
             elif self.marks.latest is not None:
                 self._mark_answer(view, row, index, self.marks.latest)
-            self._changed(sessions=True)
+            self._changed(view)
 
     def _row(self, direction, when, message, line):
         if message is None:
@@ -363,7 +365,7 @@ class WebStore(JsonLinesOutput):
             self.stream.view = view
             super().notice(session, when, text)
             self._add(view, Row(when, None, 'notice', text.encode('utf-8', 'replace')))
-            self._changed()
+            self._changed(view)
 
     def encrypted(self, session, direction, when):
         with self.changed:
@@ -371,7 +373,7 @@ class WebStore(JsonLinesOutput):
             view.encrypted = True
             self._add(view, Row(when, direction, 'notice',
                                 b'STARTTLS: what the %s sends is encrypted from here on' % direction.encode()))
-            self._changed(sessions=True)
+            self._changed(view)
 
     def never_answered(self, session, when, request):
         super().never_answered(session, when, request)
@@ -392,7 +394,7 @@ class WebStore(JsonLinesOutput):
             view.end = end_text(session)
             view.waiting.clear()
             self._closed.append(view.number)
-            self._changed(sessions=True)
+            self._changed(view)
 
     def _add(self, view, row):
         """Under the lock: a row at the end of a session; return its index."""
@@ -409,16 +411,19 @@ class WebStore(JsonLinesOutput):
         while self.kept > self.max_kept and self._closed:
             view = self._views.pop(self._closed.popleft())
             self.kept -= view.kept
+            self._touched.pop(view.number, None)
             self.info['forgotten'] += 1
-            self.sessions_version += 1
+            self._full_since = self.version + 1
 
-    def _changed(self, sessions=False):
-        """Under the lock: count a change, forget what does not fit, and wake the event streams."""
+    def _changed(self, view=None):
+        """Under the lock: count a change (to a session's view, if given), forget what does not fit, and wake the
+        event streams."""
         if self.kept > self.max_kept:
             self._forget_closed_sessions()
         self.version += 1
-        if sessions:
-            self.sessions_version += 1
+        if view is not None and view.number in self._views:
+            self._touched[view.number] = self.version
+            self._touched.move_to_end(view.number)
         self.changed.notify_all()
 
     # -- what the tool says (main thread) --
@@ -437,7 +442,8 @@ class WebStore(JsonLinesOutput):
     def read_to_the_end(self):
         with self.changed:
             self.info['done'] = True
-            self._changed(sessions=True)
+            self._info_since = self.version + 1
+            self._changed()
 
     def stop(self):
         """The tool stops: the event streams end."""
@@ -505,16 +511,21 @@ class WebStore(JsonLinesOutput):
             self.changed.wait_for(lambda: self.version != version or self.stopped, timeout)
             return self.version, self.stopped
 
-    def news(self, sessions_version, totals):
-        """What changed for an event stream that knows the session list at sessions_version and the row totals
-        `totals` (updated here): (the session list or None, [(session, total), ...], the list's version)."""
+    def news(self, since):
+        """What changed for an event stream since the version `since` (None: it knows nothing yet): (whether the
+        list is whole, [(summary, its rows), ...] of the sessions that changed (or of all), or None if there is
+        no news about the list; the version now).  Only the sessions that changed are looked at."""
         with self.changed:
-            sessions = None
-            if sessions_version != self.sessions_version:
-                sessions = [view.summary() for view in self._views.values()]
-            grown = []
-            for number, view in self._views.items():
-                if totals.get(number) != len(view.rows):
-                    totals[number] = len(view.rows)
-                    grown.append((number, len(view.rows)))
-            return sessions, grown, self.sessions_version
+            version = self.version
+            if since is None or since < self._full_since:
+                views, whole = list(self._views.values()), True
+            else:
+                views, whole = [], False
+                for number in reversed(self._touched):
+                    if self._touched[number] <= since:
+                        break
+                    views.append(self._views[number])
+                views.reverse()
+                if not views and since >= self._info_since:
+                    return False, None, version
+            return whole, [(view.summary(), len(view.rows)) for view in views], version
