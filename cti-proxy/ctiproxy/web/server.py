@@ -26,7 +26,10 @@ PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'page.html')
 COOKIE = 'ctiproxy_token'
 BATCH_INTERVAL = 0.2        # seconds: an event stream sends at most one batch this often
 KEEPALIVE = 15.0            # seconds of quiet after which an event stream sends a comment
-IDLE_TIMEOUT = 120          # seconds a connection may stay silent (or not read what it is sent)
+IDLE_TIMEOUT = 120          # seconds an answer may wait for the client to read it
+HEAD_TIMEOUT = 10           # seconds a connection has to send a request's head (its first, or the next one)
+MAX_CONNECTIONS = 64        # web connections at once (event streams included); beyond, a new one is closed at once,
+#                             so that the web view never takes the descriptors and threads the relay needs
 DISCONNECTED = (ConnectionError, socket.timeout, OSError)
 
 CSP = ("default-src 'none'; script-src 'self' 'nonce-{0}'; style-src 'self' 'nonce-{0}'; connect-src 'self'; "
@@ -58,11 +61,33 @@ def parse_web_address(text):
 class _HttpServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = MAX_CONNECTIONS
 
-    def __init__(self, family, address, view):
+    def __init__(self, family, address, view, max_connections=MAX_CONNECTIONS):
         self.address_family = family
         self.view = view
+        self.max_connections = max_connections
+        self._connections = threading.BoundedSemaphore(max_connections)
         super().__init__(address, _Handler)
+
+    def process_request(self, request, client_address):
+        """A thread for the connection, or beyond max_connections at once, the connection closed at once."""
+        if not self._connections.acquire(blocking=False):
+            self.view.log.event('web view: %d connections already: %s closed'
+                                % (self.max_connections, host_port(*client_address[:2])))
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:           # no thread for it: its place given back (the caller closes it)
+            self._connections.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
 
     def handle_error(self, request, client_address):
         """A client that went away, or anything else: one line with --verbose, never a traceback."""
@@ -195,7 +220,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
     server_version = 'ctispy-web'
     sys_version = ''
-    timeout = IDLE_TIMEOUT
+    timeout = HEAD_TIMEOUT          # set on the socket at setup(): the head of a request comes within it
 
     # -- plumbing --
 
@@ -242,6 +267,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # -- requests --
 
     def do_GET(self):
+        self.connection.settimeout(IDLE_TIMEOUT)
+        try:
+            self._answer()
+        finally:
+            self.connection.settimeout(HEAD_TIMEOUT)     # the next request's head on a kept connection
+
+    def _answer(self):
         view = self.server.view
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query)
