@@ -215,6 +215,25 @@ class StoreTest(unittest.TestCase):
         self.assertEqual(len(store.rows(1, 0, MAX_ROWS * 2)['rows']), MAX_ROWS)
 
 
+class EncryptedTest(unittest.TestCase):
+
+    def test_starttls_is_said_once(self):
+        """As the relay says it: the server's side encrypted, its notice, then the client's side."""
+        store = WebStore()
+        analysis = Analysis(store)
+        session = SessionInfo(1, START, ('127.0.0.1', 40000), ('xivo', 5003))
+        analysis.session_opened(session)
+        for side, line in TRAFFIC[:2]:
+            analysis.received(session, side, START + 1, line)
+        analysis.encrypted(session, SERVER, START + 5)
+        analysis.notice(session, START + 5, 'STARTTLS: the session is now encrypted and cannot be shown')
+        analysis.encrypted(session, CLIENT, START + 6)
+        previews = [row['preview'] for row in store.rows(1, 0, 100)['rows']]
+        self.assertEqual([text for text in previews if 'STARTTLS' in text],
+                         ['STARTTLS: the session is now encrypted and cannot be shown'])
+        self.assertTrue(store.sessions()[0]['encrypted'])
+
+
 class EventTest(unittest.TestCase):
     """The versions the event streams wait on, and the news they send."""
 

@@ -368,11 +368,10 @@ class WebStore(JsonLinesOutput):
             self._changed(view)
 
     def encrypted(self, session, direction, when):
+        """Marks the session encrypted: the source's notice, which follows, is the row that says so."""
         with self.changed:
             view = self._by_session[session]
             view.encrypted = True
-            self._add(view, Row(when, direction, 'notice',
-                                b'STARTTLS: what the %s sends is encrypted from here on' % direction.encode()))
             self._changed(view)
 
     def never_answered(self, session, when, request):
