@@ -19,7 +19,7 @@ import urllib.parse
 from .. import __version__
 from ..events import host_port
 from ..relay import describe_error
-from .store import QueryError
+from .store import QueryError, finite_numbers
 
 DEFAULT_PORT = 8030
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'page.html')
@@ -30,6 +30,8 @@ IDLE_TIMEOUT = 120          # seconds an answer may wait for the client to read 
 HEAD_TIMEOUT = 10           # seconds a connection has to send a request's head (its first, or the next one)
 MAX_CONNECTIONS = 64        # web connections at once (event streams included); beyond, a new one is closed at once,
 #                             so that the web view never takes the descriptors and threads the relay needs
+MAX_DIGITS = 4300            # digits of a number in a path: a recording's session number may have as many
+BEYOND_DIGITS = 10 ** MAX_DIGITS
 DISCONNECTED = (ConnectionError, socket.timeout, OSError)
 
 CSP = ("default-src 'none'; script-src 'self' 'nonce-{0}'; style-src 'self' 'nonce-{0}'; connect-src 'self'; "
@@ -355,7 +357,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _detail(self, detail):
         try:
             return self._json(detail)
-        except (ValueError, RecursionError):    # NaN, or nested deeper than json writes: the line says it
+        except ValueError:                      # NaN or Infinity, which JSON lacks: as their text
+            try:
+                return self._json(dict(detail, message=finite_numbers(detail['message'])))
+            except (ValueError, RecursionError):
+                return self._json(dict(detail, message=None))
+        except RecursionError:                  # nested deeper than json writes: the line says it
             return self._json(dict(detail, message=None))
 
     def _page(self, query):
@@ -417,8 +424,8 @@ def _number(query, name, default):
 
 
 def _whole_number(text):
-    """ASCII digits as a number (more than 18 of them: 10**18, beyond anything kept), else None: not str.isdigit,
-    which '²' passes and int() refuses, nor int() of thousands of digits, which Python refuses."""
+    """ASCII digits as a number (more than MAX_DIGITS, as many as Python reads in JSON: a number beyond any kept),
+    else None: not str.isdigit, which '²' passes and int() refuses, nor int() of more digits, which it refuses."""
     if not text or not text.isascii() or not text.isdigit():
         return None
-    return int(text) if len(text) <= 18 else 10 ** 18
+    return int(text) if len(text) <= MAX_DIGITS else BEYOND_DIGITS

@@ -36,6 +36,33 @@ SECOND_COST = 350         # bytes a second of a session's timeline takes (its en
 SESSION_COST = 2500       # bytes a session takes besides its rows (its view, their lists, dicts and deque)
 
 
+EXACT_IN_JAVASCRIPT = 2 ** 53 - 1   # the largest whole number a page's script reads exactly
+
+
+def session_id(number):
+    """A session's number as the API gives it: a JSON number, or beyond what a script reads exactly, its digits
+    as a string (a recording may number its sessions with any integer)."""
+    return number if -EXACT_IN_JAVASCRIPT <= number <= EXACT_IN_JAVASCRIPT else str(number)
+
+
+def finite_numbers(value):
+    """A parsed message with NaN and the infinities as their text (strings), which JSON (and a page) can read."""
+    if value.__class__ is float and (value != value or value in (_INFINITY, -_INFINITY)):
+        return _number_text(value)
+    if isinstance(value, dict):
+        return {key: finite_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_numbers(item) for item in value]
+    return value
+
+
+_INFINITY = float('inf')
+
+
+def _number_text(value):
+    return 'NaN' if value != value else ('Infinity' if value > 0 else '-Infinity')
+
+
 class QueryError(ValueError):
     """A match query that cannot be read (the message says why, on one line)."""
 
@@ -105,7 +132,7 @@ class SessionView:
         self.matches = collections.OrderedDict()        # query -> [rows looked at, indices]
 
     def summary(self):
-        return {'number': self.number, 'client': self.peers[0], 'server': self.peers[1],
+        return {'number': session_id(self.number), 'client': self.peers[0], 'server': self.peers[1],
                 'opened': self.opened, 'opened_time': iso_time(self.opened), 'ended': self.ended,
                 'state': 'open' if self.ended is None else 'closed', 'end': self.end,
                 'messages': dict(self.counts), 'rows': len(self.rows), 'errors': self.errors,
@@ -127,7 +154,7 @@ class SessionView:
         return new
 
     def timeline(self):
-        return {'session': self.number,
+        return {'session': session_id(self.number),
                 'per_second': [{'t': second, 'client': counts[CLIENT], 'server': counts[SERVER]}
                                for second, counts in sorted(self.per_second.items())],
                 'replies': [{'t': when, 'ms': ms, 'class': kind} for when, ms, kind in self.replies]}
@@ -466,8 +493,8 @@ class WebStore(JsonLinesOutput):
             total, chosen = len(rows), rows[start:start + min(count, MAX_ROWS)]
         # Summed up outside the lock, which the analysis waits for: a row's marks may change meanwhile, each
         # read whole (an attribute at a time), as they were or as they are.
-        return {'session': number, 'total': total, 'rows': [row.summary(index) for index, row in
-                                                            enumerate(chosen, start)]}
+        return {'session': session_id(number), 'total': total,
+                'rows': [row.summary(index) for index, row in enumerate(chosen, start)]}
 
     def row(self, number, index):
         with self.changed:
@@ -490,7 +517,7 @@ class WebStore(JsonLinesOutput):
             view.matches[text] = (looked + len(rows), indices)
             while len(view.matches) > MATCHES_KEPT:
                 view.matches.popitem(last=False)
-        return {'session': number, 'total': looked + len(rows), 'indices': indices}
+        return {'session': session_id(number), 'total': looked + len(rows), 'indices': indices}
 
     def timeline(self, number):
         with self.changed:
