@@ -485,7 +485,9 @@ class WebStore(JsonLinesOutput):
 
     def sessions(self):
         with self.changed:
-            return [view.summary() for view in self._views.values()]
+            views = list(self._views.values())
+        # Summed up outside the lock (as rows() does): each field is read whole, as it was or as it is.
+        return [view.summary() for view in views]
 
     def rows(self, number, start, count):
         with self.changed:
@@ -540,7 +542,8 @@ class WebStore(JsonLinesOutput):
     def news(self, since):
         """What changed for an event stream since the version `since` (None: it knows nothing yet): (whether the
         list is whole, [(summary, its rows), ...] of the sessions that changed (or of all), or None if there is
-        no news about the list; the version now).  Only the sessions that changed are looked at."""
+        no news about the list; the version now).  Only the sessions that changed are looked at, and summed up
+        outside the lock (as rows() does)."""
         with self.changed:
             version = self.version
             if since is None or since < self._full_since:
@@ -554,4 +557,4 @@ class WebStore(JsonLinesOutput):
                 views.reverse()
                 if not views and since >= self._info_since:
                     return False, None, version
-            return whole, [(view.summary(), len(view.rows)) for view in views], version
+        return whole, [(view.summary(), len(view.rows)) for view in views], version
