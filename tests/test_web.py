@@ -124,7 +124,7 @@ class LiveTest(WebTestCase):
             self.addCleanup(events.close)
             self.assertEqual(events.status, 200)
             self.assertEqual(events.headers['content-type'], 'text/event-stream')
-            self.assertEqual(events.next_event(), ('sessions', []))
+            self.assertEqual(events.next_event(), ('sessions', {'all': True, 'sessions': []}))
             client, server = spy.connect()
             exchange_lines(self, client, server, TRAFFIC[:3])
             events.wait_for_rows(1, 4)          # the start notice, banner, login, its answer
@@ -140,9 +140,9 @@ class LiveTest(WebTestCase):
             while True:                          # the session's end comes as a sessions event
                 name, data = events.next_event()
                 self.assertIsNotNone(name, 'the stream ended early')
-                if name == 'sessions' and data and data[0]['state'] == 'closed':
+                if name == 'sessions' and data['sessions'] and data['sessions'][0]['state'] == 'closed':
                     break
-            session = data[0]
+            session = data['sessions'][0]
             self.assertEqual((session['number'], session['rows'], session['errors'], session['unanswered']),
                              (1, 8, 1, 1))
             self.assertEqual(session['messages'], {'client': 3, 'server': 3})
@@ -350,8 +350,8 @@ class ReadTest(WebTestCase):
         spy = self.reading(RECORDING)
         events = spy.web_events()
         self.addCleanup(events.close)
-        name, sessions = events.next_event()
-        self.assertEqual((name, len(sessions)), ('sessions', 2))
+        name, data = events.next_event()
+        self.assertEqual((name, data['all'], len(data['sessions'])), ('sessions', True, 2))
         self.assertEqual(sorted(events.next_event()[1]['session'] for _ in range(2)), [1, 2])
         self.assert_stopped_cleanly(spy)
         while events.next_event()[0] is not None:

@@ -215,19 +215,51 @@ class StoreTest(unittest.TestCase):
         self.assertEqual(len(store.rows(1, 0, MAX_ROWS * 2)['rows']), MAX_ROWS)
 
 
+class EncryptedTest(unittest.TestCase):
+
+    def test_starttls_is_said_once(self):
+        """As the relay says it: the server's side encrypted, its notice, then the client's side."""
+        store = WebStore()
+        analysis = Analysis(store)
+        session = SessionInfo(1, START, ('127.0.0.1', 40000), ('xivo', 5003))
+        analysis.session_opened(session)
+        for side, line in TRAFFIC[:2]:
+            analysis.received(session, side, START + 1, line)
+        analysis.encrypted(session, SERVER, START + 5)
+        analysis.notice(session, START + 5, 'STARTTLS: the session is now encrypted and cannot be shown')
+        analysis.encrypted(session, CLIENT, START + 6)
+        previews = [row['preview'] for row in store.rows(1, 0, 100)['rows']]
+        self.assertEqual([text for text in previews if 'STARTTLS' in text],
+                         ['STARTTLS: the session is now encrypted and cannot be shown'])
+        self.assertTrue(store.sessions()[0]['encrypted'])
+
+
 class EventTest(unittest.TestCase):
     """The versions the event streams wait on, and the news they send."""
 
     def test_news(self):
         store = WebStore()
-        totals = {}
-        sessions, grown, version = store.news(None, totals)
-        self.assertEqual((sessions, grown), ([], []))
-        self.assertEqual(store.news(version, totals), (None, [], version))
+        whole, news, version = store.news(None)
+        self.assertEqual((whole, news), (True, []))
+        self.assertEqual(store.news(version), (False, None, version))
         run_session(store, TRAFFIC[:2], end=False)
-        sessions, grown, version = store.news(version, totals)
-        self.assertEqual(([session['rows'] for session in sessions], grown), ([3], [(1, 3)]))
-        self.assertEqual(store.news(version, totals), (None, [], version))
+        whole, news, version = store.news(version)
+        self.assertEqual((whole, [(summary['rows'], rows) for summary, rows in news]), (False, [(3, 3)]))
+        self.assertEqual(store.news(version), (False, None, version))
+
+    def test_news_hold_only_the_sessions_that_changed(self):
+        store = WebStore()
+        analysis = Analysis(store)
+        sessions = [SessionInfo(number, START + number, ('127.0.0.1', 40000 + number), ('xivo', 5003))
+                    for number in range(1, 301)]
+        for session in sessions:
+            analysis.session_opened(session)
+            analysis.received(session, CLIENT, session.opened, TRAFFIC[0][1])
+        whole, news, version = store.news(None)
+        self.assertEqual((whole, len(news)), (True, 300))
+        analysis.received(sessions[122], SERVER, START + 400, TRAFFIC[1][1])
+        whole, news, version = store.news(version)
+        self.assertEqual((whole, [(summary['number'], rows) for summary, rows in news]), (False, [(123, 3)]))
 
     def test_a_change_wakes_a_waiter_and_stop_ends_it(self):
         store = WebStore()

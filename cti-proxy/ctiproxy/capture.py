@@ -372,9 +372,10 @@ class PacketDecoder:
         if fast is not None and len(data) >= fast[0].size:        # IPv4 and TCP without options: one unpack
             (ethertype, first, total, fragment, protocol, src, dst, sport, dport, seq, ack, offset,
              flags) = fast[0].unpack_from(data)
-            if ethertype == 0x0800 and first == 0x45 and protocol == _TCP and not fragment & 0x3FFF:
+            if (ethertype == 0x0800 and first == 0x45 and protocol == _TCP and not fragment & 0x3FFF and total
+                    and offset >= 0x50):
                 start = fast[1]
-                end = start + total if total >= 20 else len(data)
+                end = start + total
                 payload_start = start + 20 + (offset >> 4) * 4
                 captured_end = len(data)
                 if end < captured_end:
@@ -416,7 +417,12 @@ class PacketDecoder:
             self.fragments += 1
             return IP_FRAGMENT
         header = (first & 15) * 4
-        end = start + total if total >= header else len(data)     # 0: segmentation offload, length unknown
+        if total == 0:                                             # segmentation offload: length unknown
+            end = len(data)
+        elif total < header:
+            return None                                            # a length that lies: not a packet to read
+        else:
+            end = start + total
         return self._tcp(data, start + header, end, data[start + 12:start + 16], data[start + 16:start + 20])
 
     def _ipv6(self, data, start):
@@ -442,12 +448,17 @@ class PacketDecoder:
     @staticmethod
     def _tcp(data, start, end, src, dst):
         sport, dport, seq, ack, offset, flags = _TCP_HEADER.unpack_from(data, start)
+        if offset < 0x50:
+            return None                                            # a header shorter than TCP's: not a packet
         payload_start = start + (offset >> 4) * 4
         captured_end = len(data)
         if end < captured_end:
             captured_end = end
         if payload_start > captured_end:
-            raise IndexError('TCP header cut')
+            if payload_start > end:
+                raise IndexError('TCP header past the packet')
+            # The capture cut the packet in its TCP options (snap length): none of its bytes are here, all missing.
+            return _new_tuple(Segment, (src, sport, dst, dport, seq, ack, flags, b'', end - payload_start))
         return _new_tuple(Segment, (src, sport, dst, dport, seq, ack, flags, data[payload_start:captured_end],
                                     end - captured_end))
 

@@ -24,8 +24,8 @@ END_FAILURES = {RESET: 'reset (TCP RST)', CAPTURE_END: 'still open where the cap
 STARTTLS_NOTICE = 'STARTTLS: the session is now encrypted and cannot be shown'
 TLS_NOTICE = 'TLS: the session is encrypted and cannot be shown'
 TOOL_ENDS = (IDLE, CROWDED)     # sessions the tool ends, for bounded memory
-RESUMED_NOTICE = ('continues session #%d, which the tool ended (see its end): what comes before the first newline '
-                  'of each side is shown as text')
+RESUMED_NOTICE = ('continues session #%d, which the tool ended (see its end): a side it ended in the middle of a line '
+                  'reads on as text to its next newline')
 START_MISSED_NOTICE = ('the capture starts after this session\'s start: what comes before the first newline '
                        'of each side is shown as text')
 

@@ -509,9 +509,11 @@ def serve_until_stopped(web, log, signals, read_whole):
     """--read --web, the input read (or up to bad input, said already): say so, and serve until Ctrl-C or
     SIGTERM."""
     web.store.read_to_the_end()
+    # Ready for the Ctrl-C before saying to press it: one that came between the line and this would be a
+    # KeyboardInterrupt, which ends the tool as stopped before it had anything to finish (exit 0, not the input's 1).
+    signals.wait_for_requests()
     done = 'read to the end' if read_whole else 'what came before is read'
     log.say('%s; the web view stays on %s until Ctrl-C' % (done, web.url))
-    signals.wait_for_requests()
     signals.wait_until(lambda: False)
 
 

@@ -575,22 +575,27 @@ class JsonLinesOutput(MarkingOutput):
         self.stream = BatchedStream(stream)
 
     def message(self, session, direction, when, message, line):
+        fields = mark_fields(self.marks.latest) if self.marks.latest is not None else None
+        self.write_message(session.number, direction, when, message, line, fields)
+
+    def write_message(self, number, direction, when, message, line, fields=None):
+        """The record of a line of session `number`, with an answer's mark_fields."""
         if message is not None:
-            record = message_record(session.number, direction, when, message, line)
-            if self.marks.latest is not None:
-                record.update(mark_fields(self.marks.latest))
+            record = message_record(number, direction, when, message, line)
+            if fields:
+                record.update(fields)
             try:
                 return self._write(one_line_json(record))
             except (ValueError, RecursionError):          # nested deeper than json can write: as text
                 pass
         if len(line) > SLICE:
-            self._write_long_text(session, direction, when, line)
+            self._write_long_text(number, direction, when, line)
         else:
-            self._write(one_line_json(message_record(session.number, direction, when, None, line)))
+            self._write(one_line_json(message_record(number, direction, when, None, line)))
 
-    def _write_long_text(self, session, direction, when, line):
+    def _write_long_text(self, number, direction, when, line):
         """The same record as for a short line, its text written a slice at a time (bounded memory)."""
-        empty = one_line_json(message_record(session.number, direction, when, None, b''))
+        empty = one_line_json(message_record(number, direction, when, None, b''))
         write = self.stream.write
         write(json_bytes(empty[:-len('"}')]))          # ... "text": "
         for piece in json_string_pieces(line):

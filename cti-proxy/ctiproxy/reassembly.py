@@ -48,13 +48,23 @@ _HALF = 1 << 31
 _ENDED_REMEMBERED = 1 << 14     # ended connections whose late packets are still recognised and dropped
 
 
+def _brings_new_bytes(segment, end):
+    """Whether a segment has bytes past a direction's `end` (see _Direction.end; None: any bytes are new)."""
+    if not segment.payload:
+        return False
+    if end is None:
+        return True
+    past = (segment.seq + len(segment.payload) - end[0]) & _MASK
+    return 0 < past < _HALF
+
+
 class _Direction:
     """One direction of a connection: where its stream is, what waits ahead of a hole, its counters.
 
     Positions are unwrapped sequence numbers: the first one seen, then counting on past 2^32.
     """
 
-    __slots__ = ('name', 'next', 'held', 'held_bytes', 'fin', 'closed', 'isn', 'start_missed',
+    __slots__ = ('name', 'next', 'held', 'held_bytes', 'fin', 'closed', 'isn', 'start_missed', 'at_line_start',
                  'retransmitted', 'missing')
 
     def __init__(self, name):
@@ -66,6 +76,7 @@ class _Direction:
         self.closed = False
         self.isn = None             # the SYN's sequence number, when it was captured
         self.start_missed = False   # a StartMissed is due before this direction's first bytes
+        self.at_line_start = False  # the next byte starts a line for sure: after the SYN, or a newline delivered
         self.retransmitted = 0
         self.missing = 0
 
@@ -75,6 +86,19 @@ class _Direction:
         if ahead >= _HALF:              # more than 2^31 ahead is behind
             ahead -= _MASK + 1
         return self.next + ahead
+
+    def end(self):
+        """Where the direction ended: None before its first segment, else (the 32-bit sequence number of its next
+        byte, whether that byte starts a line for sure)."""
+        if self.next is None:
+            return None
+        return self.next & _MASK, self.at_line_start
+
+    def resume(self, seq, at_line_start):
+        """Read on from where an earlier session of the connection ended (see end())."""
+        self.next = seq
+        self.start_missed = not at_line_start
+        self.at_line_start = at_line_start
 
     def start(self, seq):
         """The first segment seen of a direction whose SYN was not captured."""
@@ -108,7 +132,8 @@ class Reassembler:
         self._connections = collections.OrderedDict()   # the least recently active first
         self._latest = None                 # the connection of the last packet: the last in _connections
         self._idle_check = float('inf')     # the capture time from which the first connection may be idle
-        self._ended = collections.OrderedDict()          # key: (reason, session number), the oldest first
+        self._previous_time = float('-inf')  # of the packet before: a single packet's time far ahead ends nothing
+        self._ended = collections.OrderedDict()   # key: (reason, session number, ends)
         self._other_ports = collections.Counter()
 
     def ports_seen(self):
@@ -132,18 +157,22 @@ class Reassembler:
             self._count_other(segment)
             return []
         events = []
-        if time >= self._idle_check:
-            self._end_idle(time, key, events)
+        previous, self._previous_time = self._previous_time, time
+        if time >= self._idle_check and previous >= self._idle_check:     # two packets in a row say it
+            self._end_idle(min(time, previous), key, events)
         connection = self._connections.get(key)
         opening = from_client and flags & (SYN | ACK) == SYN
         if connection is None:
             ended = self._ended.get(key)
             if ended is not None and not opening:
-                reason, number = ended
-                if reason not in _RESUMABLE or not segment.payload:
+                reason, number, ends = ended
+                if reason not in _RESUMABLE or not _brings_new_bytes(segment, ends[not from_client]):
                     return events                      # a late packet of a connection that ended
                 connection = self._open(key, time, events)
                 events.append(Resumed(connection.session, time, number))
+                for direction, end in zip((connection.client, connection.server), ends):
+                    if end is not None:                # where it ended: what comes again is retransmitted
+                        direction.resume(*end)
             else:
                 connection = self._open(key, time, events)
         elif opening and connection.client.isn != segment.seq:
@@ -165,9 +194,11 @@ class Reassembler:
             if sender.next is None:
                 sender.isn = seq
                 sender.next = seq + 1
+                sender.at_line_start = True
             if flags & ACK and receiver.next is None:     # a SYN-ACK whose SYN was not captured: it says where
                 receiver.isn = (segment.ack - 1) & _MASK
                 receiver.next = segment.ack
+                receiver.at_line_start = True
             seq = (seq + 1) & _MASK
         elif sender.next is None:
             sender.start(seq)
@@ -178,6 +209,7 @@ class Reassembler:
             else:
                 events.append(_new_tuple(Data, (connection.session, time, sender.name, payload)))
                 sender.next += len(payload)
+                sender.at_line_start = payload[-1] == 10
         elif sender.closed:
             sender.retransmitted += len(payload)                         # after its FIN: nothing new can come
         elif payload or segment.cut:
@@ -251,7 +283,8 @@ class Reassembler:
         del self._connections[connection.key]
         if connection is self._latest:
             self._latest = None
-        self._ended[connection.key] = (reason, connection.session.number)
+        ends = tuple(direction.end() for direction in (connection.client, connection.server))
+        self._ended[connection.key] = (reason, connection.session.number, ends)
         if len(self._ended) > _ENDED_REMEMBERED:
             self._ended.popitem(last=False)
         counts = {CLIENT: Counts(connection.client.retransmitted, connection.client.missing),
@@ -355,6 +388,7 @@ class Reassembler:
             events.append(StartMissed(connection.session, time, direction.name))
         events.append(_new_tuple(Data, (connection.session, time, direction.name, data)))
         direction.next += len(data)
+        direction.at_line_start = data[-1] == 10
 
     def _missing(self, connection, direction, size, time, events):
         if direction.start_missed:
@@ -363,6 +397,7 @@ class Reassembler:
         events.append(Missing(connection.session, time, direction.name, size))
         direction.missing += size
         direction.next += size
+        direction.at_line_start = False
 
     @staticmethod
     def _check_closed(connection, direction, time, events):

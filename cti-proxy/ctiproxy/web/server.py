@@ -19,15 +19,19 @@ import urllib.parse
 from .. import __version__
 from ..events import host_port
 from ..relay import describe_error
-from .store import QueryError
+from .store import QueryError, finite_numbers
 
 DEFAULT_PORT = 8030
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'page.html')
 COOKIE = 'ctiproxy_token'
 BATCH_INTERVAL = 0.2        # seconds: an event stream sends at most one batch this often
 KEEPALIVE = 15.0            # seconds of quiet after which an event stream sends a comment
-DOWNLOAD_BATCH = 1000      # records written at once in a download
-IDLE_TIMEOUT = 120          # seconds a connection may stay silent (or not read what it is sent)
+IDLE_TIMEOUT = 120          # seconds an answer may wait for the client to read it
+HEAD_TIMEOUT = 10           # seconds a connection has to send a request's head (its first, or the next one)
+MAX_CONNECTIONS = 64        # web connections at once (event streams included); beyond, a new one is closed at once,
+#                             so that the web view never takes the descriptors and threads the relay needs
+MAX_DIGITS = 4300            # digits of a number in a path: a recording's session number may have as many
+BEYOND_DIGITS = 10 ** MAX_DIGITS
 DISCONNECTED = (ConnectionError, socket.timeout, OSError)
 
 CSP = ("default-src 'none'; script-src 'self' 'nonce-{0}'; style-src 'self' 'nonce-{0}'; connect-src 'self'; "
@@ -59,11 +63,33 @@ def parse_web_address(text):
 class _HttpServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = MAX_CONNECTIONS
 
-    def __init__(self, family, address, view):
+    def __init__(self, family, address, view, max_connections=MAX_CONNECTIONS):
         self.address_family = family
         self.view = view
+        self.max_connections = max_connections
+        self._connections = threading.BoundedSemaphore(max_connections)
         super().__init__(address, _Handler)
+
+    def process_request(self, request, client_address):
+        """A thread for the connection, or beyond max_connections at once, the connection closed at once."""
+        if not self._connections.acquire(blocking=False):
+            self.view.log.event('web view: %d connections already: %s closed'
+                                % (self.max_connections, host_port(*client_address[:2])))
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:           # no thread for it: its place given back (the caller closes it)
+            self._connections.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
 
     def handle_error(self, request, client_address):
         """A client that went away, or anything else: one line with --verbose, never a traceback."""
@@ -196,7 +222,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
     server_version = 'ctispy-web'
     sys_version = ''
-    timeout = IDLE_TIMEOUT
+    timeout = HEAD_TIMEOUT          # set on the socket at setup(): the head of a request comes within it
 
     # -- plumbing --
 
@@ -243,6 +269,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # -- requests --
 
     def do_GET(self):
+        self.connection.settimeout(IDLE_TIMEOUT)
+        try:
+            self._answer()
+        finally:
+            self.connection.settimeout(HEAD_TIMEOUT)     # the next request's head on a kept connection
+
+    def _answer(self):
         view = self.server.view
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query)
@@ -307,22 +340,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         raise NotFound('no such page: %s' % '/'.join(rest))
 
     def _download(self, number, records):
-        """The session's records, written a batch at a time (not joined into one copy of the whole session)."""
+        """The session's records, written a batch at a time as they are made (not one copy of the whole session):
+        their length is not known before, so the connection closes at the end."""
+        self.close_connection = True
         self.send_response(200)
         self._common_headers()
         self.send_header('Content-Type', 'application/x-ndjson')
-        self.send_header('Content-Length', str(sum(map(len, records))))
         self.send_header('Content-Disposition', 'attachment; filename="cti-session-%d.jsonl"' % number)
+        self.send_header('Connection', 'close')
         self.end_headers()
         if self.command == 'HEAD':
             return
-        for start in range(0, len(records), DOWNLOAD_BATCH):
-            self.wfile.write(b''.join(records[start:start + DOWNLOAD_BATCH]))
+        for batch in records:
+            self.wfile.write(batch)
 
     def _detail(self, detail):
         try:
             return self._json(detail)
-        except (ValueError, RecursionError):    # NaN, or nested deeper than json writes: the line says it
+        except ValueError:                      # NaN or Infinity, which JSON lacks: as their text
+            try:
+                return self._json(dict(detail, message=finite_numbers(detail['message'])))
+            except (ValueError, RecursionError):
+                return self._json(dict(detail, message=None))
+        except RecursionError:                  # nested deeper than json writes: the line says it
             return self._json(dict(detail, message=None))
 
     def _page(self, query):
@@ -348,15 +388,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command == 'HEAD':
             return
         self.wfile.write(b'retry: 2000\n\n')
-        sessions_version, totals = None, {}
+        version = None
         while not view.stopping.is_set():
-            version = store.version
-            sessions, grown, sessions_version = store.news(sessions_version, totals)
-            batch = []
-            if sessions is not None:
-                batch.append(_event('sessions', sessions))
-            batch.extend(_event('rows', {'session': number, 'total': total}) for number, total in grown)
-            if batch:
+            whole, news, version = store.news(version)
+            if news is not None:
+                batch = [_event('sessions', {'all': whole, 'sessions': [summary for summary, _ in news]})]
+                batch.extend(_event('rows', {'session': summary['number'], 'total': total}) for summary, total in news)
                 self.wfile.write(b''.join(batch))
             self.wfile.flush()
             sent = time.monotonic()
@@ -387,8 +424,8 @@ def _number(query, name, default):
 
 
 def _whole_number(text):
-    """ASCII digits as a number (more than 18 of them: 10**18, beyond anything kept), else None: not str.isdigit,
-    which '²' passes and int() refuses, nor int() of thousands of digits, which Python refuses."""
+    """ASCII digits as a number (more than MAX_DIGITS, as many as Python reads in JSON: a number beyond any kept),
+    else None: not str.isdigit, which '²' passes and int() refuses, nor int() of more digits, which it refuses."""
     if not text or not text.isascii() or not text.isdigit():
         return None
-    return int(text) if len(text) <= 18 else 10 ** 18
+    return int(text) if len(text) <= MAX_DIGITS else BEYOND_DIGITS

@@ -19,13 +19,14 @@ from ..escaping import json_bytes
 from ..filters import CLIENT, SERVER, MessageFilter
 from ..framing import parse_message
 from ..options import key_value
-from ..outputs import JsonLinesOutput, end_text, one_line_json, start_text
+from ..outputs import JsonLinesOutput, end_text, mark_fields, one_line_json, start_text
 from ..pairing import class_name, function_of, request_label
 from ..recording import iso_time
 
 MAX_ROWS = 5000           # rows one /rows answer holds at most
 MAX_REPLIES = 10000       # reply times a timeline keeps (the latest)
 PREVIEW = 200             # characters of a row's line in its preview
+DOWNLOAD_BATCH = 1000      # records written at once in a download
 MAX_QUERY_WORDS = 64      # words in a match query (each is looked for in every row)
 MATCHES_KEPT = 8          # queries whose matches a session keeps, to extend them as rows come
 MAX_KEPT = 1 << 30        # bytes of rows and records the store keeps; beyond, the oldest closed sessions go
@@ -33,6 +34,33 @@ ROW_COST = 300            # bytes a row takes besides its line (its object, its 
 #                           record's object), roughly: as tracemalloc counts them
 SECOND_COST = 350         # bytes a second of a session's timeline takes (its entry and its counts)
 SESSION_COST = 2500       # bytes a session takes besides its rows (its view, their lists, dicts and deque)
+
+
+EXACT_IN_JAVASCRIPT = 2 ** 53 - 1   # the largest whole number a page's script reads exactly
+
+
+def session_id(number):
+    """A session's number as the API gives it: a JSON number, or beyond what a script reads exactly, its digits
+    as a string (a recording may number its sessions with any integer)."""
+    return number if -EXACT_IN_JAVASCRIPT <= number <= EXACT_IN_JAVASCRIPT else str(number)
+
+
+def finite_numbers(value):
+    """A parsed message with NaN and the infinities as their text (strings), which JSON (and a page) can read."""
+    if value.__class__ is float and (value != value or value in (_INFINITY, -_INFINITY)):
+        return _number_text(value)
+    if isinstance(value, dict):
+        return {key: finite_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_numbers(item) for item in value]
+    return value
+
+
+_INFINITY = float('inf')
+
+
+def _number_text(value):
+    return 'NaN' if value != value else ('Infinity' if value > 0 else '-Infinity')
 
 
 class QueryError(ValueError):
@@ -43,7 +71,7 @@ class Row:
     """One row of a session's table: a line (a message, or text that is not one) or a notice of the tool."""
 
     __slots__ = ('when', 'direction', 'kind', 'kind_class', 'text_class', 'function', 'line', 'reply_to', 'answer',
-                 'reply_ms', 'error', 'slow', 'unanswered')
+                 'reply_ms', 'error', 'slow', 'unanswered', 'fields')
 
     def __init__(self, when, direction, kind, line, kind_class=None, function=None, text_class=False):
         self.when = when
@@ -55,6 +83,7 @@ class Row:
         self.line = line                # bytes; a notice's text in UTF-8
         self.reply_to = self.answer = self.reply_ms = self.error = None
         self.slow = self.unanswered = False
+        self.fields = None              # an answer's mark_fields, for its --json-lines record
 
     def summary(self, index):
         """The row as /rows gives it."""
@@ -95,14 +124,15 @@ class SessionView:
         self.unanswered = 0
         self.kept = 0                   # bytes of rows and records, roughly
         self.rows = []
-        self.records = []               # the --json-lines records of the session, as written
+        self.records = []               # the --json-lines records of the session: bytes as written, or the Row
+        #                                 of a line, whose record is written when downloaded (not re-encoded for each)
         self.per_second = collections.OrderedDict()     # whole second -> {CLIENT: n, SERVER: n}
         self.replies = collections.deque(maxlen=MAX_REPLIES)     # (answer's time, ms, request's class)
         self.waiting = {}               # id(Request) -> (Request, its row): requests shown, not yet answered
         self.matches = collections.OrderedDict()        # query -> [rows looked at, indices]
 
     def summary(self):
-        return {'number': self.number, 'client': self.peers[0], 'server': self.peers[1],
+        return {'number': session_id(self.number), 'client': self.peers[0], 'server': self.peers[1],
                 'opened': self.opened, 'opened_time': iso_time(self.opened), 'ended': self.ended,
                 'state': 'open' if self.ended is None else 'closed', 'end': self.end,
                 'messages': dict(self.counts), 'rows': len(self.rows), 'errors': self.errors,
@@ -124,7 +154,7 @@ class SessionView:
         return new
 
     def timeline(self):
-        return {'session': self.number,
+        return {'session': session_id(self.number),
                 'per_second': [{'t': second, 'client': counts[CLIENT], 'server': counts[SERVER]}
                                for second, counts in sorted(self.per_second.items())],
                 'replies': [{'t': when, 'ms': ms, 'class': kind} for when, ms, kind in self.replies]}
@@ -146,6 +176,28 @@ class _RecordSink:
 
     def close(self):
         pass
+
+
+def _records_written(number, records):
+    """The bytes of a session's records: a line's record written as --json-lines writes it, a batch at a time."""
+    written = []
+    writer = JsonLinesOutput(None)
+    writer.stream = _ListSink(written)
+    for record in records:
+        if record.__class__ is bytes:
+            written.append(record)
+        else:
+            writer.write_message(number, record.direction, record.when, record.message(), record.line, record.fields)
+        if len(written) >= DOWNLOAD_BATCH:
+            yield b''.join(written)
+            written.clear()
+    if written:
+        yield b''.join(written)
+
+
+class _ListSink:
+    def __init__(self, parts):
+        self.write = parts.append
 
 
 class Query:
@@ -265,7 +317,9 @@ class WebStore(JsonLinesOutput):
         self._closed = collections.deque()          # the numbers of the closed sessions, oldest first
         self.changed = threading.Condition(threading.Lock())
         self.version = 0                # counts the changes
-        self.sessions_version = 0       # counts the changes to the session list
+        self._touched = collections.OrderedDict()   # number -> version of its last change, the latest last
+        self._full_since = 0            # the version from which an event stream gets the whole list (forgotten ones)
+        self._info_since = 0            # the version of the latest change to the info that the list announces
         self.stopped = False
         self.info = {'tool': 'ctispy', 'source': 'live', 'what': '', 'filters': '', 'done': False, 'forgotten': 0}
         self._views = collections.OrderedDict()     # number -> SessionView
@@ -284,14 +338,16 @@ class WebStore(JsonLinesOutput):
             self.keep(view, SESSION_COST)
             super().session_started(session)
             self._add(view, Row(session.opened, None, 'notice', start_text(session).encode('utf-8', 'replace')))
-            self._changed(sessions=True)
+            self._changed(view)
 
     def message(self, session, direction, when, message, line):
         with self.changed:
             view = self._by_session[session]
             self.stream.view = view
-            super().message(session, direction, when, message, line)
             row = self._row(direction, when, message, line)
+            if self.marks.latest is not None:
+                row.fields = mark_fields(self.marks.latest)
+            view.records.append(row)
             index = self._add(view, row)
             if view.count(row):
                 self.keep(view, SECOND_COST)
@@ -301,7 +357,7 @@ class WebStore(JsonLinesOutput):
                     view.waiting[id(request)] = (request, index)
             elif self.marks.latest is not None:
                 self._mark_answer(view, row, index, self.marks.latest)
-            self._changed(sessions=True)
+            self._changed(view)
 
     def _row(self, direction, when, message, line):
         if message is None:
@@ -336,15 +392,14 @@ class WebStore(JsonLinesOutput):
             self.stream.view = view
             super().notice(session, when, text)
             self._add(view, Row(when, None, 'notice', text.encode('utf-8', 'replace')))
-            self._changed()
+            self._changed(view)
 
     def encrypted(self, session, direction, when):
+        """Marks the session encrypted: the source's notice, which follows, is the row that says so."""
         with self.changed:
             view = self._by_session[session]
             view.encrypted = True
-            self._add(view, Row(when, direction, 'notice',
-                                b'STARTTLS: what the %s sends is encrypted from here on' % direction.encode()))
-            self._changed(sessions=True)
+            self._changed(view)
 
     def never_answered(self, session, when, request):
         super().never_answered(session, when, request)
@@ -365,7 +420,7 @@ class WebStore(JsonLinesOutput):
             view.end = end_text(session)
             view.waiting.clear()
             self._closed.append(view.number)
-            self._changed(sessions=True)
+            self._changed(view)
 
     def _add(self, view, row):
         """Under the lock: a row at the end of a session; return its index."""
@@ -382,16 +437,19 @@ class WebStore(JsonLinesOutput):
         while self.kept > self.max_kept and self._closed:
             view = self._views.pop(self._closed.popleft())
             self.kept -= view.kept
+            self._touched.pop(view.number, None)
             self.info['forgotten'] += 1
-            self.sessions_version += 1
+            self._full_since = self.version + 1
 
-    def _changed(self, sessions=False):
-        """Under the lock: count a change, forget what does not fit, and wake the event streams."""
+    def _changed(self, view=None):
+        """Under the lock: count a change (to a session's view, if given), forget what does not fit, and wake the
+        event streams."""
         if self.kept > self.max_kept:
             self._forget_closed_sessions()
         self.version += 1
-        if sessions:
-            self.sessions_version += 1
+        if view is not None and view.number in self._views:
+            self._touched[view.number] = self.version
+            self._touched.move_to_end(view.number)
         self.changed.notify_all()
 
     # -- what the tool says (main thread) --
@@ -410,7 +468,8 @@ class WebStore(JsonLinesOutput):
     def read_to_the_end(self):
         with self.changed:
             self.info['done'] = True
-            self._changed(sessions=True)
+            self._info_since = self.version + 1
+            self._changed()
 
     def stop(self):
         """The tool stops: the event streams end."""
@@ -426,7 +485,9 @@ class WebStore(JsonLinesOutput):
 
     def sessions(self):
         with self.changed:
-            return [view.summary() for view in self._views.values()]
+            views = list(self._views.values())
+        # Summed up outside the lock (as rows() does): each field is read whole, as it was or as it is.
+        return [view.summary() for view in views]
 
     def rows(self, number, start, count):
         with self.changed:
@@ -434,8 +495,8 @@ class WebStore(JsonLinesOutput):
             total, chosen = len(rows), rows[start:start + min(count, MAX_ROWS)]
         # Summed up outside the lock, which the analysis waits for: a row's marks may change meanwhile, each
         # read whole (an attribute at a time), as they were or as they are.
-        return {'session': number, 'total': total, 'rows': [row.summary(index) for index, row in
-                                                            enumerate(chosen, start)]}
+        return {'session': session_id(number), 'total': total,
+                'rows': [row.summary(index) for index, row in enumerate(chosen, start)]}
 
     def row(self, number, index):
         with self.changed:
@@ -458,16 +519,18 @@ class WebStore(JsonLinesOutput):
             view.matches[text] = (looked + len(rows), indices)
             while len(view.matches) > MATCHES_KEPT:
                 view.matches.popitem(last=False)
-        return {'session': number, 'total': looked + len(rows), 'indices': indices}
+        return {'session': session_id(number), 'total': looked + len(rows), 'indices': indices}
 
     def timeline(self, number):
         with self.changed:
             return self._views[number].timeline()
 
     def download(self, number):
-        """The session's --json-lines records so far: a list of bytes, to be written one after the other."""
+        """The session's --json-lines records so far: an iterator of bytes, to be written one after the other
+        (a KeyError at once for an unknown session)."""
         with self.changed:
-            return list(self._views[number].records)
+            records = list(self._views[number].records)
+        return _records_written(number, records)
 
     def wait(self, version, timeout):
         """Wait until the version differs from `version` or the store stops, at most timeout seconds; return
@@ -476,16 +539,22 @@ class WebStore(JsonLinesOutput):
             self.changed.wait_for(lambda: self.version != version or self.stopped, timeout)
             return self.version, self.stopped
 
-    def news(self, sessions_version, totals):
-        """What changed for an event stream that knows the session list at sessions_version and the row totals
-        `totals` (updated here): (the session list or None, [(session, total), ...], the list's version)."""
+    def news(self, since):
+        """What changed for an event stream since the version `since` (None: it knows nothing yet): (whether the
+        list is whole, [(summary, its rows), ...] of the sessions that changed (or of all), or None if there is
+        no news about the list; the version now).  Only the sessions that changed are looked at, and summed up
+        outside the lock (as rows() does)."""
         with self.changed:
-            sessions = None
-            if sessions_version != self.sessions_version:
-                sessions = [view.summary() for view in self._views.values()]
-            grown = []
-            for number, view in self._views.items():
-                if totals.get(number) != len(view.rows):
-                    totals[number] = len(view.rows)
-                    grown.append((number, len(view.rows)))
-            return sessions, grown, self.sessions_version
+            version = self.version
+            if since is None or since < self._full_since:
+                views, whole = list(self._views.values()), True
+            else:
+                views, whole = [], False
+                for number in reversed(self._touched):
+                    if self._touched[number] <= since:
+                        break
+                    views.append(self._views[number])
+                views.reverse()
+                if not views and since >= self._info_since:
+                    return False, None, version
+        return whole, [(view.summary(), len(view.rows)) for view in views], version
