@@ -259,6 +259,16 @@ class SourceTest(unittest.TestCase):
         self.assertNotIn(('missing', 5, CLIENT, None), recorder.calls)  # #1 ended after a newline: a line starts
         self.assertNotIn(SERVER, [call[2] for call in recorder.calls if call[0] == 'missing'])
 
+    def test_one_session_ended_is_said_in_the_singular(self):
+        source = CaptureSource(Recorder(), PORT, lambda text: None, idle_seconds=60)
+        self.assertIsNone(source.tool_ended_text())
+        for port, when in ((40001, 1.0), (40002, 100.0), (40002, 100.5)):     # #1 idle past 60 s, said at the second
+            for event in source.reassembler.feed(segment(port, seq=1 if when < 100.5 else 3, payload=b'a\n'), when):
+                source._take(event)
+        self.assertEqual(source.tool_ended_text(), 'the tool ended 1 session before its end in the capture, to keep '
+                                                   'its memory bounded: 1 with no packet for 60 s of the capture '
+                                                   '(--capture-idle)')
+
 
 if __name__ == '__main__':
     unittest.main()

@@ -152,8 +152,9 @@ class CaptureSource:
             reasons.append('%d with no packet for %g s of the capture (--capture-idle)' % (idle, self.idle_seconds))
         if crowded:
             reasons.append('%d least recently active of %d open at once' % (crowded, self.max_open))
-        return ('the tool ended %d session%s before their end in the capture, to keep its memory bounded: %s'
-                % (idle + crowded, '' if idle + crowded == 1 else 's', ', '.join(reasons)))
+        count = idle + crowded
+        return ('the tool ended %d session%s before %s end in the capture, to keep its memory bounded: %s'
+                % (count, '' if count == 1 else 's', 'its' if count == 1 else 'their', ', '.join(reasons)))
 
     def no_traffic_text(self):
         ports = self.reassembler.ports_seen()
