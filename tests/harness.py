@@ -5,13 +5,16 @@ import os
 import random
 import re
 import select
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import unittest
 import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -540,3 +543,20 @@ class web_EventStream:
     def close(self):
         self.file.close()
         self.sock.close()
+
+
+class FolderTestCase(unittest.TestCase):
+    """A test case with a temporary folder of its own (self.folder), removed after each test."""
+
+    folder_prefix = 'cti-test-'
+
+    def setUp(self):
+        self.folder = tempfile.mkdtemp(prefix=self.folder_prefix)
+        self.addCleanup(shutil.rmtree, self.folder)
+
+    def write(self, name, data):
+        """Write data (bytes, or text with surrogate escapes) to a file of the folder; return its path."""
+        path = os.path.join(self.folder, name)
+        with open(path, 'wb') as file:
+            file.write(data if isinstance(data, bytes) else data.encode('utf-8', 'surrogateescape'))
+        return path

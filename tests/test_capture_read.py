@@ -5,17 +5,16 @@ import datetime
 import json
 import os
 import re
-import shutil
 import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import unittest
 
 from tests.capwriter import (ACK, ETHERNET, FIN, LINUX_SLL2, RST, SYN, Conversation, Pcapng, frame, ipv4, pcap,
                              tcp_segment)
-from tests.harness import TIMEOUT, capture_test_end_process, parse_spy_output, read_line_unbuffered, tool_path
+from tests.harness import (TIMEOUT, FolderTestCase, capture_test_end_process,
+                           parse_spy_output, read_line_unbuffered, tool_path)
 from tests.test_memory import peak_rss
 
 START = 1790000000.0
@@ -94,17 +93,9 @@ LOGIN_SHOWN = [('Server > Client', ['XiVO CTI Server Version 1.2.3']),
                ('Server > Client', [GETLIST_ANSWER.decode().strip()])]
 
 
-class CaptureTestCase(unittest.TestCase):
+class CaptureTestCase(FolderTestCase):
 
-    def setUp(self):
-        self.folder = tempfile.mkdtemp(prefix='cti-capture-')
-        self.addCleanup(shutil.rmtree, self.folder)
-
-    def write(self, name, data):
-        path = os.path.join(self.folder, name)
-        with open(path, 'wb') as file:
-            file.write(data)
-        return path
+    folder_prefix = 'cti-capture-'
 
     def read(self, tool, path, *args, stdin=None):
         """Run tool --read path; return (exit status, stdout bytes, stderr text)."""

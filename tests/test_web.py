@@ -7,15 +7,13 @@ import json
 import os
 import re
 import select
-import shutil
 import signal
 import socket
 import struct
-import tempfile
 import time
 import unittest
 
-from tests.harness import TIMEOUT, WebSpyProcess, close_session, recv_exactly, run_tool
+from tests.harness import TIMEOUT, FolderTestCase, WebSpyProcess, close_session, recv_exactly, run_tool
 from tests.test_capture_read import login_session
 
 BANNER = b'XiVO CTI Server Version 1.2.3\n'
@@ -70,17 +68,9 @@ def session_records(out, number):
     return b''.join(line + b'\n' for line in out.split(b'\n') if line and json.loads(line)['session'] == number)
 
 
-class WebTestCase(unittest.TestCase):
+class WebTestCase(FolderTestCase):
 
-    def setUp(self):
-        self.folder = tempfile.mkdtemp(prefix='cti-web-')
-        self.addCleanup(shutil.rmtree, self.folder)
-
-    def write(self, name, data):
-        path = os.path.join(self.folder, name)
-        with open(path, 'wb') as file:
-            file.write(data if isinstance(data, bytes) else data.encode('utf-8', 'surrogateescape'))
-        return path
+    folder_prefix = 'cti-web-'
 
     def reading(self, data, *args, name='cti.jsonl'):
         """A ctispy --web reading data (a recording or capture), once it says it has read it all."""
