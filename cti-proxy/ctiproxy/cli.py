@@ -536,19 +536,20 @@ def read_input(args, output, chosen_filter, log):
             if not head:                # a pipe whose writer failed (ssh, tcpdump) looks like this
                 log.error('%s is empty: no recording or capture in it' % name)
                 return 1
-            if capture_format(head) is None and getattr(args, 'raw', False):
+            is_capture = capture_format(head) is not None
+            if not is_capture and getattr(args, 'raw', False):
                 log.error('--raw shows bytes as received: a recording holds messages, not bytes (a capture '
                           'holds bytes: --raw reads one)')
                 return 2
             output.start()              # the input is open: now files may be touched
             if args.web_view is not None:
-                args.web_view.store.describe('recording' if capture_format(head) is None else 'capture',
+                args.web_view.store.describe('capture' if is_capture else 'recording',
                                              'reading %s' % name)
             analysis = Analysis(output, chosen_filter, args.max_message_size)
-            if capture_format(head) is None:
-                warnings = replay_recording(analysis, text_stream(stream, head), name)
-            else:
+            if is_capture:
                 warnings = read_capture(analysis, stream, head, name, args, log)
+            else:
+                warnings = replay_recording(analysis, text_stream(stream, head), name)
         except (RecordingError, InputError, OutputError) as error:
             log.error(str(error))
             return 1
