@@ -120,19 +120,30 @@ class CaptureSource:
         self._hand_on(pending)
 
     def _hand_on(self, pending):
-        """The events waiting, to the observer (and none waits any more)."""
+        """The events waiting, to the observer (and none waits any more): the data that one side of a session
+        sent one packet after another goes as one run."""
         events = pending[:]
         del pending[:]
         take = self._take
         sessions = self.sessions
-        received = self.observer.received
+        received_run = self.observer.received_run
+        run, run_session, run_direction = [], None, None
         for event in events:
             if event.__class__ is Data:
                 session = sessions[event.session]
                 if session.settled:             # the common case, straight on
-                    received(session.info, event.direction, event.time, event.data)
+                    if run and (session is not run_session or event.direction != run_direction):
+                        received_run(run_session.info, run_direction, run)
+                        run = []
+                    run_session, run_direction = session, event.direction
+                    run.append((event.time, event.data))
                     continue
+            if run:
+                received_run(run_session.info, run_direction, run)
+                run = []
             take(event)
+        if run:
+            received_run(run_session.info, run_direction, run)
 
     def _end(self):
         """The capture ends: each session still open ends at its last packet; the observer finishes."""

@@ -76,6 +76,12 @@ class Observer:
     def received(self, session, direction, when, data):
         """data (bytes) came from direction's side, next in its stream."""
 
+    def received_run(self, session, direction, chunks):
+        """Chunks that came from direction's side one after another, each a (when, data) pair: the same as
+        received() for each in turn (a capture's consecutive segments; an observer may handle them together)."""
+        for when, data in chunks:
+            self.received(session, direction, when, data)
+
     def encrypted(self, session, direction, when):
         """What follows from direction's side is TLS: it is counted, not read."""
 

@@ -92,6 +92,10 @@ class LineSplitter:
                 lines.extend(self._take_pieces())
         return lines
 
+    def holds_whole_lines(self, size):
+        """Whether feeding size more bytes gives exactly one whole line per newline (no overlong line's pieces)."""
+        return not self._overlong and self.held_size + size <= self.max_line_size
+
     def cut(self):
         """Hand on the unfinished line held so far, in Fragment pieces; the rest of it will follow in pieces."""
         if not self._held:
