@@ -22,9 +22,7 @@ from .relay import SWITCH_INTERVAL, ListenAddress, Log, RelayServer, Upstream, d
 from .stats import StatOutput
 from .stopping import StopSignals, stop_signals_blocked
 from .tls import TlsOptions, tls_reason
-from .web.server import DEFAULT_PORT as DEFAULT_WEB_PORT
-from .web.server import WebAddressError, WebServer, parse_web_address
-from .web.store import WebStore
+from .web import DEFAULT_PORT as DEFAULT_WEB_PORT
 
 DEFAULT_PORT = 5003
 DEFAULT_TLS_PORT = 5013
@@ -399,6 +397,8 @@ def spy_tool(argv):
 
 def web_view(parser, args):
     """--web: bind its port now (before anything else is touched), and return the store it serves."""
+    from .web.server import WebAddressError, WebServer, parse_web_address   # here: http.server slows every start
+    from .web.store import WebStore
     try:
         address = parse_web_address(args.web)
     except WebAddressError as error:

@@ -17,11 +17,11 @@ import time
 import urllib.parse
 
 from .. import __version__
+from . import DEFAULT_PORT
 from ..events import host_port
 from ..relay import describe_error
 from .store import QueryError, finite_numbers
 
-DEFAULT_PORT = 8030
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'page.html')
 COOKIE = 'ctiproxy_token'
 BATCH_INTERVAL = 0.2        # seconds: an event stream sends at most one batch this often
