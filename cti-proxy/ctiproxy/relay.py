@@ -170,30 +170,42 @@ def _local_address(sock):
 
 
 class OwnConnections:
-    """The tool's own connections to the server, to recognise one that comes back to the tool (a loop)."""
+    """The tool's own connections to the server, to recognise one that comes back to the tool (a loop).
+
+    A connection is known by both its ends: Linux gives connections to different places the same local port, so
+    a client on this machine may come from the local address of one of the tool's connections, and be another."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._unplaced = weakref.WeakSet()                  # added before connecting: no local port yet
-        self._by_address = weakref.WeakValueDictionary()    # local (host, port) -> socket
+        self._unplaced = weakref.WeakSet()                  # added before connecting: their ends are not known yet
+        self._by_ends = weakref.WeakValueDictionary()       # (local (host, port), far (host, port)) -> socket
 
     def add(self, sock):
-        """Know sock before it connects (its local address is given by connecting)."""
+        """Know sock before it connects (its ends are known once it is connected)."""
         with self._lock:
             self._unplaced.add(sock)
 
-    def owns(self, address):
-        """Whether address is the local end of one of the connections, still open."""
-        wanted = plain_address(address)
+    def owns(self, address, local_address):
+        """Whether the connection from address to local_address (a client's, as the tool accepted it) is one of
+        the connections, still open, seen from its other end."""
+        wanted = (plain_address(address), plain_address(local_address))
         with self._lock:
             for sock in list(self._unplaced):
-                local = _local_address(sock)
-                if local is None or local[1]:           # closed, or connecting: its address is known
+                ends = _ends(sock)
+                if ends is not None:
+                    self._by_ends[ends] = sock
+                if ends is not None or _local_address(sock) is None:      # connected, or closed
                     self._unplaced.discard(sock)
-                if local is not None and local[1]:
-                    self._by_address[local] = sock
-            sock = self._by_address.get(wanted)
-        return sock is not None and _local_address(sock) == wanted
+            sock = self._by_ends.get(wanted)
+        return sock is not None and _ends(sock) == wanted
+
+
+def _ends(sock):
+    """(local, far) (host, port) of a connected socket; None if it is not connected (or closed)."""
+    try:
+        return plain_address(sock.getsockname()), plain_address(sock.getpeername())
+    except OSError:
+        return None
 
 
 class ResourceLimit:
@@ -699,7 +711,8 @@ class RelayServer(ListeningServer):
     def verify_request(self, request, client_address):
         """Refuse a connection that is the tool's own to the server, come back to it: the server's address
         leads to the tool (through a name or an address the start did not recognise as its own)."""
-        if not self.upstream.own.owns(client_address):
+        local_address = _local_address(request)
+        if local_address is None or not self.upstream.own.owns(client_address, local_address):
             return True
         self._refuse(client_address, 'the connection to server %s came back to the tool itself (it listens on '
                                      '%s): refused, to end the loop' % (self.upstream, self.listen.describe(self.port)))
