@@ -142,16 +142,16 @@ class Reassembler:
 
     def feed(self, segment, time):
         """The events that one captured segment brings (a list, often of one Data)."""
-        flags = segment.flags
-        if segment.dport == self.server_port:
-            key = (segment.src, segment.sport, segment.dst, segment.dport)
+        src, sport, dst, dport, seq, ack, flags, payload, cut = segment
+        if dport == self.server_port:
+            key = (src, sport, dst, dport)
             from_client = True
-            if segment.sport == self.server_port and key not in self._connections:     # port to the same port
-                reverse = (segment.dst, segment.dport, segment.src, segment.sport)
+            if sport == dport and key not in self._connections:     # port to the same port
+                reverse = (dst, dport, src, sport)
                 if reverse in self._connections or reverse in self._ended:
                     key, from_client = reverse, False
-        elif segment.sport == self.server_port:
-            key = (segment.dst, segment.dport, segment.src, segment.sport)
+        elif sport == self.server_port:
+            key = (dst, dport, src, sport)
             from_client = False
         else:
             self._count_other(segment)
@@ -175,7 +175,7 @@ class Reassembler:
                         direction.resume(*end)
             else:
                 connection = self._open(key, time, events)
-        elif opening and connection.client.isn != segment.seq:
+        elif opening and connection.client.isn != seq:
             self._end(connection, time, REPLACED, events)
             connection = self._open(key, time, events)
         elif connection is not self._latest:
@@ -189,21 +189,19 @@ class Reassembler:
         if flags & RST:
             self._end(connection, time, RESET, events)
             return events
-        seq = segment.seq
         if flags & SYN:
             if sender.next is None:
                 sender.isn = seq
                 sender.next = seq + 1
                 sender.at_line_start = True
             if flags & ACK and receiver.next is None:     # a SYN-ACK whose SYN was not captured: it says where
-                receiver.isn = (segment.ack - 1) & _MASK
-                receiver.next = segment.ack
+                receiver.isn = (ack - 1) & _MASK
+                receiver.next = ack
                 receiver.at_line_start = True
             seq = (seq + 1) & _MASK
         elif sender.next is None:
             sender.start(seq)
-        payload = segment.payload
-        if seq == sender.next & _MASK and payload and not segment.cut and not sender.held and not sender.closed:
+        if seq == sender.next & _MASK and payload and not cut and not sender.held and not sender.closed:
             if sender.start_missed:                                      # in order: the common case
                 self._deliver(connection, sender, payload, time, events)
             else:
@@ -212,12 +210,12 @@ class Reassembler:
                 sender.at_line_start = payload[-1] == 10
         elif sender.closed:
             sender.retransmitted += len(payload)                         # after its FIN: nothing new can come
-        elif payload or segment.cut:
-            self._receive(connection, sender, sender.position(seq), payload, segment.cut, time, events)
+        elif payload or cut:
+            self._receive(connection, sender, sender.position(seq), payload, cut, time, events)
         if flags & FIN and sender.fin is None:
-            sender.fin = sender.position((seq + len(payload) + segment.cut) & _MASK)
+            sender.fin = sender.position((seq + len(payload) + cut) & _MASK)
         if flags & ACK and receiver.next is not None and not receiver.closed:
-            acked = (segment.ack - receiver.next) & _MASK
+            acked = (ack - receiver.next) & _MASK
             if 1 < acked < _HALF:           # the receiver has bytes the capture lacks: they will not come
                 target = receiver.next + acked
                 if receiver.fin is not None and target > receiver.fin:
