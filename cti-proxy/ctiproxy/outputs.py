@@ -168,6 +168,31 @@ def _number(value):
     return float.__repr__(value)
 
 
+def _scalar_json(value):
+    """An int, a float, True, False or None as json writes it."""
+    kind = value.__class__
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        return _number(value)
+    return _LITERALS[value]
+
+
+# '"class": ' for the keys met so far: the next messages have the same keys.  At most KEYS_KEPT keys of at most
+# KEPT_KEY_SIZE characters are kept, so that no traffic can make it grow beyond a few hundred KB.
+_key_texts = {}
+KEYS_KEPT = 4096
+KEPT_KEY_SIZE = 64
+
+
+def _key_text(key):
+    """'"key": ', kept in _key_texts if there is room."""
+    text = _string(key) + ': '
+    if len(_key_texts) < KEYS_KEPT and len(key) <= KEPT_KEY_SIZE:
+        _key_texts[key] = text
+    return text
+
+
 def pretty_json(value, newline='\n'):
     """A message indented by 4 with sorted keys, as ctispy --pretty-print and ctisave write it.
 
@@ -179,14 +204,7 @@ def pretty_json(value, newline='\n'):
     if kind is str:
         return _string(value)
     if kind is dict:
-        if not value:
-            return '{}'
-        if len(newline) >= _TOO_DEEP:
-            return _one_line_sorted(value)
-        inner = newline + '    '
-        return '{' + inner + (',' + inner).join([
-            _string(key) + ': ' + (_string(item) if item.__class__ is str else pretty_json(item, inner))
-            for key, item in sorted(value.items())]) + newline + '}'
+        return _pretty_object(value, newline) if value else '{}'
     if kind is list:
         if not value:
             return '[]'
@@ -196,11 +214,27 @@ def pretty_json(value, newline='\n'):
         return '[' + inner + (',' + inner).join([
             _string(item) if item.__class__ is str else pretty_json(item, inner)
             for item in value]) + newline + ']'
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float:
-        return _number(value)
-    return _LITERALS[value]
+    return _scalar_json(value)
+
+
+def _pretty_object(value, newline):
+    """pretty_json of a dict that is not empty."""
+    if len(newline) >= _TOO_DEEP:
+        return _one_line_sorted(value)
+    inner = newline + '    '
+    key_texts = _key_texts
+    items = []
+    for key in sorted(value):
+        item = value[key]
+        kind = item.__class__
+        if kind is str:
+            text = _string(item)
+        elif kind is dict or kind is list:
+            text = pretty_json(item, inner)
+        else:
+            text = _scalar_json(item)
+        items.append((key_texts.get(key) or _key_text(key)) + text)
+    return '{' + inner + (',' + inner).join(items) + newline + '}'
 
 
 def message_bytes(message, to_json):
@@ -261,19 +295,21 @@ class Clock:
     'epoch' 1795870862.125470, 'since-start' the time since the session opened, 'delta' since the previous
     message shown of that session (since-start for its first), both as 00:00:00.001400."""
 
+    SECOND_FORMATS = {'clock': '%H:%M:%S', 'date': '%Y-%m-%d %H:%M:%S'}
+
     def __init__(self, form='clock'):
         self.form = form
         self.advances = form == 'delta'     # each stamp depends on the one before: headers are not reused
         self._previous = {}                 # session -> the time of its latest message shown, in microseconds
+        self._second = None                 # the latest second shown as local time, and its text
+        self._second_text = None
 
     def stamp(self, session, when, message=True):
         """The time as shown; message: a message's time (the next delta counts from it), not a notice's."""
         form = self.form
-        if form == 'clock':
-            return datetime.datetime.fromtimestamp(when).strftime('%H:%M:%S.%f')
-        if form == 'date':
-            return datetime.datetime.fromtimestamp(when).strftime('%Y-%m-%d %H:%M:%S.%f')
         micro = microseconds(when)
+        if form in self.SECOND_FORMATS:
+            return self._local_time(micro)
         if form == 'epoch':
             return '%d.%06d' % divmod(micro, 1000000)
         start = microseconds(session.opened)
@@ -283,6 +319,14 @@ class Clock:
         if message:
             self._previous[session] = micro
         return duration(micro - previous)
+
+    def _local_time(self, micro):
+        """datetime.fromtimestamp(when).strftime(...'.%f'), each second formatted once (strftime is slow)."""
+        second, fraction = divmod(micro, 1000000)
+        if second != self._second:
+            self._second_text = datetime.datetime.fromtimestamp(second).strftime(self.SECOND_FORMATS[self.form])
+            self._second = second
+        return '%s.%06d' % (self._second_text, fraction)
 
     def forget(self, session):
         self._previous.pop(session, None)
@@ -310,11 +354,10 @@ class AnswerMarks:
         pairing = self._pairings.get(session)
         if message is None or pairing is None:
             return
-        when = microseconds(when) / 1000000.0
         if direction == CLIENT:
-            self.latest_request = pairing.request(message, when)
+            self.latest_request = pairing.request(message, microseconds(when) / 1000000.0)
             return
-        reply = pairing.answer(message, when)
+        reply = pairing.answer(message, microseconds(when) / 1000000.0) if 'replyid' in message else None
         error = error_of(message)
         if reply is not None or error is not None:
             slow = reply is not None and self.slow_ms is not None and reply.ms > self.slow_ms
@@ -456,13 +499,13 @@ class SpyOutput(MarkingOutput):
         self.oneline = oneline
         self.clock = clock or Clock()
         self.open_sessions = set()
-        self.overlapped = False     # two sessions were open at once: from then on, every line is tagged
-        self._header_key = None
+        self.tagged = loop          # every line is tagged with its session: with --loop, or once two sessions
+        self._header_key = None     # were open at once
         self._header = None
 
     def session_started(self, session):
         self.open_sessions.add(session)
-        self.overlapped = self.overlapped or len(self.open_sessions) > 1
+        self.tagged = self.tagged or len(self.open_sessions) > 1
         super().session_started(session)
 
     def session_ended(self, session, when):
@@ -470,14 +513,11 @@ class SpyOutput(MarkingOutput):
         self.open_sessions.discard(session)
         self.clock.forget(session)
 
-    def _tagged(self):
-        return self.loop or self.overlapped
-
     def header(self, session, direction, when, mark=None):
         """The line above a message: '    13:01:02.123456 Client > Server', tagged '[#2]' with --loop or when
         several sessions are open, and for an answer '  reply to login_id, 1.4 ms' (SLOW, ERROR: ...);
         with oneline, the start of the message's line: '13:01:02.123456 [#2] S>C '."""
-        key = (session, direction, when, self._tagged())
+        key = (session, direction, when, self.tagged)
         if mark is None and key == self._header_key and not self.clock.advances:
             return self._header
         stamp = self.clock.stamp(session, when)
@@ -496,7 +536,7 @@ class SpyOutput(MarkingOutput):
         return header
 
     def _notice_stamp(self, session, when):
-        tagged = self._tagged()
+        tagged = self.tagged
         stamp = self.clock.stamp(session, when, message=False)
         if self.oneline:
             return '%s [#%d]' % (stamp, session.number) if tagged else stamp
