@@ -58,6 +58,11 @@ class BatchedStream:
         self._size = 0
 
     def write(self, data):
+        if len(data) >= self.BATCH:         # a big piece goes as it is, not copied to be joined to what waits
+            if self._parts:
+                self._write_out()
+            self.stream.write(data)
+            return
         self._parts.append(data)
         self._size += len(data)
         if self._size >= self.BATCH:
@@ -134,18 +139,19 @@ class Output:
 
 
 def _one_line_encoder(sort_keys=False):
-    """json.dumps(message, ensure_ascii=False, sort_keys=sort_keys), with json's C encoder built once
-    instead of per call."""
+    """json.dumps(message, ensure_ascii=False, sort_keys=sort_keys), and the same text as parts to join (a list
+    or tuple of str), with json's C encoder built once instead of per call."""
     make_encoder = getattr(json.encoder, 'c_make_encoder', None)
     if make_encoder is None:
-        return json.JSONEncoder(ensure_ascii=False, sort_keys=sort_keys).encode
+        encode_text = json.JSONEncoder(ensure_ascii=False, sort_keys=sort_keys).encode
+        return encode_text, lambda message: (encode_text(message),)
     # markers, default, string encoder, indent, key and item separators, sort_keys, skipkeys, allow_nan
     encode = make_encoder(None, None, json.encoder.encode_basestring, None, ': ', ', ', sort_keys, False, True)
-    return lambda message: ''.join(encode(message, 0))
+    return (lambda message: ''.join(encode(message, 0))), (lambda message: encode(message, 0))
 
 
-one_line_json = _one_line_encoder()
-_one_line_sorted = _one_line_encoder(sort_keys=True)
+one_line_json, one_line_parts = _one_line_encoder()
+_one_line_sorted = _one_line_encoder(sort_keys=True)[0]
 
 _string = json.encoder.encode_basestring       # a JSON string literal, non-ASCII kept as is
 _LITERALS = {True: 'true', False: 'false', None: 'null'}
@@ -211,19 +217,22 @@ def pretty_json(value, newline='\n'):
         if len(newline) >= _TOO_DEEP:
             return _one_line_sorted(value)
         inner = newline + '    '
-        return '[' + inner + (',' + inner).join([
-            _string(item) if item.__class__ is str else pretty_json(item, inner)
-            for item in value]) + newline + ']'
+        items = [_string(item) if item.__class__ is str else pretty_json(item, inner) for item in value]
+        items[0] = '[' + inner + items[0]           # the brackets with the items: the list is joined once
+        items[-1] += newline + ']'
+        return (',' + inner).join(items)
     return _scalar_json(value)
 
 
 def _pretty_object(value, newline):
-    """pretty_json of a dict that is not empty."""
+    """pretty_json of a dict that is not empty: its parts joined once (a big item is not copied into a bigger one
+    with its key, then again with its brackets)."""
     if len(newline) >= _TOO_DEEP:
         return _one_line_sorted(value)
     inner = newline + '    '
+    comma = ',' + inner
     key_texts = _key_texts
-    items = []
+    parts = []
     for key in sorted(value):
         item = value[key]
         kind = item.__class__
@@ -233,17 +242,36 @@ def _pretty_object(value, newline):
             text = pretty_json(item, inner)
         else:
             text = _scalar_json(item)
-        items.append((key_texts.get(key) or _key_text(key)) + text)
-    return '{' + inner + (',' + inner).join(items) + newline + '}'
+        parts += (comma, key_texts.get(key) or _key_text(key), text)
+    parts[0] = '{' + inner
+    parts.append(newline + '}')
+    return ''.join(parts)
 
 
-def message_bytes(message, to_json):
-    """The UTF-8 bytes of a message through to_json, safe on a terminal (json_bytes); None when
-    it is nested deeper than json can write."""
+def pretty_parts(message):
+    """pretty_json(message) as parts to join, as one_line_parts gives them."""
+    return (pretty_json(message),)
+
+
+def write_message(stream, header, message, to_parts, ending=b'\n'):
+    """Write header, the message's JSON text (to_parts gives it in parts) in UTF-8 made safe on a terminal
+    (json_bytes), and ending; return False, writing nothing, if the message is nested deeper than json can write.
+
+    A small message goes in one write; a big one's text is encoded a slice at a time, so that it is never held
+    whole twice (as text and as bytes), nor joined from its parts."""
     try:
-        return json_bytes(to_json(message))
+        parts = to_parts(message)
     except (ValueError, RecursionError):
-        return None
+        return False
+    if len(parts) == 1 and len(parts[0]) <= COPIED_BODY:
+        stream.write(header + json_bytes(parts[0]) + ending)
+        return True
+    stream.write(header)
+    for part in parts:
+        for start in range(0, len(part), SLICE):
+            stream.write(json_bytes(part[start:start + SLICE]))
+    stream.write(ending)
+    return True
 
 
 def write_line(stream, pieces):
@@ -270,7 +298,7 @@ SLOW_COLOUR = '\x1b[1;33m'
 RESET = '\x1b[0m'
 
 TIME_FORMS = ('clock', 'date', 'epoch', 'since-start', 'delta')
-COPIED_BODY = 64 * 1024         # a message's bytes up to this size are joined to its header and end in one write
+COPIED_BODY = 64 * 1024         # a message's text up to this size is joined to its header and end in one write
 MAX_SHOWN_ERROR = 200           # characters of an error text shown in a header; the message holds it all
 
 
@@ -491,7 +519,7 @@ class SpyOutput(MarkingOutput):
                  clock=None):
         super().__init__(loop, slow_ms)
         self.stream = BatchedStream(stream)
-        self.to_json = pretty_json if pretty else one_line_json
+        self.to_parts = pretty_parts if pretty else one_line_parts
         self.raw = raw
         self.wants_messages = not raw
         self.sees_all = not raw
@@ -570,17 +598,10 @@ class SpyOutput(MarkingOutput):
     def message(self, session, direction, when, message, line):
         mark = self.marks.latest
         header = self.header(session, direction, when, mark)
-        body = None if message is None else message_bytes(message, self.to_json)
         ending = b'\n'
         if self.oneline and mark is not None:
             ending = ('  # ' + ', '.join(mark_parts(mark, self.colour)) + '\n').encode('utf-8', 'backslashreplace')
-        if body is not None and len(body) <= COPIED_BODY:
-            self.stream.write(header + body + ending)
-        elif body is not None:          # a big message: not copied once more to be joined to its header
-            self.stream.write(header)
-            self.stream.write(body)
-            self.stream.write(ending)
-        else:
+        if message is None or not write_message(self.stream, header, message, self.to_parts, ending):
             self.stream.write(header)
             for piece in shown_text(line):
                 self.stream.write(piece)
@@ -906,15 +927,9 @@ class SaveOutput(Output):
         """The message pretty-printed, or else the line as ctispy shows it; escaped as on the display."""
         file = self.files[session, direction]
         self._changed.add(file)
-        body = None if message is None else message_bytes(message, pretty_json)
         try:
-            if body is None:
+            if message is None or not write_message(file, b'', message, pretty_parts):
                 write_line(file, shown_text(line))
-            elif len(body) <= COPIED_BODY:
-                file.write(body + b'\n')
-            else:                       # a big message: not copied once more to be joined to its newline
-                file.write(body)
-                file.write(b'\n')
         except OSError as error:
             raise _cannot_write(file.name, error)
 
