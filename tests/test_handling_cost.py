@@ -15,8 +15,9 @@ from tests.harness import TIMEOUT, Tool, in_parallel, recv_until_eof, seeded_rng
 from tests.test_memory import MiB, peak_rss
 from ctiproxy import outputs
 from ctiproxy.escaping import SLICE, json_bytes
-from ctiproxy.outputs import (KEPT_KEY_SIZE, KEYS_KEPT, BatchedStream, Clock, one_line_json, one_line_parts,
-                              pretty_json, pretty_parts, write_message)
+from ctiproxy.outputs import (KEPT_KEY_SIZE, KEYS_KEPT, MAX_INDENT_DEPTH, BatchedStream, Clock, one_line_json,
+                              one_line_parts, pretty_json, pretty_message, pretty_parts, write_message)
+from tests.test_outputs import random_value
 from ctiproxy.stats import DirectionStats
 
 
@@ -53,6 +54,35 @@ class KeyTextsTest(unittest.TestCase):
             self.assertEqual(pretty_json(value), json.dumps(value, indent=4, sort_keys=True, ensure_ascii=False))
         self.assertLessEqual(len(outputs._key_texts), KEYS_KEPT)
         self.assertTrue(all(len(key) <= KEPT_KEY_SIZE for key in outputs._key_texts))
+
+
+class IndentedInCTest(unittest.TestCase):
+    """pretty_message: json's C encoder where it indents (Python 3.13 and later), else pretty_json; the same text."""
+
+    def nested(self, depth, inside):
+        value = inside
+        for level in range(depth):
+            value = {'k': value} if level % 2 else [value]
+        return value
+
+    def test_the_same_text_as_pretty_json(self):
+        rng = seeded_rng(self)
+        for _ in range(2000):
+            value = {'class': 'x', 'v': random_value(rng)}
+            self.assertEqual(pretty_message(value), pretty_json(value))
+
+    def test_nested_around_the_indentation_limit(self):
+        for depth in range(MAX_INDENT_DEPTH - 2, MAX_INDENT_DEPTH + 3):
+            for inside in ({}, [], {'a': 1, 'b': [2, {}]}, 'text'):
+                value = self.nested(depth, inside)
+                self.assertEqual(pretty_message(value), pretty_json(value), (depth, inside))
+
+    def test_nested_deeper_than_json_writes(self):
+        value = self.nested(100000, 1)
+        with self.assertRaises(RecursionError):
+            pretty_json(value)
+        with self.assertRaises(RecursionError):
+            pretty_message(value)
 
 
 class BigMessageTest(unittest.TestCase):
