@@ -154,7 +154,7 @@ class LineSplitter:
         self.held_size = 0
 
 
-_decode = json.JSONDecoder().raw_decode
+_scan = json.JSONDecoder().scan_once       # raw_decode's scanner, without its wrapping
 _JSON_SPACE = ' \t\n\r'
 
 
@@ -168,9 +168,10 @@ def parse_message(line):
     try:
         text = line.decode('utf-8')
         start = 0 if text[:1] == '{' else len(text) - len(text.lstrip(_JSON_SPACE))
-        message, end = _decode(text, start)
-    except (ValueError, RecursionError, MemoryError):
-        # ValueError covers bad UTF-8 and bad JSON; RecursionError, nesting too deep to read.
+        message, end = _scan(text, start)
+    except (ValueError, StopIteration, RecursionError, MemoryError):
+        # ValueError covers bad UTF-8 and bad JSON (StopIteration: no JSON value at all); RecursionError,
+        # nesting too deep to read.
         return None
     if message.__class__ is not dict or (end != len(text) and text[end:].strip(_JSON_SPACE)):
         return None

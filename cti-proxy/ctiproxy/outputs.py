@@ -58,6 +58,11 @@ class BatchedStream:
         self._size = 0
 
     def write(self, data):
+        if len(data) >= self.BATCH:         # a big piece goes as it is, not copied to be joined to what waits
+            if self._parts:
+                self._write_out()
+            self.stream.write(data)
+            return
         self._parts.append(data)
         self._size += len(data)
         if self._size >= self.BATCH:
@@ -134,18 +139,19 @@ class Output:
 
 
 def _one_line_encoder(sort_keys=False):
-    """json.dumps(message, ensure_ascii=False, sort_keys=sort_keys), with json's C encoder built once
-    instead of per call."""
+    """json.dumps(message, ensure_ascii=False, sort_keys=sort_keys), and the same text as parts to join (a list
+    or tuple of str), with json's C encoder built once instead of per call."""
     make_encoder = getattr(json.encoder, 'c_make_encoder', None)
     if make_encoder is None:
-        return json.JSONEncoder(ensure_ascii=False, sort_keys=sort_keys).encode
+        encode_text = json.JSONEncoder(ensure_ascii=False, sort_keys=sort_keys).encode
+        return encode_text, lambda message: (encode_text(message),)
     # markers, default, string encoder, indent, key and item separators, sort_keys, skipkeys, allow_nan
     encode = make_encoder(None, None, json.encoder.encode_basestring, None, ': ', ', ', sort_keys, False, True)
-    return lambda message: ''.join(encode(message, 0))
+    return (lambda message: ''.join(encode(message, 0))), (lambda message: encode(message, 0))
 
 
-one_line_json = _one_line_encoder()
-_one_line_sorted = _one_line_encoder(sort_keys=True)
+one_line_json, one_line_parts = _one_line_encoder()
+_one_line_sorted = _one_line_encoder(sort_keys=True)[0]
 
 _string = json.encoder.encode_basestring       # a JSON string literal, non-ASCII kept as is
 _LITERALS = {True: 'true', False: 'false', None: 'null'}
@@ -168,6 +174,31 @@ def _number(value):
     return float.__repr__(value)
 
 
+def _scalar_json(value):
+    """An int, a float, True, False or None as json writes it."""
+    kind = value.__class__
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        return _number(value)
+    return _LITERALS[value]
+
+
+# '"class": ' for the keys met so far: the next messages have the same keys.  At most KEYS_KEPT keys of at most
+# KEPT_KEY_SIZE characters are kept, so that no traffic can make it grow beyond a few hundred KB.
+_key_texts = {}
+KEYS_KEPT = 4096
+KEPT_KEY_SIZE = 64
+
+
+def _key_text(key):
+    """'"key": ', kept in _key_texts if there is room."""
+    text = _string(key) + ': '
+    if len(_key_texts) < KEYS_KEPT and len(key) <= KEPT_KEY_SIZE:
+        _key_texts[key] = text
+    return text
+
+
 def pretty_json(value, newline='\n'):
     """A message indented by 4 with sorted keys, as ctispy --pretty-print and ctisave write it.
 
@@ -179,37 +210,98 @@ def pretty_json(value, newline='\n'):
     if kind is str:
         return _string(value)
     if kind is dict:
-        if not value:
-            return '{}'
-        if len(newline) >= _TOO_DEEP:
-            return _one_line_sorted(value)
-        inner = newline + '    '
-        return '{' + inner + (',' + inner).join([
-            _string(key) + ': ' + (_string(item) if item.__class__ is str else pretty_json(item, inner))
-            for key, item in sorted(value.items())]) + newline + '}'
+        return _pretty_object(value, newline) if value else '{}'
     if kind is list:
         if not value:
             return '[]'
         if len(newline) >= _TOO_DEEP:
             return _one_line_sorted(value)
         inner = newline + '    '
-        return '[' + inner + (',' + inner).join([
-            _string(item) if item.__class__ is str else pretty_json(item, inner)
-            for item in value]) + newline + ']'
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float:
-        return _number(value)
-    return _LITERALS[value]
+        items = [_string(item) if item.__class__ is str else pretty_json(item, inner) for item in value]
+        items[0] = '[' + inner + items[0]           # the brackets with the items: the list is joined once
+        items[-1] += newline + ']'
+        return (',' + inner).join(items)
+    return _scalar_json(value)
 
 
-def message_bytes(message, to_json):
-    """The UTF-8 bytes of a message through to_json, safe on a terminal (json_bytes); None when
-    it is nested deeper than json can write."""
-    try:
-        return json_bytes(to_json(message))
-    except (ValueError, RecursionError):
+def _pretty_object(value, newline):
+    """pretty_json of a dict that is not empty: its parts joined once (a big item is not copied into a bigger one
+    with its key, then again with its brackets)."""
+    if len(newline) >= _TOO_DEEP:
+        return _one_line_sorted(value)
+    inner = newline + '    '
+    comma = ',' + inner
+    key_texts = _key_texts
+    parts = []
+    for key in sorted(value):
+        item = value[key]
+        kind = item.__class__
+        if kind is str:
+            text = _string(item)
+        elif kind is dict or kind is list:
+            text = pretty_json(item, inner)
+        else:
+            text = _scalar_json(item)
+        parts += (comma, key_texts.get(key) or _key_text(key), text)
+    parts[0] = '{' + inner
+    parts.append(newline + '}')
+    return ''.join(parts)
+
+
+def _indenting_encoder():
+    """json.dumps(message, indent=4, sort_keys=True, ensure_ascii=False) by json's C encoder, built once; None
+    before Python 3.13, whose C encoder takes an indent and ignores it."""
+    make_encoder = getattr(json.encoder, 'c_make_encoder', None)
+    if make_encoder is None:
         return None
+    encode = make_encoder(None, None, json.encoder.encode_basestring, '    ', ': ', ',', True, False, True)
+    if ''.join(encode({'a': [1]}, 0)) != '{\n    "a": [\n        1\n    ]\n}':
+        return None
+    return lambda message: ''.join(encode(message, 0))
+
+
+_indented_in_c = _indenting_encoder()
+_TOO_DEEP_ITEM = '\n' + ' ' * (4 * MAX_INDENT_DEPTH + 4)     # an item that pretty_json writes on its container's line
+
+
+def pretty_message(message):
+    """pretty_json(message), by json's C encoder where it can (Python 3.13 and later): the same text unless the
+    message nests deeper than MAX_INDENT_DEPTH (a newline is never inside a JSON string, so the layout shows it),
+    in which case, or if json cannot write it, pretty_json writes it."""
+    if _indented_in_c is not None:
+        try:
+            text = _indented_in_c(message)
+        except (ValueError, RecursionError):
+            text = None
+        if text is not None and _TOO_DEEP_ITEM not in text:
+            return text
+    return pretty_json(message)
+
+
+def pretty_parts(message):
+    """pretty_message(message) as parts to join, as one_line_parts gives them."""
+    return (pretty_message(message),)
+
+
+def write_message(stream, header, message, to_parts, ending=b'\n'):
+    """Write header, the message's JSON text (to_parts gives it in parts) in UTF-8 made safe on a terminal
+    (json_bytes), and ending; return False, writing nothing, if the message is nested deeper than json can write.
+
+    A small message goes in one write; a big one's text is encoded a slice at a time, so that it is never held
+    whole twice (as text and as bytes), nor joined from its parts."""
+    try:
+        parts = to_parts(message)
+    except (ValueError, RecursionError):
+        return False
+    if len(parts) == 1 and len(parts[0]) <= COPIED_BODY:
+        stream.write(header + json_bytes(parts[0]) + ending)
+        return True
+    stream.write(header)
+    for part in parts:
+        for start in range(0, len(part), SLICE):
+            stream.write(json_bytes(part[start:start + SLICE]))
+    stream.write(ending)
+    return True
 
 
 def write_line(stream, pieces):
@@ -236,7 +328,7 @@ SLOW_COLOUR = '\x1b[1;33m'
 RESET = '\x1b[0m'
 
 TIME_FORMS = ('clock', 'date', 'epoch', 'since-start', 'delta')
-COPIED_BODY = 64 * 1024         # a message's bytes up to this size are joined to its header and end in one write
+COPIED_BODY = 64 * 1024         # a message's text up to this size is joined to its header and end in one write
 MAX_SHOWN_ERROR = 200           # characters of an error text shown in a header; the message holds it all
 
 
@@ -261,19 +353,21 @@ class Clock:
     'epoch' 1795870862.125470, 'since-start' the time since the session opened, 'delta' since the previous
     message shown of that session (since-start for its first), both as 00:00:00.001400."""
 
+    SECOND_FORMATS = {'clock': '%H:%M:%S', 'date': '%Y-%m-%d %H:%M:%S'}
+
     def __init__(self, form='clock'):
         self.form = form
         self.advances = form == 'delta'     # each stamp depends on the one before: headers are not reused
         self._previous = {}                 # session -> the time of its latest message shown, in microseconds
+        self._second = None                 # the latest second shown as local time, and its text
+        self._second_text = None
 
     def stamp(self, session, when, message=True):
         """The time as shown; message: a message's time (the next delta counts from it), not a notice's."""
         form = self.form
-        if form == 'clock':
-            return datetime.datetime.fromtimestamp(when).strftime('%H:%M:%S.%f')
-        if form == 'date':
-            return datetime.datetime.fromtimestamp(when).strftime('%Y-%m-%d %H:%M:%S.%f')
         micro = microseconds(when)
+        if form in self.SECOND_FORMATS:
+            return self._local_time(micro)
         if form == 'epoch':
             return '%d.%06d' % divmod(micro, 1000000)
         start = microseconds(session.opened)
@@ -283,6 +377,14 @@ class Clock:
         if message:
             self._previous[session] = micro
         return duration(micro - previous)
+
+    def _local_time(self, micro):
+        """datetime.fromtimestamp(when).strftime(...'.%f'), each second formatted once (strftime is slow)."""
+        second, fraction = divmod(micro, 1000000)
+        if second != self._second:
+            self._second_text = datetime.datetime.fromtimestamp(second).strftime(self.SECOND_FORMATS[self.form])
+            self._second = second
+        return '%s.%06d' % (self._second_text, fraction)
 
     def forget(self, session):
         self._previous.pop(session, None)
@@ -310,11 +412,10 @@ class AnswerMarks:
         pairing = self._pairings.get(session)
         if message is None or pairing is None:
             return
-        when = microseconds(when) / 1000000.0
         if direction == CLIENT:
-            self.latest_request = pairing.request(message, when)
+            self.latest_request = pairing.request(message, microseconds(when) / 1000000.0)
             return
-        reply = pairing.answer(message, when)
+        reply = pairing.answer(message, microseconds(when) / 1000000.0) if 'replyid' in message else None
         error = error_of(message)
         if reply is not None or error is not None:
             slow = reply is not None and self.slow_ms is not None and reply.ms > self.slow_ms
@@ -448,7 +549,7 @@ class SpyOutput(MarkingOutput):
                  clock=None):
         super().__init__(loop, slow_ms)
         self.stream = BatchedStream(stream)
-        self.to_json = pretty_json if pretty else one_line_json
+        self.to_parts = pretty_parts if pretty else one_line_parts
         self.raw = raw
         self.wants_messages = not raw
         self.sees_all = not raw
@@ -456,13 +557,13 @@ class SpyOutput(MarkingOutput):
         self.oneline = oneline
         self.clock = clock or Clock()
         self.open_sessions = set()
-        self.overlapped = False     # two sessions were open at once: from then on, every line is tagged
-        self._header_key = None
+        self.tagged = loop          # every line is tagged with its session: with --loop, or once two sessions
+        self._header_key = None     # were open at once
         self._header = None
 
     def session_started(self, session):
         self.open_sessions.add(session)
-        self.overlapped = self.overlapped or len(self.open_sessions) > 1
+        self.tagged = self.tagged or len(self.open_sessions) > 1
         super().session_started(session)
 
     def session_ended(self, session, when):
@@ -470,14 +571,11 @@ class SpyOutput(MarkingOutput):
         self.open_sessions.discard(session)
         self.clock.forget(session)
 
-    def _tagged(self):
-        return self.loop or self.overlapped
-
     def header(self, session, direction, when, mark=None):
         """The line above a message: '    13:01:02.123456 Client > Server', tagged '[#2]' with --loop or when
         several sessions are open, and for an answer '  reply to login_id, 1.4 ms' (SLOW, ERROR: ...);
         with oneline, the start of the message's line: '13:01:02.123456 [#2] S>C '."""
-        key = (session, direction, when, self._tagged())
+        key = (session, direction, when, self.tagged)
         if mark is None and key == self._header_key and not self.clock.advances:
             return self._header
         stamp = self.clock.stamp(session, when)
@@ -496,7 +594,7 @@ class SpyOutput(MarkingOutput):
         return header
 
     def _notice_stamp(self, session, when):
-        tagged = self._tagged()
+        tagged = self.tagged
         stamp = self.clock.stamp(session, when, message=False)
         if self.oneline:
             return '%s [#%d]' % (stamp, session.number) if tagged else stamp
@@ -530,17 +628,10 @@ class SpyOutput(MarkingOutput):
     def message(self, session, direction, when, message, line):
         mark = self.marks.latest
         header = self.header(session, direction, when, mark)
-        body = None if message is None else message_bytes(message, self.to_json)
         ending = b'\n'
         if self.oneline and mark is not None:
             ending = ('  # ' + ', '.join(mark_parts(mark, self.colour)) + '\n').encode('utf-8', 'backslashreplace')
-        if body is not None and len(body) <= COPIED_BODY:
-            self.stream.write(header + body + ending)
-        elif body is not None:          # a big message: not copied once more to be joined to its header
-            self.stream.write(header)
-            self.stream.write(body)
-            self.stream.write(ending)
-        else:
+        if message is None or not write_message(self.stream, header, message, self.to_parts, ending):
             self.stream.write(header)
             for piece in shown_text(line):
                 self.stream.write(piece)
@@ -866,15 +957,9 @@ class SaveOutput(Output):
         """The message pretty-printed, or else the line as ctispy shows it; escaped as on the display."""
         file = self.files[session, direction]
         self._changed.add(file)
-        body = None if message is None else message_bytes(message, pretty_json)
         try:
-            if body is None:
+            if message is None or not write_message(file, b'', message, pretty_parts):
                 write_line(file, shown_text(line))
-            elif len(body) <= COPIED_BODY:
-                file.write(body + b'\n')
-            else:                       # a big message: not copied once more to be joined to its newline
-                file.write(body)
-                file.write(b'\n')
         except OSError as error:
             raise _cannot_write(file.name, error)
 

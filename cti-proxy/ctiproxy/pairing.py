@@ -60,6 +60,13 @@ def function_of(message):
     return function if function.__class__ is str else None
 
 
+def label_of(message):
+    """(class_name of its class, function_of it): what a message is counted as."""
+    kind = message.get('class')
+    function = message.get('function')
+    return (kind if kind.__class__ is str else class_name(kind)), (function if function.__class__ is str else None)
+
+
 def request_label(kind, function):
     """'getlist/updateconfig', or the class alone when there is no function."""
     return kind if function is None else '%s/%s' % (kind, function)

@@ -17,7 +17,7 @@ import time
 from .escaping import escape_text, json_bytes
 from .filters import CLIENT, SERVER
 from .outputs import ARROWS, Output
-from .pairing import RequestPairing, class_name, error_of, function_of, request_label
+from .pairing import RequestPairing, error_of, label_of, request_label
 
 BAR_WIDTH = 40
 TOP = 5                   # the slowest answers and the biggest messages kept
@@ -40,22 +40,30 @@ class DirectionStats:
     def __init__(self):
         self.bytes = 0
         self.chunks = 0
-        self.messages = 0
         self.invalid = 0
-        self.classes = collections.Counter()
-        self.functions = collections.Counter()     # (class, function): messages of that class with that function
+        self.labels = {}           # (class, function or None): messages of that class with that function
         self.retransmitted = 0     # bytes a capture saw again (counted once in bytes)
         self.missing = 0           # bytes a capture lost
+
+    @property
+    def messages(self):
+        return sum(self.labels.values())
 
     def as_dict(self, captured=False):
         """The counts; a capture's also have retransmitted and missing bytes."""
         counts = {'bytes': self.bytes, 'chunks': self.chunks, 'messages': self.messages, 'invalid': self.invalid}
         if captured:
             counts.update(retransmitted=self.retransmitted, missing=self.missing)
+        classes = collections.Counter()
+        with_function = collections.Counter()
+        for (kind, function), count in self.labels.items():     # in the order each first came
+            classes[kind] += count
+            if function is not None:
+                with_function[kind, function] = count
         functions = {}
-        for (kind, function), count in self.functions.most_common():
+        for (kind, function), count in with_function.most_common():
             functions.setdefault(kind, {})[function] = count
-        counts.update(classes=dict(self.classes.most_common()), functions=functions)
+        counts.update(classes=dict(classes.most_common()), functions=functions)
         return counts
 
 
@@ -100,6 +108,14 @@ class Timeline:
         self.counts = {CLIENT: [], SERVER: []}
 
     def add(self, direction, when):
+        index = int((when - self.start) / self.bucket)
+        counts = self.counts[direction]
+        if 0 <= index < len(counts):        # most often: a bucket that direction has counted in already
+            counts[index] += 1
+        else:
+            self._add_in_new_bucket(direction, when)
+
+    def _add_in_new_bucket(self, direction, when):
         index = int((when - self.start) / self.bucket)
         if not 0 <= index < self.width:
             index = self._index(when)
@@ -228,30 +244,31 @@ class SessionStats:
         if message is None:
             counts.invalid += 1
             return
-        counts.messages += 1
-        kind = class_name(message.get('class'))
-        function = function_of(message)
-        counts.classes[kind] += 1
-        if function is not None:
-            counts.functions[kind, function] += 1
+        label = label_of(message)
+        labels = counts.labels
+        labels[label] = labels.get(label, 0) + 1
         self.timeline.add(direction, when)
         if size > self.biggest.floor:
-            self.biggest.add(size, (kind, function, size, direction, when))
+            self.biggest.add(size, label + (size, direction, when))
         if direction == CLIENT:
             self.pairing.request(message, when)
-        else:
+        elif 'replyid' in message:
             self._answer(message, when)
+        else:                                   # a server message that answers nothing: is it an error?
+            error = error_of(message)
+            if error is not None:
+                self.errors.add(NO_REQUEST, error)
 
     def _answer(self, message, when):
-        """A server message: time it if it answers a request, count it if it reports an error."""
+        """A server message with a replyid: time it if it answers a request, count it if it reports an error."""
         reply = self.pairing.answer(message, when)
-        request = None if reply is None else reply.request
         if reply is not None:
-            self.reply_ms[request.kind].append(reply.ms)
+            self.reply_ms[reply.request.kind].append(reply.ms)
             if reply.ms > self.slowest.floor:
                 self.slowest.add(reply.ms, reply)
         error = error_of(message)
         if error is not None:
+            request = None if reply is None else reply.request
             self.errors.add(NO_REQUEST if request is None else request_label(request.kind, request.function), error)
 
     def report(self):
