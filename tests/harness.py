@@ -334,19 +334,29 @@ def run_tool(name, *args, timeout=TIMEOUT):
     return done.returncode, done.stdout, done.stderr.decode('utf-8', 'replace')
 
 
-_saved_sigint = []
+_saved_handlers = []         # (signal, its handler before a *_not_ignored())
 
 
 def sigint_not_ignored():
     """A tool started while SIGINT is ignored would ignore it too: make sure it is not (a setUpModule)."""
-    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        _saved_sigint.append(signal.signal(signal.SIGINT, signal.default_int_handler))
+    _not_ignored(signal.SIGINT, signal.default_int_handler)
+
+
+def stop_signals_not_ignored():
+    """sigint_not_ignored(), and SIGHUP too (the suite run under nohup): a setUpModule for the tests that send it."""
+    sigint_not_ignored()
+    _not_ignored(signal.SIGHUP, signal.SIG_DFL)
+
+
+def _not_ignored(number, handler):
+    if signal.getsignal(number) == signal.SIG_IGN:
+        _saved_handlers.append((number, signal.signal(number, handler)))
 
 
 def sigint_restored():
-    """Undo sigint_not_ignored() (a tearDownModule)."""
-    while _saved_sigint:
-        signal.signal(signal.SIGINT, _saved_sigint.pop())
+    """Undo sigint_not_ignored() or stop_signals_not_ignored() (a tearDownModule)."""
+    while _saved_handlers:
+        signal.signal(*_saved_handlers.pop())
 
 
 def assert_demo_ran(test, status, out, err):

@@ -11,10 +11,10 @@ import tempfile
 import unittest
 
 from ctiproxy.stopping import StopRequests
-from tests.harness import (TIMEOUT, Tool, close_session, read_line_unbuffered, recv_exactly, sigint_not_ignored,
-                           sigint_restored, tool_path)
+from tests.harness import (TIMEOUT, Tool, close_session, read_line_unbuffered, recv_exactly, sigint_restored,
+                           stop_signals_not_ignored, tool_path)
 
-setUpModule, tearDownModule = sigint_not_ignored, sigint_restored
+setUpModule, tearDownModule = stop_signals_not_ignored, sigint_restored
 
 REQUEST = b'{"class": "login_id", "commandid": 1}\n'
 ANSWER = b'{"class": "login_id", "replyid": 1}\n'
