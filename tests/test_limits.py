@@ -72,7 +72,12 @@ class FileDescriptorLimitTest(unittest.TestCase):
             said = read_fd_until_all(tool.process.stderr.fileno(), [b'until sessions end\n'])
             tool.listener.settimeout(TIMEOUT)
             while clients:                                 # serve each session to its end, one after another
-                server, _ = tool.listener.accept()
+                try:
+                    server, _ = tool.listener.accept()
+                except socket.timeout:                     # say what the tool said, not only that it waited
+                    _, _, err = tool.stop(signal.SIGINT)
+                    self.fail('no session reached the server for %d s (%d clients left); the tool said:\n%s'
+                              % (TIMEOUT, len(clients), said.decode('utf-8', 'replace') + err[len(tool.start_line):]))
                 line = b''
                 while not line.endswith(b'\n'):
                     line += recv_exactly(server, 1)
