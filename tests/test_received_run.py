@@ -8,6 +8,7 @@ span segments with distinct times.
 import json
 import os
 import unittest
+import zlib
 
 from tests.harness import random_cuts, seeded_rng
 from tests.test_capture_read import START, Capture, CaptureTestCase
@@ -135,6 +136,89 @@ class ReceivedRunTest(unittest.TestCase):
         self.assertEqual([line[1:4] for line in output.lines if line[0] == SERVER],
                          [(1.0, 'bytes', b'{"a": 1}'), (1.0, 'Fragment', b'{"b": '), (3.0, 'Fragment', b'2}'),
                           (4.0, 'bytes', b'{"c": 3}')])
+
+
+def segments(data, rng, size=1460):
+    """data cut into segments of about size bytes (inside UTF-8 characters too)."""
+    pieces, start = [], 0
+    while start < len(data):
+        end = start + rng.randint(size // 2, size)
+        pieces.append(data[start:end])
+        start = end
+    return pieces
+
+
+class PiecesAndBudgetTest(unittest.TestCase):
+    """Where a line goes on in pieces (an unfinished line longer than a piece, the unfinished lines' budget),
+    runs cut them exactly where chunk by chunk cuts them: events of two directions, each side's consecutive
+    chunks in runs as long as a capture's 1 MiB read makes them."""
+
+    def outputs(self, events, runs, budget=None):
+        """(what chunk-by-chunk gives, what runs give) for events [(direction, when, data)]."""
+        results = []
+        for in_runs in (False, True):
+            output = Logged()
+            analysis = Analysis(output, max_line_size=8 << 20)
+            if budget is not None:
+                analysis.held.limit = budget
+            session = SessionInfo(1, START)
+            analysis.session_opened(session)
+            if in_runs:
+                for direction, run in runs:
+                    analysis.received_run(session, direction, run)
+            else:
+                for direction, when, data in events:
+                    analysis.received(session, direction, when, data)
+            for direction in (CLIENT, SERVER):
+                analysis.direction_ended(session, direction, START + 100)
+            results.append(output)
+        return results
+
+    def assert_same(self, joined, single):
+        """The same lines, compared by a summary first: a failure says where, without a diff of megabytes."""
+        summary = [[entry[:3] + (len(entry[3]), zlib.crc32(entry[3])) if entry[0] != 'notice' else entry
+                    for entry in output.lines] for output in (joined, single)]
+        self.assertEqual(summary[0], summary[1])
+        self.assertTrue(joined.lines == single.lines)
+
+    def events_and_runs(self, sends, rng, longest=1 << 20):
+        """sends [(direction, bytes)]: each cut into segments with rising times; the runs: each send's segments in
+        runs of up to `longest` bytes (1 MiB: a capture's read)."""
+        events, runs, when = [], [], START
+        for direction, data in sends:
+            run, run_size = [], 0
+            for piece in segments(data, rng):
+                when += 0.0001
+                events.append((direction, when, piece))
+                run.append((when, piece))
+                run_size += len(piece)
+                if run_size >= rng.randint(min(64 << 10, longest), longest):
+                    runs.append((direction, run))
+                    run, run_size = [], 0
+            if run:
+                runs.append((direction, run))
+        return events, runs
+
+    def test_an_unfinished_line_longer_than_a_piece_goes_on_in_the_same_pieces(self):
+        rng = seeded_rng(self)
+        line = ('{"class": "long", "x": "%s' % ('\u00e9t\u00e9 ' * 230000)).encode('utf-8')     # 1.6 MB, no end
+        events, runs = self.events_and_runs([(SERVER, b'{"class": "first"}\n' * 5000), (CLIENT, line)], rng)
+        single, joined = self.outputs(events, runs)
+        self.assertGreater(len([entry for entry in single.lines if entry[2] == 'Fragment']), 1)
+        self.assert_same(joined, single)
+        self.assertTrue(joined.chunks == single.chunks)
+
+    def test_the_budget_cuts_the_same_line_at_the_same_time(self):
+        """The server holds an unfinished line; the client's line, ended within one run, takes the two over the
+        budget on the way: the server's line goes on in pieces then, as chunk by chunk."""
+        rng = seeded_rng(self)
+        client_line = b'{"class": "c", "x": "' + b'z' * 300000 + b'"}\n{"class": "next"}\n'
+        sends = [(SERVER, b'{"class": "big", "x": "' + b'y' * 400000), (CLIENT, client_line),
+                 (SERVER, b'"}\n{"class": "after"}\n')]
+        events, runs = self.events_and_runs(sends, rng, longest=1 << 30)       # each send in one run
+        single, joined = self.outputs(events, runs, budget=500000)
+        self.assertIn('Fragment', [entry[2] for entry in single.lines if entry[0] == SERVER])
+        self.assert_same(joined, single)
 
 
 class CaptureRunTimesTest(CaptureTestCase):

@@ -94,6 +94,14 @@ def missing_text(direction, size):
         size, '' if size == 1 else 's', direction)
 
 
+def last_with_newline(chunks):
+    """The index of the last of chunks ((when, data) pairs) holding a newline; -1 if none does."""
+    for index in range(len(chunks) - 1, -1, -1):
+        if b'\n' in chunks[index][1]:
+            return index
+    return -1
+
+
 def lines_by_time(chunks, lines):
     """The lines that chunks complete together, as (when, lines) groups: each line with its chunk's time (the
     chunk holding its newline).  lines has one line per newline in the chunks."""
@@ -163,32 +171,38 @@ class Analysis(Observer):
         output.flush()
 
     def received_run(self, session, direction, chunks):
-        """Frame chunks that direction's side sent one after another, each (when, data), as one: each line is
-        shown at the time of the chunk holding its newline, as if each chunk were received() in turn, at a
-        fraction of the cost for a capture's many small segments."""
+        """The same as received() for each of chunks (each (when, data), sent one after another by direction's
+        side), at a fraction of the cost for a capture's many small segments: the run's whole lines are framed at
+        once, each shown at the time of the chunk holding its newline, and what follows its last newline is held
+        chunk by chunk, as received() holds it.  A run that could make a line go on in pieces (an overlong line,
+        the unfinished lines' budget) goes chunk by chunk: pieces are cut where received() cuts them."""
         output = self.output
         shown = self.filter.shows_direction(direction)
         if not shown and not output.sees_all:
             return
         stream = self._streams[session, direction]
         splitter = stream.splitter
-        data = b''.join([chunk for _, chunk in chunks])
-        if (len(chunks) == 1 or stream.encrypted or not output.wants_messages
-                or not splitter.holds_whole_lines(len(data))):
-            for when, chunk in chunks:          # pieces of an overlong line come at each chunk's time
+        size = sum([len(chunk) for _, chunk in chunks])
+        last = last_with_newline(chunks)
+        if (last < 1 or stream.encrypted or not output.wants_messages or not splitter.holds_whole_lines(size)
+                or self.held.held + size > self.held.limit):
+            for when, chunk in chunks:
                 self.received(session, direction, when, chunk)
             return
         if shown:
             for when, chunk in chunks:
                 output.chunk(session, direction, when, chunk)
         stream.last_time = chunks[-1][0]
-        lines = splitter.feed(data)
+        final = chunks[last][1]
+        end = final.rfind(b'\n') + 1
+        lines = splitter.feed(b''.join([chunk for _, chunk in chunks[:last]] + [final[:end]]))
         if stream.damaged and lines:
             stream.damaged = False
             lines[0] = Fragment(lines[0])
-        self.show_line_groups(session, direction, lines_by_time(chunks, lines))
-        if self.held.held > self.held.limit:
-            self.relieve_held()
+        self.show_line_groups(session, direction, lines_by_time(chunks[:last + 1], lines))
+        for rest in [final[end:]] + [chunk for _, chunk in chunks[last + 1:]]:
+            if rest:
+                splitter.feed(rest)         # no newline, within the bounds: held, as received() holds it
         output.flush()
 
     def relieve_held(self):
