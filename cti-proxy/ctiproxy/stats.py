@@ -113,10 +113,10 @@ class Timeline:
         if 0 <= index < len(counts):        # most often: a bucket that direction has counted in already
             counts[index] += 1
         else:
-            self._add_in_new_bucket(direction, when)
+            self._add_in_new_bucket(direction, when, index)
 
-    def _add_in_new_bucket(self, direction, when):
-        index = int((when - self.start) / self.bucket)
+    def _add_in_new_bucket(self, direction, when, index):
+        """add() where index, when's bucket at today's bucket length, is not yet one of direction's."""
         if not 0 <= index < self.width:
             index = self._index(when)
         counts = self.counts[direction]
