@@ -202,12 +202,7 @@ class Reassembler:
         elif sender.next is None:
             sender.start(seq)
         if seq == sender.next & _MASK and payload and not cut and not sender.held and not sender.closed:
-            if sender.start_missed:                                      # in order: the common case
-                self._deliver(connection, sender, payload, time, events)
-            else:
-                events.append(_new_tuple(Data, (connection.session, time, sender.name, payload)))
-                sender.next += len(payload)
-                sender.at_line_start = payload[-1] == 10
+            self._deliver(connection, sender, payload, time, events)     # in order: the common case
         elif sender.closed:
             sender.retransmitted += len(payload)                         # after its FIN: nothing new can come
         elif payload or cut:
