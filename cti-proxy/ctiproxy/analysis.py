@@ -87,6 +87,14 @@ class Stream:
         self.encrypted = False     # STARTTLS passed through: bytes are counted, not read
         self.damaged = False       # bytes are missing before the next newline: the line it ends is text
 
+    def frame(self, data):
+        """The lines that data completes (splitter.feed), the first as text if missing bytes cut it."""
+        lines = self.splitter.feed(data)
+        if self.damaged and lines:
+            self.damaged = False
+            lines[0] = Fragment(lines[0])       # it ends a line cut by missing bytes: text
+        return lines
+
 
 def missing_text(direction, size):
     """The notice for bytes a capture lost."""
@@ -161,11 +169,7 @@ class Analysis(Observer):
         stream = self._streams[session, direction]
         if output.wants_messages and not stream.encrypted:
             stream.last_time = when
-            lines = stream.splitter.feed(data)
-            if stream.damaged and lines:
-                stream.damaged = False
-                lines[0] = Fragment(lines[0])       # it ends a line cut by missing bytes: text
-            self.show_lines(session, direction, when, lines)
+            self.show_lines(session, direction, when, stream.frame(data))
             if self.held.held > self.held.limit:
                 self.relieve_held()
         output.flush()
@@ -195,10 +199,7 @@ class Analysis(Observer):
         stream.last_time = chunks[-1][0]
         final = chunks[last][1]
         end = final.rfind(b'\n') + 1
-        lines = splitter.feed(b''.join([chunk for _, chunk in chunks[:last]] + [final[:end]]))
-        if stream.damaged and lines:
-            stream.damaged = False
-            lines[0] = Fragment(lines[0])
+        lines = stream.frame(b''.join([chunk for _, chunk in chunks[:last]] + [final[:end]]))
         self.show_line_groups(session, direction, lines_by_time(chunks[:last + 1], lines))
         for rest in [final[end:]] + [chunk for _, chunk in chunks[last + 1:]]:
             if rest:
