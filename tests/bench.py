@@ -31,7 +31,11 @@ file, ctisave its two files, all in a temporary folder.
    headless Chromium: first rows, a jump to the end, frames while jumping about, filters (tests/bench_web.py;
    skipped without chromium).
 
-socat is measured twice: with its default 8 KiB buffer, and with -b 262144 (socat-b256k).
+socat is measured twice: with its default 8 KiB buffer, and with -b 262144 (socat-b256k).  The burst
+also goes through two bare Python relays of a few lines (two threads, recv of up to 1 MiB, sendall), as
+references: python-relay forwards only; python-keep also keeps every chunk until the end, as any relay
+must hold what its analysis has not read yet (in a fresh process, that memory is new: its pages are made
+as the burst comes).
 
     python3 tests/bench.py --sections burst big    only some measurements
     python3 tests/bench.py --compare /tmp/old      also the tools of another checkout, as ctispy-before...
@@ -70,6 +74,7 @@ MB = 1024 * 1024
 PIECE = 64 * 1024       # the big messages are sent in pieces of this size
 SOCAT_BIG = 'socat-b256k'
 SOCAT_BIG_BUFFER = 262144
+PYTHON_RELAYS = ('python-relay', 'python-keep')     # the burst's reference relays (PYTHON_RELAY)
 BEFORE_SUFFIX = '-before'   # a tool of --compare's checkout: 'ctispy-before'
 COMPARE_DIR = None          # --compare's cti-proxy folder
 
@@ -166,7 +171,37 @@ def tool_of(kind):
 
 
 def is_tool(kind):
-    return kind not in ('direct', 'socat', SOCAT_BIG)
+    return kind not in ('direct', 'socat', SOCAT_BIG) + PYTHON_RELAYS
+
+
+# A bare relay for one session, as a reference for the burst: argv: 'relay' (forward only) or 'keep' (hold every chunk
+# until the end), the server's port.  It says the port it listens on, as the tools do.
+PYTHON_RELAY = r'''
+import socket, sys, threading
+keep, server_port = sys.argv[1] == "keep", int(sys.argv[2])
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(1)
+sys.stderr.write("listening on port %d\n" % listener.getsockname()[1])
+sys.stderr.flush()
+client, _ = listener.accept()
+server = socket.create_connection(("127.0.0.1", server_port))
+kept = []
+def pump(source, sink):
+    while True:
+        data = source.recv(1 << 20)
+        if not data:
+            break
+        if keep:
+            kept.append(data)
+        sink.sendall(data)
+    sink.shutdown(socket.SHUT_WR)
+pumps = [threading.Thread(target=pump, args=ends) for ends in ((client, server), (server, client))]
+for thread in pumps:
+    thread.start()
+for thread in pumps:
+    thread.join()
+'''
 
 
 def exit_code(status):
@@ -230,8 +265,9 @@ class Relay:
     """
 
     def __init__(self, kind, workdir, loop=False):
-        """kind: 'direct', 'socat', 'socat-b256k' (socat -b 262144), a tool's name, or a tool's name with
-        BEFORE_SUFFIX (the tool of --compare's checkout); loop: serve many sessions (socat fork, a tool's --loop)."""
+        """kind: 'direct', 'socat', 'socat-b256k' (socat -b 262144), one of PYTHON_RELAYS, a tool's name, or a
+        tool's name with BEFORE_SUFFIX (the tool of --compare's checkout); loop: serve many sessions (socat fork,
+        a tool's --loop)."""
         self.kind = kind
         self.process = None
         self.exit_time = None
@@ -253,6 +289,11 @@ class Relay:
                 'TCP-LISTEN:%d,reuseaddr,bind=127.0.0.1%s' % (self.port, ',fork' if loop else ''),
                 'TCP:127.0.0.1:%d' % server_port], subprocess.DEVNULL)
             self._read_stderr_until(b'listening on')
+            self._drain_stderr()
+        elif kind in PYTHON_RELAYS:
+            mode = kind.split('-')[1]
+            self._spawn([sys.executable, '-c', PYTHON_RELAY, mode, str(server_port)], subprocess.DEVNULL)
+            self.port = int(re.search(rb'listening on port (\d+)', self._read_stderr_until(b'\n')).group(1))
             self._drain_stderr()
         else:
             tool, tools_dir = tool_of(kind)
@@ -922,6 +963,7 @@ def main():
         tools = [kind for name in tools for kind in (name + BEFORE_SUFFIX, name)]
     socat = shutil.which('socat')
     kinds = ['direct'] + (['socat', SOCAT_BIG] if socat else []) + tools
+    burst_kinds = kinds[:-len(tools)] + list(PYTHON_RELAYS) + tools
     bench_started = now()
 
     print('cti-proxy benchmark%s, %s' % (' --quick' if args.quick else '',
@@ -956,7 +998,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix='cti-bench-') as workdir:
         if 'burst' in sections:
             for _ in range(runs):
-                for kind in kinds:
+                for kind in burst_kinds:
                     key = ('burst', kind)
                     results.add(key, attempt(key, measure_burst, kind, workdir, data, lines))
             loads_bytes, loads_text = json_loads_seconds(lines, 3)
@@ -999,7 +1041,7 @@ def main():
                                                  capture_lines[:1]))
 
     if 'burst' in sections:
-        report_burst(results, kinds, tools, data)
+        report_burst(results, burst_kinds, tools, data)
     if 'round-trip' in sections:
         report_round_trip(results, kinds, tools, pairs, trips, warmup, trip_runs)
     if 'burst' in sections:
