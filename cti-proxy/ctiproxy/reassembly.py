@@ -3,7 +3,10 @@
 Each TCP connection on the server port is a session, numbered from 1 in order of its first packet; the
 server is the side on that port.  Per direction, bytes come out in sequence order, each byte once;
 segments ahead of a hole wait (up to a bound) until it fills; a hole that never fills is said (Missing)
-and delivery resumes after it.
+and delivery resumes after it.  An ACK of bytes the capture has not shown is not enough to say them missing
+(a capture reorders packets across interfaces and CPUs: the data may come in the next packets); they are said
+missing once the sender's own packets have gone past them (a segment that starts at or after the ACKed
+position, or its FIN), when the bound on waiting data is reached, or when the session ends.
 
 Memory is bounded however long the capture: a connection with no packet for `idle_seconds` of the capture's
 time ends (IDLE), and so does the least recently active one when `max_open` are open and another opens
@@ -65,7 +68,7 @@ class _Direction:
     """
 
     __slots__ = ('name', 'next', 'held', 'held_bytes', 'fin', 'closed', 'isn', 'start_missed', 'at_line_start',
-                 'retransmitted', 'missing')
+                 'retransmitted', 'missing', 'acked', 'furthest')
 
     def __init__(self, name):
         self.name = name
@@ -79,6 +82,8 @@ class _Direction:
         self.at_line_start = False  # the next byte starts a line for sure: after the SYN, or a newline delivered
         self.retransmitted = 0
         self.missing = 0
+        self.acked = 0              # the furthest position the peer ACKed (0: none past what was delivered)
+        self.furthest = 0           # the furthest position where a segment of this side started, off the fast path
 
     def position(self, seq):
         """The unwrapped position of a 32-bit sequence number, the nearest to `next`."""
@@ -201,6 +206,12 @@ class Reassembler:
             seq = (seq + 1) & _MASK
         elif sender.next is None:
             sender.start(seq)
+        if seq != sender.next & _MASK:
+            start = sender.position(seq)
+            if start > sender.furthest:
+                sender.furthest = start
+        if sender.acked > sender.next and sender.furthest >= sender.acked:
+            self._skip_to(connection, sender, sender.acked, time, events)    # its packets went past the hole
         if seq == sender.next & _MASK and payload and not cut and not sender.held and not sender.closed:
             self._deliver(connection, sender, payload, time, events)     # in order: the common case
         elif sender.closed:
@@ -211,11 +222,14 @@ class Reassembler:
             sender.fin = sender.position((seq + len(payload) + cut) & _MASK)
         if flags & ACK and receiver.next is not None and not receiver.closed:
             acked = (ack - receiver.next) & _MASK
-            if 1 < acked < _HALF:           # the receiver has bytes the capture lacks: they will not come
+            if 1 < acked < _HALF:           # the receiver has bytes the capture has not shown (yet)
                 target = receiver.next + acked
                 if receiver.fin is not None and target > receiver.fin:
                     target = receiver.fin
-                self._skip_to(connection, receiver, target, time, events)
+                if target > receiver.acked:
+                    receiver.acked = target
+                if receiver.furthest >= target or receiver.fin is not None:
+                    self._skip_to(connection, receiver, target, time, events)
             if receiver.fin is not None:
                 self._check_closed(connection, receiver, time, events)
         if sender.fin is not None:
@@ -271,7 +285,8 @@ class Reassembler:
         """Say what is missing in each direction, deliver what waited, and end the session."""
         for direction in (connection.client, connection.server):
             if direction.next is not None and not direction.closed:
-                end = max(direction.held[-1][1] if direction.held else direction.next, direction.fin or 0)
+                end = max(direction.held[-1][1] if direction.held else direction.next, direction.fin or 0,
+                          direction.acked)
                 self._skip_to(connection, direction, end, time, events)
         del self._connections[connection.key]
         if connection is self._latest:

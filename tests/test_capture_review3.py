@@ -1,0 +1,81 @@
+"""Third review of captures: an ACK captured before the data it acknowledges, IPv4 total length 0 (segmentation
+offload), a TCP header cut by the snap length, a retransmission that disagrees with the first copy."""
+
+import unittest
+
+from tests.test_capture_read import BANNER, LOGIN, LOGIN_ANSWER, Capture, CaptureTestCase, shown
+from tests.test_reassembly import handshake, segment, stream
+from ctiproxy.filters import CLIENT, SERVER
+from ctiproxy.reassembly import Reassembler
+
+CLIENT_NEXT = 1000 + 1          # the client's first byte's sequence number (tests/test_reassembly.py's ISN)
+
+
+class AckBeforeDataTest(unittest.TestCase):
+    """A capture reorders packets across interfaces or CPUs: an ACK may come before the data it acknowledges.
+    Its bytes are said missing only once the sender's own packets have gone past them, or at the end."""
+
+    def setUp(self):
+        self.reassembler = Reassembler(5003)
+        self.events = []
+        handshake(self.reassembler, self.events)
+
+    def feed(self, *segments):
+        for one in segments:
+            self.events += self.reassembler.feed(one, 2.0)
+
+    def test_the_data_after_its_ack_is_shown_not_missing(self):
+        self.feed(segment(SERVER, 0, ack=CLIENT_NEXT + 6), segment(CLIENT, 0, b'hello\n'))
+        self.feed(segment(SERVER, 0, b'hi\n', ack=CLIENT_NEXT + 6))
+        self.events += self.reassembler.finish()
+        self.assertEqual(stream(self.events, CLIENT), b'hello\n')
+        self.assertEqual(stream(self.events, SERVER), b'hi\n')
+
+    def test_two_segments_after_their_ack_and_out_of_order(self):
+        self.feed(segment(CLIENT, 6, b'world\n'), segment(SERVER, 0, ack=CLIENT_NEXT + 12),
+                  segment(CLIENT, 0, b'hello\n'))
+        self.assertEqual(stream(self.events, CLIENT), b'hello\nworld\n')
+
+    def test_missing_once_the_sender_sends_past_the_acked_bytes(self):
+        self.feed(segment(SERVER, 0, ack=CLIENT_NEXT + 6))
+        self.assertEqual(stream(self.events, CLIENT), b'')
+        self.feed(segment(CLIENT, 6, b'next\n'))
+        self.assertEqual(stream(self.events, CLIENT), b'<missing 6>next\n')
+
+    def test_missing_when_the_ack_comes_after_a_later_segment_it_does_not_cover(self):
+        self.feed(segment(CLIENT, 6, b'next\n'), segment(SERVER, 0, ack=CLIENT_NEXT + 6))
+        self.assertEqual(stream(self.events, CLIENT), b'<missing 6>next\n')
+
+    def test_a_later_segment_the_ack_covers_waits_for_the_sender_s_next(self):
+        self.feed(segment(CLIENT, 6, b'next\n'), segment(SERVER, 0, ack=CLIENT_NEXT + 11))
+        self.assertEqual(stream(self.events, CLIENT), b'')
+        self.feed(segment(CLIENT, 11, b'more\n'))
+        self.assertEqual(stream(self.events, CLIENT), b'<missing 6>next\nmore\n')
+
+    def test_missing_at_the_end_when_nothing_more_comes(self):
+        self.feed(segment(SERVER, 0, ack=CLIENT_NEXT + 6))
+        self.events += self.reassembler.finish()
+        self.assertEqual(stream(self.events, CLIENT), b'<missing 6>')
+
+
+class AckBeforeDataReadTest(CaptureTestCase):
+    """End to end: ctispy reads a capture where the server's ACK comes before the client's data."""
+
+    def test_no_bytes_said_missing(self):
+        capture = Capture()
+        capture.handshake()
+        capture.add('server', BANNER)
+        capture.add('client', LOGIN)
+        capture.add('server', b'')                                # the ACK of LOGIN ...
+        capture.records[-2:] = capture.records[-1:] + capture.records[-2:-1]   # ... captured before it
+        capture.add('server', LOGIN_ANSWER)
+        capture.close()
+        status, out, err = self.read('ctispy', '-', stdin=capture.pcap())
+        self.assertEqual((status, err), (0, ''))
+        self.assertNotIn('missing', out.decode())
+        self.assertEqual([body for _, body in shown(out)],
+                         [[BANNER.decode().strip()], [LOGIN.decode().strip()], [LOGIN_ANSWER.decode().strip()]])
+
+
+if __name__ == '__main__':
+    unittest.main()
