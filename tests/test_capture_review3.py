@@ -3,8 +3,11 @@ offload), a TCP header cut by the snap length, a retransmission that disagrees w
 
 import unittest
 
+from tests import capwriter
+from tests.capwriter import frame, ipv4, tcp_segment
 from tests.test_capture_read import BANNER, LOGIN, LOGIN_ANSWER, Capture, CaptureTestCase, shown
 from tests.test_reassembly import handshake, segment, stream
+from ctiproxy.capture import ACK, Packet, PacketDecoder
 from ctiproxy.filters import CLIENT, SERVER
 from ctiproxy.reassembly import Reassembler
 
@@ -75,6 +78,65 @@ class AckBeforeDataReadTest(CaptureTestCase):
         self.assertNotIn('missing', out.decode())
         self.assertEqual([body for _, body in shown(out)],
                          [[BANNER.decode().strip()], [LOGIN.decode().strip()], [LOGIN_ANSWER.decode().strip()]])
+
+
+def offloaded(payload, linktype=capwriter.ETHERNET, pad_to=0, captured=None):
+    """A Packet of a TCP segment with IPv4 total length 0, its frame padded to `pad_to` bytes and cut to
+    `captured` bytes."""
+    ip_packet = ipv4('192.0.2.1', '192.0.2.2', tcp_segment(40000, 5003, 1000, 2000, ACK, payload), total_length=0)
+    data = frame(linktype, ip_packet).ljust(pad_to, b'\0')
+    return Packet(0, linktype, 0, data[:captured], len(data))
+
+
+class OffloadTest(unittest.TestCase):
+    """IPv4 total length 0 (taken on the sending host, with TCP segmentation offload): the packet is the frame's,
+    as Wireshark reads it; never its padding, never less than the frame held."""
+
+    def decode(self, packet):
+        segment = PacketDecoder().decode(packet)
+        return segment.payload, segment.cut
+
+    def test_the_whole_frame_is_the_packet(self):
+        payload = bytes(range(256)) * 40
+        for linktype in (capwriter.ETHERNET, capwriter.LINUX_SLL2, capwriter.RAW):
+            with self.subTest(linktype=linktype):
+                self.assertEqual(self.decode(offloaded(payload, linktype)), (payload, 0))
+
+    def test_a_snap_length_cut_is_said_missing_not_lost(self):
+        payload = b'x' * 3000
+        self.assertEqual(self.decode(offloaded(payload, captured=14 + 40 + 1000)), (b'x' * 1000, 2000))
+
+    def test_ethernet_padding_is_not_payload(self):
+        """A packet too short to be offloaded: its TCP header only.  Bytes after it cannot be told from padding:
+        if they were data, the reassembly says them missing once the sender's next segment comes past them."""
+        for payload in (b'', b'ab'):
+            with self.subTest(payload=payload):
+                self.assertEqual(self.decode(offloaded(payload, pad_to=60)), (b'', 0))
+                self.assertEqual(self.decode(offloaded(payload, capwriter.LINUX_SLL, pad_to=62)), (b'', 0))
+
+
+class OffloadReadTest(CaptureTestCase):
+    """End to end: a capture on the sending host, whose big packets have IPv4 total length 0 and whose
+    ACKs arrive padded, reads as the conversation."""
+
+    def test_no_byte_lost_or_invented(self):
+        capture = Capture()
+        capture.handshake()
+        big = b'{"class": "getlist", "list": "%s"}\n' % (b'x' * 5000)
+        capture.add('server', big)
+        capture.add('client', b'')
+        capture.add('client', LOGIN)
+        capture.add('server', b'')
+        capture.close()
+        records = []
+        for when, ip_packet in capture.records:
+            data = bytearray(frame(capwriter.ETHERNET, ip_packet).ljust(60, b'\0'))
+            data[16:18] = b'\0\0'                                  # IPv4 total length 0
+            records.append((when, bytes(data)))
+        status, out, err = self.read('ctispy', '-', stdin=capwriter.pcap(records))
+        self.assertEqual((status, err), (0, ''))
+        self.assertNotIn('missing', out.decode())
+        self.assertEqual([body for _, body in shown(out)], [[big.decode().strip()], [LOGIN.decode().strip()]])
 
 
 if __name__ == '__main__':

@@ -336,6 +336,9 @@ _IPV6_EXTENSIONS = (0, 43, 60)             # hop-by-hop, routing, destination op
 _IPV6_FRAGMENT = 44
 _IPV6_AH = 51
 _TCP = 6
+# An IPv4 packet this short may be followed by Ethernet padding (a frame's 46 bytes at least: linux cooked
+# captures of incoming frames keep it too).  A packet of segmentation offload is never this short.
+_PADDED_IP_SIZE = 46
 
 _U16 = struct.Struct('!H')
 # The common case in one unpack: an ethertype, an IPv4 header of 20 bytes, and the first 14 bytes of TCP.
@@ -398,9 +401,9 @@ class PacketDecoder:
             else:
                 raise CaptureError('unsupported link type %s' % link_type_name(linktype), packet.offset)
             if version == 4:
-                segment = self._ipv4(data, start)
+                segment = self._ipv4(data, start, packet.orig_len)
             elif version == 6:
-                segment = self._ipv6(data, start)
+                segment = self._ipv6(data, start, packet.orig_len)
             else:
                 segment = None
         except (struct.error, IndexError):
@@ -409,7 +412,7 @@ class PacketDecoder:
             self.skipped += 1
         return segment
 
-    def _ipv4(self, data, start):
+    def _ipv4(self, data, start, original):
         first, total, fragment, protocol = _IPV4.unpack_from(data, start)
         if first >> 4 != 4 or protocol != _TCP or first & 15 < 5:
             return None
@@ -417,17 +420,19 @@ class PacketDecoder:
             self.fragments += 1
             return IP_FRAGMENT
         header = (first & 15) * 4
-        if total == 0:                                             # segmentation offload: length unknown
-            end = len(data)
+        if total == 0:          # segmentation offload: the frame holds the whole packet (as Wireshark takes it)
+            end = max(original, len(data))
+            if end - start <= _PADDED_IP_SIZE:
+                end = None      # too short to be offloaded: what follows the TCP header may be padding, not bytes
         elif total < header:
             return None                                            # a length that lies: not a packet to read
         else:
             end = start + total
         return self._tcp(data, start + header, end, data[start + 12:start + 16], data[start + 16:start + 20])
 
-    def _ipv6(self, data, start):
+    def _ipv6(self, data, start, original):
         length, next_header = _IPV6.unpack_from(data, start)
-        end = start + 40 + length if length else len(data)        # 0: a jumbogram or offload
+        end = start + 40 + length if length else max(original, len(data))     # 0: a jumbogram or offload
         pos = start + 40
         while next_header != _TCP:
             if next_header in _IPV6_EXTENSIONS:
@@ -447,10 +452,14 @@ class PacketDecoder:
 
     @staticmethod
     def _tcp(data, start, end, src, dst):
+        """The segment at `start`, its packet ending at `end` (None: at the end of its TCP header) of the frame
+        (the capture may hold less of it)."""
         sport, dport, seq, ack, offset, flags = _TCP_HEADER.unpack_from(data, start)
         if offset < 0x50:
             return None                                            # a header shorter than TCP's: not a packet
         payload_start = start + (offset >> 4) * 4
+        if end is None:
+            end = payload_start
         captured_end = len(data)
         if end < captured_end:
             captured_end = end
