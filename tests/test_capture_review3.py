@@ -5,9 +5,9 @@ import unittest
 
 from tests import capwriter
 from tests.capwriter import frame, ipv4, tcp_segment
-from tests.test_capture_read import BANNER, LOGIN, LOGIN_ANSWER, Capture, CaptureTestCase, shown
+from tests.test_capture_read import BANNER, LOGIN, LOGIN_ANSWER, Capture, CaptureTestCase, login_session, shown
 from tests.test_reassembly import handshake, segment, stream
-from ctiproxy.capture import ACK, Packet, PacketDecoder
+from ctiproxy.capture import ACK, TCP_HEADER_CUT, Packet, PacketDecoder
 from ctiproxy.filters import CLIENT, SERVER
 from ctiproxy.reassembly import Reassembler
 
@@ -137,6 +137,61 @@ class OffloadReadTest(CaptureTestCase):
         self.assertEqual((status, err), (0, ''))
         self.assertNotIn('missing', out.decode())
         self.assertEqual([body for _, body in shown(out)], [[big.decode().strip()], [LOGIN.decode().strip()]])
+
+
+def cut_to(size, packets):
+    """Ethernet frames of IP packets as a capture of snap length `size` holds them: (frame, original length)."""
+    frames = [frame(capwriter.ETHERNET, ip_packet) for ip_packet in packets]
+    return [(data[:size], len(data)) for data in frames]
+
+
+class TcpHeaderCutTest(unittest.TestCase):
+    """A snap length below the TCP header's first 14 bytes (ports to flags): the packet cannot be placed."""
+
+    def test_each_size_below_the_flags_is_a_cut_header(self):
+        ip_packet = ipv4('192.0.2.1', '192.0.2.2', tcp_segment(40000, 5003, 1000, 2000, ACK, b'hello\n'))
+        for size in range(14 + 10, 14 + 20 + 14):           # from the IP protocol byte to the TCP flags
+            data, original = cut_to(size, [ip_packet])[0]
+            decoder = PacketDecoder()
+            with self.subTest(size=size):
+                self.assertIs(decoder.decode(Packet(0, capwriter.ETHERNET, 0, data, original)), TCP_HEADER_CUT)
+                self.assertEqual((decoder.headers_cut, decoder.skipped), (1, 0))
+
+    def test_a_packet_that_short_but_whole_is_skipped(self):
+        ip_packet = ipv4('192.0.2.1', '192.0.2.2', tcp_segment(40000, 5003, 1000, 2000, ACK))[:30]
+        data = frame(capwriter.ETHERNET, ip_packet)
+        decoder = PacketDecoder()
+        self.assertIsNone(decoder.decode(Packet(0, capwriter.ETHERNET, 0, data, len(data))))
+        self.assertEqual((decoder.headers_cut, decoder.skipped), (0, 1))
+
+
+class TcpHeaderCutReadTest(CaptureTestCase):
+    """End to end: a capture whose snap length cuts TCP headers says so once, and invents nothing."""
+
+    def capture(self, sizes):
+        """The login session, its packets cut to sizes (one per packet, the last repeated)."""
+        records = login_session().records
+        sizes = list(sizes) + [sizes[-1]] * len(records)
+        frames = [cut_to(size, [ip_packet])[0] for size, (_, ip_packet) in zip(sizes, records)]
+        return capwriter.pcap([(when, data, original) for (when, _), (data, original) in zip(records, frames)])
+
+    def test_every_packet_cut(self):
+        status, out, err = self.read('ctispy', '-', stdin=self.capture([14 + 20 + 6]))
+        self.assertEqual((status, out), (1, b''))
+        self.assertEqual(err.count("snap length cut"), 2, err)
+        self.assertIn("warning: the capture's snap length cuts TCP packets inside their TCP header (the first at "
+                      "byte 24)", err)
+        self.assertIn('no TCP traffic on port 5003: the capture\'s snap length cut each of its 11 TCP packets', err)
+
+    def test_some_packets_cut(self):
+        whole = 1 << 16
+        status, out, err = self.read('ctispy', '-', stdin=self.capture([whole] * 4 + [14 + 20 + 6, whole]))
+        self.assertEqual(status, 0)
+        self.assertEqual(err.count('\n'), 1, err)
+        self.assertIn("snap length cuts TCP packets inside their TCP header", err)
+        self.assertIn("bytes missing from the client's stream", out.decode())
+        self.assertEqual([body for _, body in shown(out)][:2],
+                         [[BANNER.decode().strip()], [LOGIN_ANSWER.decode().strip()]])
 
 
 if __name__ == '__main__':

@@ -326,6 +326,7 @@ class Segment(collections.namedtuple('Segment', 'src sport dst dport seq ack fla
 
 
 IP_FRAGMENT = 'IP fragment'
+TCP_HEADER_CUT = 'TCP header cut'       # the capture's snap length cut a packet before its TCP flags
 
 _IP_VERSIONS = {0x0800: 4, 0x86DD: 6}     # by ethertype
 # Link types that give an ethertype: where it is, and where what it names starts (Ethernet, Linux cooked v1, v2)
@@ -366,9 +367,11 @@ class PacketDecoder:
     def __init__(self):
         self.skipped = 0               # not TCP over IP, or too short to read
         self.fragments = 0             # IP fragments of TCP, not reassembled
+        self.headers_cut = 0           # TCP packets the snap length cut before their flags, skipped
 
     def decode(self, packet):
-        """A Segment, None (skipped) or IP_FRAGMENT; CaptureError for a link type we do not read."""
+        """A Segment, None (skipped), IP_FRAGMENT or TCP_HEADER_CUT; CaptureError for a link type we do not
+        read."""
         data = packet.data
         linktype = packet.linktype
         fast = _FAST_LINKS.get(linktype)
@@ -428,7 +431,8 @@ class PacketDecoder:
             return None                                            # a length that lies: not a packet to read
         else:
             end = start + total
-        return self._tcp(data, start + header, end, data[start + 12:start + 16], data[start + 16:start + 20])
+        return self._tcp(data, start + header, end, original, data[start + 12:start + 16],
+                         data[start + 16:start + 20])
 
     def _ipv6(self, data, start, original):
         length, next_header = _IPV6.unpack_from(data, start)
@@ -448,12 +452,16 @@ class PacketDecoder:
                 next_header, pos = data[pos], pos + (data[pos + 1] + 2) * 4
             else:
                 return None
-        return self._tcp(data, pos, end, data[start + 8:start + 24], data[start + 24:start + 40])
+        return self._tcp(data, pos, end, original, data[start + 8:start + 24], data[start + 24:start + 40])
 
-    @staticmethod
-    def _tcp(data, start, end, src, dst):
+    def _tcp(self, data, start, end, original, src, dst):
         """The segment at `start`, its packet ending at `end` (None: at the end of its TCP header) of the frame
-        (the capture may hold less of it)."""
+        (the capture may hold less of it: `original` is the frame's length)."""
+        if start + _TCP_HEADER.size > len(data):
+            if original > len(data) and (end is None or end > len(data)):    # the snap length cut it: flags unknown
+                self.headers_cut += 1
+                return TCP_HEADER_CUT
+            return None                                            # shorter than a TCP header: not a packet
         sport, dport, seq, ack, offset, flags = _TCP_HEADER.unpack_from(data, start)
         if offset < 0x50:
             return None                                            # a header shorter than TCP's: not a packet

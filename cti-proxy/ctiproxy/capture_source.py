@@ -8,7 +8,7 @@ STARTTLS confirmation or TLS from the first byte makes the rest `encrypted`, as 
 them through live.
 """
 
-from .capture import IP_FRAGMENT, CaptureError, CaptureReader, PacketDecoder
+from .capture import IP_FRAGMENT, TCP_HEADER_CUT, CaptureError, CaptureReader, PacketDecoder
 from .events import SessionInfo
 from .filters import CLIENT, SERVER
 from .reassembly import (CAPTURE_END, CROWDED, IDLE, IDLE_SECONDS, MAX_OPEN, REPLACED, RESET, Closed, Data, Ended,
@@ -26,6 +26,8 @@ TLS_NOTICE = 'TLS: the session is encrypted and cannot be shown'
 TOOL_ENDS = (IDLE, CROWDED)     # sessions the tool ends, for bounded memory
 RESUMED_NOTICE = ('continues session #%d, which the tool ended (see its end): a side it ended in the middle of a line '
                   'reads on as text to its next newline')
+HEADERS_CUT_WARNING = ('warning: the capture\'s snap length cuts TCP packets inside their TCP header (the first at '
+                       'byte %d): where their bytes go is unknown, and they are skipped; capture with tcpdump -s 0')
 START_MISSED_NOTICE = ('the capture starts after this session\'s start: what comes before the first newline '
                        'of each side is shown as text')
 
@@ -101,7 +103,7 @@ class CaptureSource:
         feed = self.reassembler.feed
         pending = []
         reader.before_read = lambda: self._hand_on(pending)
-        fragments_said = False
+        fragments_said = headers_cut_said = False
         try:
             for packet in reader.packets():
                 segment = decode(packet)
@@ -112,6 +114,11 @@ class CaptureSource:
                         fragments_said = True
                         self.warn('warning: the capture holds IP fragments of TCP packets (byte %d): they are '
                                   'not reassembled, and skipped' % packet.offset)
+                    continue
+                if segment is TCP_HEADER_CUT:
+                    if not headers_cut_said:
+                        headers_cut_said = True
+                        self.warn(HEADERS_CUT_WARNING % packet.offset)
                     continue
                 pending += feed(segment, packet.time_ns / 1e9)
         except CaptureError:
@@ -169,6 +176,9 @@ class CaptureSource:
 
     def no_traffic_text(self):
         ports = self.reassembler.ports_seen()
+        if not ports and self.decoder.headers_cut:
+            return ('no TCP traffic on port %d: the capture\'s snap length cut each of its %d TCP packets inside '
+                    'its TCP header' % (self.port, self.decoder.headers_cut))
         if not ports:
             return 'no TCP traffic on port %d: the capture holds no TCP packet' % self.port
         held = ', '.join('%d (%d packet%s)' % (port, count, '' if count == 1 else 's') for port, count in ports[:8])
