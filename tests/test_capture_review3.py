@@ -9,7 +9,7 @@ from tests.test_capture_read import BANNER, LOGIN, LOGIN_ANSWER, Capture, Captur
 from tests.test_reassembly import handshake, segment, stream
 from ctiproxy.capture import ACK, TCP_HEADER_CUT, Packet, PacketDecoder
 from ctiproxy.filters import CLIENT, SERVER
-from ctiproxy.reassembly import Reassembler
+from ctiproxy.reassembly import KEPT_UNACKED, Differs, Reassembler
 
 CLIENT_NEXT = 1000 + 1          # the client's first byte's sequence number (tests/test_reassembly.py's ISN)
 
@@ -192,6 +192,75 @@ class TcpHeaderCutReadTest(CaptureTestCase):
         self.assertIn("bytes missing from the client's stream", out.decode())
         self.assertEqual([body for _, body in shown(out)][:2],
                          [[BANNER.decode().strip()], [LOGIN_ANSWER.decode().strip()]])
+
+
+class DifferingRetransmissionTest(unittest.TestCase):
+    """Bytes captured again that differ from the first copy: the first is delivered, the difference said."""
+
+    def setUp(self):
+        self.reassembler = Reassembler(5003)
+        self.events = []
+        handshake(self.reassembler, self.events)
+
+    def feed(self, *segments):
+        for one in segments:
+            self.events += self.reassembler.feed(one, 2.0)
+
+    def differs(self):
+        return [(event.direction, event.size, event.differing) for event in self.events if isinstance(event, Differs)]
+
+    def client(self):
+        return next(iter(self.reassembler._connections.values())).client
+
+    def test_again_after_delivery(self):
+        self.feed(segment(CLIENT, 0, b'hello\n'), segment(CLIENT, 0, b'jello\n'), segment(CLIENT, 3, b'lo\n'))
+        self.assertEqual(stream(self.events, CLIENT), b'hello\n')
+        self.assertEqual(self.differs(), [(CLIENT, 6, 1)])
+
+    def test_again_while_waiting_for_a_hole(self):
+        self.feed(segment(SERVER, 6, b'world\n'), segment(SERVER, 4, b'o\nwarld\nmore\n'), segment(SERVER, 0, b'hell'))
+        self.assertEqual(stream(self.events, SERVER), b'hello\nworld\nmore\n')
+        self.assertEqual(self.differs(), [(SERVER, 6, 1)])
+
+    def test_the_same_bytes_again_are_not_said(self):
+        self.feed(segment(CLIENT, 0, b'hello\n'), segment(CLIENT, 8, b'c\n'), segment(CLIENT, 0, b'hello\nb\nc\n'))
+        self.assertEqual(stream(self.events, CLIENT), b'hello\nb\nc\n')
+        self.assertEqual(self.differs(), [])
+
+    def test_acked_bytes_are_not_kept(self):
+        self.feed(segment(CLIENT, 0, b'hello\n'), segment(SERVER, 0, ack=CLIENT_NEXT + 4))
+        self.assertEqual(list(self.client().unacked), [(CLIENT_NEXT + 4, b'o\n')])
+        self.feed(segment(SERVER, 0, ack=CLIENT_NEXT + 6), segment(CLIENT, 0, b'jello\n'))
+        self.assertEqual((self.differs(), self.client().unacked_bytes), ([], 0))
+
+    def test_the_bytes_kept_are_bounded(self):
+        for offset in range(0, 4 * KEPT_UNACKED, 1000):
+            self.feed(segment(CLIENT, offset, b'x' * 1000))
+        client = self.client()
+        self.assertEqual(client.unacked_bytes, KEPT_UNACKED)
+        self.assertEqual(sum(len(data) for _, data in client.unacked), KEPT_UNACKED)
+        end = client.next - CLIENT_NEXT
+        self.feed(segment(CLIENT, end - 10, b'y' * 10), segment(CLIENT, 0, b'y' * 10))
+        self.assertEqual(self.differs(), [(CLIENT, 10, 10)])       # the first ten bytes are not kept any more
+
+
+class DifferingRetransmissionReadTest(CaptureTestCase):
+    """End to end: ctispy says that a capture disagrees with itself, and shows the first copy."""
+
+    def test_a_notice_says_it(self):
+        capture = Capture()
+        capture.handshake()
+        capture.add('client', LOGIN)
+        changed = LOGIN.replace(b'alice', b'bobby')
+        capture.add('client', changed, seq=capture.conversation.seq['client'] - len(LOGIN), advance=False)
+        capture.add('server', LOGIN_ANSWER)
+        capture.close()
+        status, out, err = self.read('ctispy', '-', stdin=capture.pcap())
+        self.assertEqual((status, err), (0, ''))
+        self.assertIn("-- the capture disagrees with itself: 5 of %d bytes of the client's stream captured again (a "
+                      "retransmission) differ from their first copy; the first copy is shown" % len(LOGIN),
+                      out.decode())
+        self.assertEqual([body for _, body in shown(out)], [[LOGIN.decode().strip()], [LOGIN_ANSWER.decode().strip()]])
 
 
 if __name__ == '__main__':

@@ -11,8 +11,8 @@ them through live.
 from .capture import IP_FRAGMENT, TCP_HEADER_CUT, CaptureError, CaptureReader, PacketDecoder
 from .events import SessionInfo
 from .filters import CLIENT, SERVER
-from .reassembly import (CAPTURE_END, CROWDED, IDLE, IDLE_SECONDS, MAX_OPEN, REPLACED, RESET, Closed, Data, Ended,
-                         Missing, Opened, Reassembler, Resumed, StartMissed)
+from .reassembly import (CAPTURE_END, CROWDED, IDLE, IDLE_SECONDS, MAX_OPEN, REPLACED, RESET, Closed, Data, Differs,
+                         Ended, Missing, Opened, Reassembler, Resumed, StartMissed)
 from .tls import ENCRYPTED, StarttlsHandover, starts_like_tls
 
 TLS_PORT = 5013             # XiVO's CTI over TLS from the first byte
@@ -28,6 +28,8 @@ RESUMED_NOTICE = ('continues session #%d, which the tool ended (see its end): a 
                   'reads on as text to its next newline')
 HEADERS_CUT_WARNING = ('warning: the capture\'s snap length cuts TCP packets inside their TCP header (the first at '
                        'byte %d): where their bytes go is unknown, and they are skipped; capture with tcpdump -s 0')
+DIFFERS_NOTICE = ('the capture disagrees with itself: %d of %d bytes of the %s\'s stream captured again (a '
+                  'retransmission) differ from their first copy; the first copy is shown')
 START_MISSED_NOTICE = ('the capture starts after this session\'s start: what comes before the first newline '
                        'of each side is shown as text')
 
@@ -207,6 +209,9 @@ class CaptureSource:
             self._end_side(self.sessions[event.session], event.direction, event.time)
         elif kind is Ended:
             self._close(event)
+        elif kind is Differs:
+            self.observer.notice(self.sessions[event.session].info, event.time,
+                                 DIFFERS_NOTICE % (event.differing, event.size, event.direction))
         elif kind is Resumed:
             session = self.sessions[event.session]
             session.start_missed = True             # said here, not as a capture that starts mid-session
