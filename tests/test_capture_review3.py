@@ -1,15 +1,19 @@
 """Third review of captures: an ACK captured before the data it acknowledges, IPv4 total length 0 (segmentation
 offload), a TCP header cut by the snap length, a retransmission that disagrees with the first copy."""
 
+import socket
 import unittest
 
 from tests import capwriter
 from tests.capwriter import frame, ipv4, tcp_segment
 from tests.test_capture_read import BANNER, LOGIN, LOGIN_ANSWER, Capture, CaptureTestCase, login_session, shown
+from tests.harness import TIMEOUT, closed_port
 from tests.test_reassembly import handshake, segment, stream
+from tests.test_simulator import SimServer, Talk, ctisim
 from ctiproxy.capture import ACK, TCP_HEADER_CUT, Packet, PacketDecoder
 from ctiproxy.filters import CLIENT, SERVER
 from ctiproxy.reassembly import KEPT_UNACKED, Differs, Reassembler
+from ctiproxy.sim.recorded import load_session
 
 CLIENT_NEXT = 1000 + 1          # the client's first byte's sequence number (tests/test_reassembly.py's ISN)
 
@@ -261,6 +265,39 @@ class DifferingRetransmissionReadTest(CaptureTestCase):
                       "retransmission) differ from their first copy; the first copy is shown" % len(LOGIN),
                       out.decode())
         self.assertEqual([body for _, body in shown(out)], [[LOGIN.decode().strip()], [LOGIN_ANSWER.decode().strip()]])
+
+
+class ReplayCapturePortTest(CaptureTestCase):
+    """ctisim --replay of a capture takes its sessions on --capture-port, as the tools' --read takes --port."""
+
+    def test_the_server_replays_a_capture_on_another_port(self):
+        path = self.write('cti.pcap', login_session(Capture(server=('192.0.2.2', 15003))).pcap())
+        server = SimServer('--replay', path, '--speed', '0', '--no-starttls', '--capture-port', '15003')
+        self.addCleanup(server.__exit__)
+        self.assertIsNotNone(server.port, server.start_line)
+        talk = Talk(socket.create_connection(('127.0.0.1', server.port), timeout=TIMEOUT))
+        self.assertEqual(talk.read_line(), BANNER)
+        talk.quit()
+        status, err = server.stop()
+        self.assertEqual(status, 0, err)
+
+    def test_no_traffic_on_the_port_names_the_option(self):
+        path = self.write('cti.pcap', login_session(Capture(server=('192.0.2.2', 15003))).pcap())
+        for command in ('server', 'client'):
+            with self.subTest(command=command):
+                status, out, err = ctisim(command, '127.0.0.1', '--port', str(closed_port()), '--replay', path) \
+                    if command == 'client' else ctisim(command, '--port', '0', '--replay', path)
+                self.assertEqual(status, 1)
+                self.assertIn('no TCP traffic on port 5003 (--capture-port): the capture holds TCP ports 15003', err)
+
+    def test_capture_port_needs_replay(self):
+        status, _, err = ctisim('server', '--capture-port', '15003')
+        self.assertEqual(status, 2)
+        self.assertIn('--capture-port needs --replay', err)
+
+    def test_load_session_of_a_capture_on_another_port(self):
+        path = self.write('cti.pcap', login_session(Capture(server=('192.0.2.2', 15003))).pcap())
+        self.assertEqual(len(load_session(path, capture_port=15003).exchanges), 2)
 
 
 if __name__ == '__main__':

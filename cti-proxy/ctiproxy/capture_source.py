@@ -66,11 +66,13 @@ class CapturedSession:
 class CaptureSource:
     """Feeds an observer from a capture.  warn(text) says one line (IP fragments, once)."""
 
-    def __init__(self, observer, port, warn, idle_seconds=IDLE_SECONDS, max_open=MAX_OPEN):
+    def __init__(self, observer, port, warn, idle_seconds=IDLE_SECONDS, max_open=MAX_OPEN, port_option='--port'):
         """A session with no packet for idle_seconds of the capture's time (0: never) ends, and so does the least
-        recently active of max_open, when one more opens: memory is bounded however long the capture."""
+        recently active of max_open, when one more opens: memory is bounded however long the capture.
+        port_option: the option that chose the port, as messages name it."""
         self.observer = observer
         self.port = port
+        self.port_option = port_option
         self.warn = warn
         self.decoder = PacketDecoder()
         self.reassembler = Reassembler(port, idle_seconds=idle_seconds, max_open=max_open)
@@ -185,7 +187,8 @@ class CaptureSource:
             return 'no TCP traffic on port %d: the capture holds no TCP packet' % self.port
         held = ', '.join('%d (%d packet%s)' % (port, count, '' if count == 1 else 's') for port, count in ports[:8])
         more = ' and %d more' % (len(ports) - 8) if len(ports) > 8 else ''
-        return 'no TCP traffic on port %d (--port): the capture holds TCP ports %s%s' % (self.port, held, more)
+        return 'no TCP traffic on port %d (%s): the capture holds TCP ports %s%s' % (self.port, self.port_option, held,
+                                                                                     more)
 
     # -- the core's events, as the observer's --
 
