@@ -1,6 +1,7 @@
 """The web view's HTTP server: the page, its JSON API and its event stream, on a thread of its own.
 
-Every request needs the run's token (in the URL, or the cookie the page's answer sets) and a Host header
+Every request needs the run's token in its URL (never a cookie: browsers send a cookie of 127.0.0.1 to every
+port of it, another local user's server too) and a Host header
 naming the address the server is bound to (no DNS rebinding); every answer carries a strict
 Content-Security-Policy.  See the API in the README (the web view).
 """
@@ -23,7 +24,6 @@ from ..relay import describe_error
 from .store import QueryError, finite_numbers
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'page.html')
-COOKIE = 'ctiproxy_token'
 BATCH_INTERVAL = 0.2        # seconds: an event stream sends at most one batch this often
 KEEPALIVE = 15.0            # seconds of quiet after which an event stream sends a comment
 IDLE_TIMEOUT = 120          # seconds an answer may wait for the client to read it
@@ -167,8 +167,8 @@ class WebServer:
             return name == 'localhost' or _is_address(name)
         return False
 
-    def allows_token(self, query, cookies):
-        given = query.get('token', [None])[0] or cookies.get(COOKIE)
+    def allows_token(self, query):
+        given = query.get('token', [None])[0]
         return given is not None and hmac.compare_digest(given.encode('utf-8', 'surrogateescape'),
                                                          self.token.encode('ascii'))
 
@@ -200,14 +200,6 @@ def _is_loopback(address):
 
 def _is_wildcard(address):
     return _is_address(address) and ipaddress.ip_address(address).is_unspecified
-
-
-def _cookies(header):
-    cookies = {}
-    for part in (header or '').split(';'):
-        name, _, value = part.strip().partition('=')
-        cookies.setdefault(name, value)
-    return cookies
 
 
 class NotFound(Exception):
@@ -281,7 +273,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(url.query)
         if not view.allows_host(self.headers.get('Host')):
             return self._refuse(403, 'forbidden: this Host is not the web view\'s address')
-        if not view.allows_token(query, _cookies(self.headers.get('Cookie'))):
+        if not view.allows_token(query):
             return self._refuse(403, 'forbidden: open the URL with the token that ctispy printed')
         try:
             self._route(url.path, query)
@@ -307,7 +299,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _route(self, path, query):
         store = self.server.view.store
         if path == '/':
-            return self._page(query)
+            return self._page()
         if path == '/api/info':
             return self._json(dict(store.get_info(), version=__version__))
         if path == '/api/sessions':
@@ -365,14 +357,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except RecursionError:                  # nested deeper than json writes: the line says it
             return self._json(dict(detail, message=None))
 
-    def _page(self, query):
+    def _page(self):
         nonce = secrets.token_urlsafe(16)
-        headers = []
-        if 'token' in query:
-            headers.append(('Set-Cookie', '%s=%s; HttpOnly; SameSite=Strict; Path=/'
-                            % (COOKIE, self.server.view.token)))
         body = self.server.view.page.replace('{{NONCE}}', nonce).encode('utf-8')
-        self._send(200, body, 'text/html; charset=utf-8', headers, nonce)
+        self._send(200, body, 'text/html; charset=utf-8', nonce=nonce)
 
     def _events(self):
         """The event stream: `sessions` and `rows` events, at most one batch per BATCH_INTERVAL, until the tool
