@@ -8,6 +8,7 @@ Content-Security-Policy.  See the API in the README (the web view).
 
 import hmac
 import http.server
+import io
 import ipaddress
 import json
 import os
@@ -202,6 +203,27 @@ def _is_wildcard(address):
     return _is_address(address) and ipaddress.ip_address(address).is_unspecified
 
 
+class _HeadDeadlineReader(io.RawIOBase):
+    """A connection's bytes, each read waiting at most until the handler's head_deadline (when it has one): a
+    client that trickles its request's head a byte at a time still has HEAD_TIMEOUT for the whole head."""
+
+    def __init__(self, handler):
+        super().__init__()
+        self._handler = handler
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        deadline = self._handler.head_deadline
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout('the request\'s head did not come within %g s' % HEAD_TIMEOUT)
+            self._handler.connection.settimeout(remaining)
+        return self._handler.connection.recv_into(buffer)
+
+
 class NotFound(Exception):
     """404, with this text as the JSON error."""
 
@@ -215,8 +237,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = 'ctispy-web'
     sys_version = ''
     timeout = HEAD_TIMEOUT          # set on the socket at setup(): the head of a request comes within it
+    head_deadline = None            # monotonic time by which the head being read must have come
 
     # -- plumbing --
+
+    def setup(self):
+        super().setup()
+        self.rfile = io.BufferedReader(_HeadDeadlineReader(self))
+
+    def handle_one_request(self):
+        self.head_deadline = time.monotonic() + self.timeout
+        try:
+            super().handle_one_request()
+        finally:
+            self.head_deadline = None
 
     def handle(self):
         try:
@@ -261,6 +295,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # -- requests --
 
     def do_GET(self):
+        self.head_deadline = None
         self.connection.settimeout(IDLE_TIMEOUT)
         try:
             self._answer()
