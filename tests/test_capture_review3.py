@@ -18,9 +18,8 @@ from ctiproxy.sim.recorded import load_session
 CLIENT_NEXT = 1000 + 1          # the client's first byte's sequence number (tests/test_reassembly.py's ISN)
 
 
-class AckBeforeDataTest(unittest.TestCase):
-    """A capture reorders packets across interfaces or CPUs: an ACK may come before the data it acknowledges.
-    Its bytes are said missing only once the sender's own packets have gone past them, or at the end."""
+class ConnectionTestCase(unittest.TestCase):
+    """A reassembler after a handshake; feed() gives it segments, self.events what came out."""
 
     def setUp(self):
         self.reassembler = Reassembler(5003)
@@ -30,6 +29,11 @@ class AckBeforeDataTest(unittest.TestCase):
     def feed(self, *segments):
         for one in segments:
             self.events += self.reassembler.feed(one, 2.0)
+
+
+class AckBeforeDataTest(ConnectionTestCase):
+    """A capture reorders packets across interfaces or CPUs: an ACK may come before the data it acknowledges.
+    Its bytes are said missing only once the sender's own packets have gone past them, or at the end."""
 
     def test_the_data_after_its_ack_is_shown_not_missing(self):
         self.feed(segment(SERVER, 0, ack=CLIENT_NEXT + 6), segment(CLIENT, 0, b'hello\n'))
@@ -198,17 +202,8 @@ class TcpHeaderCutReadTest(CaptureTestCase):
                          [[BANNER.decode().strip()], [LOGIN_ANSWER.decode().strip()]])
 
 
-class DifferingRetransmissionTest(unittest.TestCase):
+class DifferingRetransmissionTest(ConnectionTestCase):
     """Bytes captured again that differ from the first copy: the first is delivered, the difference said."""
-
-    def setUp(self):
-        self.reassembler = Reassembler(5003)
-        self.events = []
-        handshake(self.reassembler, self.events)
-
-    def feed(self, *segments):
-        for one in segments:
-            self.events += self.reassembler.feed(one, 2.0)
 
     def differs(self):
         return [(event.direction, event.size, event.differing) for event in self.events if isinstance(event, Differs)]
