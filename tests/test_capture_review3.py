@@ -12,7 +12,7 @@ from tests.test_reassembly import handshake, segment, stream
 from tests.test_simulator import SimServer, Talk, ctisim
 from ctiproxy.capture import ACK, TCP_HEADER_CUT, Packet, PacketDecoder
 from ctiproxy.filters import CLIENT, SERVER
-from ctiproxy.reassembly import KEPT_UNACKED, Differs, Reassembler
+from ctiproxy.reassembly import KEPT_UNACKED, KEPT_UNACKED_PIECES, Differs, Reassembler
 from ctiproxy.sim.recorded import load_session
 
 CLIENT_NEXT = 1000 + 1          # the client's first byte's sequence number (tests/test_reassembly.py's ISN)
@@ -241,6 +241,14 @@ class DifferingRetransmissionTest(ConnectionTestCase):
         end = client.next - CLIENT_NEXT
         self.feed(segment(CLIENT, end - 10, b'y' * 10), segment(CLIENT, 0, b'y' * 10))
         self.assertEqual(self.differs(), [(CLIENT, 10, 10)])       # the first ten bytes are not kept any more
+
+    def test_the_segments_kept_are_bounded(self):
+        for offset in range(KEPT_UNACKED_PIECES * 2):
+            self.feed(segment(CLIENT, offset, b'x'))
+        client = self.client()
+        self.assertEqual((len(client.unacked), client.unacked_bytes), (KEPT_UNACKED_PIECES, KEPT_UNACKED_PIECES))
+        self.feed(segment(CLIENT, KEPT_UNACKED_PIECES * 2 - 2, b'yy'))
+        self.assertEqual(self.differs(), [(CLIENT, 2, 2)])
 
 
 class DifferingRetransmissionReadTest(CaptureTestCase):

@@ -49,6 +49,7 @@ _RESUMABLE = (IDLE, CROWDED)  # ends that the connection did not make: its later
 IDLE_SECONDS = 600            # a CTI client's keepalives come far more often (and a later packet resumes it)
 MAX_OPEN = 10000              # sessions open at once: about 10 KB each in ctistat
 KEPT_UNACKED = 8192           # delivered bytes kept, per direction until ACKed, to compare a retransmission with
+KEPT_UNACKED_PIECES = 64      # and at most this many segments of them: each retransmission looks through them
 
 _new_tuple = tuple.__new__             # a namedtuple made without its __new__'s extra call, for the common path
 _MASK = 0xFFFFFFFF
@@ -408,7 +409,7 @@ class Reassembler:
         events.append(_new_tuple(Data, (connection.session, time, direction.name, data)))
         direction.unacked.append((direction.next, data))
         direction.unacked_bytes += len(data)
-        if direction.unacked_bytes > KEPT_UNACKED:
+        if direction.unacked_bytes > KEPT_UNACKED or len(direction.unacked) > KEPT_UNACKED_PIECES:
             self._forget_oldest(direction)
         direction.next += len(data)
         direction.at_line_start = data[-1] == 10
@@ -426,8 +427,10 @@ class Reassembler:
 
     @staticmethod
     def _forget_oldest(direction):
-        """Keep only the last KEPT_UNACKED bytes delivered."""
+        """Keep only the last KEPT_UNACKED bytes delivered, in KEPT_UNACKED_PIECES segments at most."""
         unacked = direction.unacked
+        while len(unacked) > KEPT_UNACKED_PIECES:
+            direction.unacked_bytes -= len(unacked.popleft()[1])
         while direction.unacked_bytes > KEPT_UNACKED:
             start, data = unacked.popleft()
             excess = direction.unacked_bytes - KEPT_UNACKED
@@ -467,9 +470,9 @@ class Reassembler:
     def _first_copies(direction, start, end):
         """(start, data) of the kept first copies that may overlap start..end: delivered, then waiting."""
         if start < direction.next:
-            for first_start, first in direction.unacked:
-                if first_start >= end:
-                    return
+            for first_start, first in reversed(direction.unacked):    # the newest first: what is sent again
+                if first_start + len(first) <= start:
+                    break
                 yield first_start, first
         held = direction.held
         index = max(bisect.bisect_left(held, (start,)) - 1, 0)
