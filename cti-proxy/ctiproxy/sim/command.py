@@ -74,6 +74,7 @@ ctisim server --tls                             TLS on port 5013, with a certifi
 ctisim server --starttls --cert c.pem --key c.key   STARTTLS offered on port 5003, with this certificate
 ctisim server --replay session.jsonl             a recorded XiVO: the recording's answers to any client
 ctisim server --replay s.jsonl --session 2 --speed 0    its second session, unasked messages at once
+ctisim server --replay cti.pcap --capture-port 15003   a capture of a XiVO on port 15003
 Then: ctispy 127.0.0.1 --port 5003, and a CTI client (or ctisim client) on port 50030.
 The certificate made for a run (by the openssl command) is said on start, for --tls-ca; it is removed
 when ctisim ends.
