@@ -355,8 +355,9 @@ class DecodeTest(unittest.TestCase):
         self.assertEqual((segment.payload, segment.cut), (b'x' * 30, 70))
 
     def test_offloaded_ip_length_zero_takes_what_was_captured(self):
-        packet = ipv4('192.0.2.1', '192.0.2.2', tcp_segment(40000, 5003, 1000, 2000, ACK, b'hello'), total_length=0)
-        self.assert_segment(decode(capwriter.RAW, packet))
+        payload = b'hello ' * 1000
+        packet = ipv4('192.0.2.1', '192.0.2.2', tcp_segment(40000, 5003, 1000, 2000, ACK, payload), total_length=0)
+        self.assert_segment(decode(capwriter.RAW, packet), payload)
 
     def test_unknown_link_type_is_an_error_naming_it(self):
         for linktype, name in [(147, '147 (USER0)'), (4000, '4000')]:

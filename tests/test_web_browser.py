@@ -65,7 +65,7 @@ def assert_traffic_is_text(test, browser):
     for attrs in census.tags('a'):
         href = attrs.get('href')
         if href is not None:
-            test.assertRegex(href, r'^(#session=\d+(&row=\d+)?|/api/sessions/\d+/download)$')
+            test.assertRegex(href, r'^(#session=\d+(&row=\d+)?|/api/sessions/\d+/download\?token=[\w-]+)$')
     for text in HOSTILE:
         test.assertIn(text, census.text)
     return census
@@ -255,7 +255,7 @@ class RecordingTest(BrowserTest):
         self.assertIn('error', rows[5]['classes'].split())
         self.assertIn('unanswered', rows[6]['classes'].split())
         self.assertEqual(self.href_of('a.download'),
-                         '/api/sessions/1/download')
+                         '/api/sessions/1/download?token=' + self.tool.token)
         self.assertTrue(self.browser.evaluate("!!document.querySelector('#timeline svg circle')"))
         assert_traffic_is_text(self, self.browser)
 

@@ -58,7 +58,7 @@ class PageTest(BrowserTest):
             spy.web_read_stderr_until('read to the end')
             self.browser.open(with_fragment(spy.url, 'session=%d&row=1' % BIG))
             self.assertIn('#%d' % BIG, self.text_of('#sessions'))
-            self.assertEqual(self.href_of('a.download'), '/api/sessions/%d/download' % BIG)
+            self.assertEqual(self.href_of('a.download'), '/api/sessions/%d/download?token=%s' % (BIG, spy.token))
             self.assertEqual(self.href_of('#detail a.reply-link'), '#session=%d&row=2' % BIG)
             self.browser.open(with_fragment(spy.url, 'session=%d&row=2' % BIG))
             self.assertIn('NaN', self.text_of('#tree'))

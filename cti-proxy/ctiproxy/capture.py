@@ -326,6 +326,7 @@ class Segment(collections.namedtuple('Segment', 'src sport dst dport seq ack fla
 
 
 IP_FRAGMENT = 'IP fragment'
+TCP_HEADER_CUT = 'TCP header cut'       # the capture's snap length cut a packet before its TCP flags
 
 _IP_VERSIONS = {0x0800: 4, 0x86DD: 6}     # by ethertype
 # Link types that give an ethertype: where it is, and where what it names starts (Ethernet, Linux cooked v1, v2)
@@ -336,6 +337,9 @@ _IPV6_EXTENSIONS = (0, 43, 60)             # hop-by-hop, routing, destination op
 _IPV6_FRAGMENT = 44
 _IPV6_AH = 51
 _TCP = 6
+# An IPv4 packet this short may be followed by Ethernet padding (a frame's 46 bytes at least: linux cooked
+# captures of incoming frames keep it too).  A packet of segmentation offload is never this short.
+_PADDED_IP_SIZE = 46
 
 _U16 = struct.Struct('!H')
 # The common case in one unpack: an ethertype, an IPv4 header of 20 bytes, and the first 14 bytes of TCP.
@@ -363,9 +367,11 @@ class PacketDecoder:
     def __init__(self):
         self.skipped = 0               # not TCP over IP, or too short to read
         self.fragments = 0             # IP fragments of TCP, not reassembled
+        self.headers_cut = 0           # TCP packets the snap length cut before their flags, skipped
 
     def decode(self, packet):
-        """A Segment, None (skipped) or IP_FRAGMENT; CaptureError for a link type we do not read."""
+        """A Segment, None (skipped), IP_FRAGMENT or TCP_HEADER_CUT; CaptureError for a link type we do not
+        read."""
         data = packet.data
         linktype = packet.linktype
         fast = _FAST_LINKS.get(linktype)
@@ -398,9 +404,9 @@ class PacketDecoder:
             else:
                 raise CaptureError('unsupported link type %s' % link_type_name(linktype), packet.offset)
             if version == 4:
-                segment = self._ipv4(data, start)
+                segment = self._ipv4(data, start, packet.orig_len)
             elif version == 6:
-                segment = self._ipv6(data, start)
+                segment = self._ipv6(data, start, packet.orig_len)
             else:
                 segment = None
         except (struct.error, IndexError):
@@ -409,7 +415,7 @@ class PacketDecoder:
             self.skipped += 1
         return segment
 
-    def _ipv4(self, data, start):
+    def _ipv4(self, data, start, original):
         first, total, fragment, protocol = _IPV4.unpack_from(data, start)
         if first >> 4 != 4 or protocol != _TCP or first & 15 < 5:
             return None
@@ -417,17 +423,20 @@ class PacketDecoder:
             self.fragments += 1
             return IP_FRAGMENT
         header = (first & 15) * 4
-        if total == 0:                                             # segmentation offload: length unknown
-            end = len(data)
+        if total == 0:          # segmentation offload: the frame holds the whole packet (as Wireshark takes it)
+            end = max(original, len(data))
+            if end - start <= _PADDED_IP_SIZE:
+                end = None      # too short to be offloaded: what follows the TCP header may be padding, not bytes
         elif total < header:
             return None                                            # a length that lies: not a packet to read
         else:
             end = start + total
-        return self._tcp(data, start + header, end, data[start + 12:start + 16], data[start + 16:start + 20])
+        return self._tcp(data, start + header, end, original, data[start + 12:start + 16],
+                         data[start + 16:start + 20])
 
-    def _ipv6(self, data, start):
+    def _ipv6(self, data, start, original):
         length, next_header = _IPV6.unpack_from(data, start)
-        end = start + 40 + length if length else len(data)        # 0: a jumbogram or offload
+        end = start + 40 + length if length else max(original, len(data))     # 0: a jumbogram or offload
         pos = start + 40
         while next_header != _TCP:
             if next_header in _IPV6_EXTENSIONS:
@@ -443,14 +452,22 @@ class PacketDecoder:
                 next_header, pos = data[pos], pos + (data[pos + 1] + 2) * 4
             else:
                 return None
-        return self._tcp(data, pos, end, data[start + 8:start + 24], data[start + 24:start + 40])
+        return self._tcp(data, pos, end, original, data[start + 8:start + 24], data[start + 24:start + 40])
 
-    @staticmethod
-    def _tcp(data, start, end, src, dst):
+    def _tcp(self, data, start, end, original, src, dst):
+        """The segment at `start`, its packet ending at `end` (None: at the end of its TCP header) of the frame
+        (the capture may hold less of it: `original` is the frame's length)."""
+        if start + _TCP_HEADER.size > len(data):
+            if original > len(data) and (end is None or end > len(data)):    # the snap length cut it: flags unknown
+                self.headers_cut += 1
+                return TCP_HEADER_CUT
+            return None                                            # shorter than a TCP header: not a packet
         sport, dport, seq, ack, offset, flags = _TCP_HEADER.unpack_from(data, start)
         if offset < 0x50:
             return None                                            # a header shorter than TCP's: not a packet
         payload_start = start + (offset >> 4) * 4
+        if end is None:
+            end = payload_start
         captured_end = len(data)
         if end < captured_end:
             captured_end = end

@@ -8,11 +8,11 @@ STARTTLS confirmation or TLS from the first byte makes the rest `encrypted`, as 
 them through live.
 """
 
-from .capture import IP_FRAGMENT, CaptureError, CaptureReader, PacketDecoder
+from .capture import IP_FRAGMENT, TCP_HEADER_CUT, CaptureError, CaptureReader, PacketDecoder
 from .events import SessionInfo
 from .filters import CLIENT, SERVER
-from .reassembly import (CAPTURE_END, CROWDED, IDLE, IDLE_SECONDS, MAX_OPEN, REPLACED, RESET, Closed, Data, Ended,
-                         Missing, Opened, Reassembler, Resumed, StartMissed)
+from .reassembly import (CAPTURE_END, CROWDED, IDLE, IDLE_SECONDS, MAX_OPEN, REPLACED, RESET, Closed, Data, Differs,
+                         Ended, Missing, Opened, Reassembler, Resumed, StartMissed)
 from .tls import ENCRYPTED, StarttlsHandover, starts_like_tls
 
 TLS_PORT = 5013             # XiVO's CTI over TLS from the first byte
@@ -26,6 +26,10 @@ TLS_NOTICE = 'TLS: the session is encrypted and cannot be shown'
 TOOL_ENDS = (IDLE, CROWDED)     # sessions the tool ends, for bounded memory
 RESUMED_NOTICE = ('continues session #%d, which the tool ended (see its end): a side it ended in the middle of a line '
                   'reads on as text to its next newline')
+HEADERS_CUT_WARNING = ('warning: the capture\'s snap length cuts TCP packets inside their TCP header (the first at '
+                       'byte %d): where their bytes go is unknown, and they are skipped; capture with tcpdump -s 0')
+DIFFERS_NOTICE = ('the capture disagrees with itself: %d of %d bytes of the %s\'s stream captured again (a '
+                  'retransmission) differ from their first copy; the first copy is shown')
 START_MISSED_NOTICE = ('the capture starts after this session\'s start: what comes before the first newline '
                        'of each side is shown as text')
 
@@ -62,11 +66,13 @@ class CapturedSession:
 class CaptureSource:
     """Feeds an observer from a capture.  warn(text) says one line (IP fragments, once)."""
 
-    def __init__(self, observer, port, warn, idle_seconds=IDLE_SECONDS, max_open=MAX_OPEN):
+    def __init__(self, observer, port, warn, idle_seconds=IDLE_SECONDS, max_open=MAX_OPEN, port_option='--port'):
         """A session with no packet for idle_seconds of the capture's time (0: never) ends, and so does the least
-        recently active of max_open, when one more opens: memory is bounded however long the capture."""
+        recently active of max_open, when one more opens: memory is bounded however long the capture.
+        port_option: the option that chose the port, as messages name it."""
         self.observer = observer
         self.port = port
+        self.port_option = port_option
         self.warn = warn
         self.decoder = PacketDecoder()
         self.reassembler = Reassembler(port, idle_seconds=idle_seconds, max_open=max_open)
@@ -101,7 +107,7 @@ class CaptureSource:
         feed = self.reassembler.feed
         pending = []
         reader.before_read = lambda: self._hand_on(pending)
-        fragments_said = False
+        fragments_said = headers_cut_said = False
         try:
             for packet in reader.packets():
                 segment = decode(packet)
@@ -112,6 +118,11 @@ class CaptureSource:
                         fragments_said = True
                         self.warn('warning: the capture holds IP fragments of TCP packets (byte %d): they are '
                                   'not reassembled, and skipped' % packet.offset)
+                    continue
+                if segment is TCP_HEADER_CUT:
+                    if not headers_cut_said:
+                        headers_cut_said = True
+                        self.warn(HEADERS_CUT_WARNING % packet.offset)
                     continue
                 pending += feed(segment, packet.time_ns / 1e9)
         except CaptureError:
@@ -169,11 +180,15 @@ class CaptureSource:
 
     def no_traffic_text(self):
         ports = self.reassembler.ports_seen()
+        if not ports and self.decoder.headers_cut:
+            return ('no TCP traffic on port %d: the capture\'s snap length cut each of its %d TCP packets inside '
+                    'its TCP header' % (self.port, self.decoder.headers_cut))
         if not ports:
             return 'no TCP traffic on port %d: the capture holds no TCP packet' % self.port
         held = ', '.join('%d (%d packet%s)' % (port, count, '' if count == 1 else 's') for port, count in ports[:8])
         more = ' and %d more' % (len(ports) - 8) if len(ports) > 8 else ''
-        return 'no TCP traffic on port %d (--port): the capture holds TCP ports %s%s' % (self.port, held, more)
+        return 'no TCP traffic on port %d (%s): the capture holds TCP ports %s%s' % (self.port, self.port_option, held,
+                                                                                     more)
 
     # -- the core's events, as the observer's --
 
@@ -197,6 +212,9 @@ class CaptureSource:
             self._end_side(self.sessions[event.session], event.direction, event.time)
         elif kind is Ended:
             self._close(event)
+        elif kind is Differs:
+            self.observer.notice(self.sessions[event.session].info, event.time,
+                                 DIFFERS_NOTICE % (event.differing, event.size, event.direction))
         elif kind is Resumed:
             session = self.sessions[event.session]
             session.start_missed = True             # said here, not as a capture that starts mid-session

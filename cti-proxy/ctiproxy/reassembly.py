@@ -3,7 +3,12 @@
 Each TCP connection on the server port is a session, numbered from 1 in order of its first packet; the
 server is the side on that port.  Per direction, bytes come out in sequence order, each byte once;
 segments ahead of a hole wait (up to a bound) until it fills; a hole that never fills is said (Missing)
-and delivery resumes after it.
+and delivery resumes after it.  An ACK of bytes the capture has not shown is not enough to say them missing
+(a capture reorders packets across interfaces and CPUs: the data may come in the next packets); they are said
+missing once the sender's own packets have gone past them (a segment that starts at or after the ACKed
+position, or its FIN), when the bound on waiting data is reached, or when the session ends.  Bytes that come
+again are compared with their first copy while it is kept (waiting, or delivered and not yet ACKed, up to
+KEPT_UNACKED bytes a direction): a difference is said (Differs); the first copy is the one delivered.
 
 Memory is bounded however long the capture: a connection with no packet for `idle_seconds` of the capture's
 time ends (IDLE), and so does the least recently active one when `max_open` are open and another opens
@@ -30,6 +35,8 @@ Missing = collections.namedtuple('Missing', 'session time direction size')      
 Closed = collections.namedtuple('Closed', 'session time direction')             # FIN, after all its bytes
 Ended = collections.namedtuple('Ended', 'session time reason counts')  # counts: {CLIENT: Counts, SERVER: Counts}
 Resumed = collections.namedtuple('Resumed', 'session time earlier')   # continues session number `earlier`
+# Bytes captured again that differ from their first copy: `size` bytes compared, `differing` of them differ.
+Differs = collections.namedtuple('Differs', 'session time direction size differing')
 
 CLOSED = 'closed'
 RESET = 'reset'
@@ -41,6 +48,8 @@ _RESUMABLE = (IDLE, CROWDED)  # ends that the connection did not make: its later
 
 IDLE_SECONDS = 600            # a CTI client's keepalives come far more often (and a later packet resumes it)
 MAX_OPEN = 10000              # sessions open at once: about 10 KB each in ctistat
+KEPT_UNACKED = 8192           # delivered bytes kept, per direction until ACKed, to compare a retransmission with
+KEPT_UNACKED_PIECES = 64      # and at most this many segments of them: each retransmission looks through them
 
 _new_tuple = tuple.__new__             # a namedtuple made without its __new__'s extra call, for the common path
 _MASK = 0xFFFFFFFF
@@ -65,7 +74,7 @@ class _Direction:
     """
 
     __slots__ = ('name', 'next', 'held', 'held_bytes', 'fin', 'closed', 'isn', 'start_missed', 'at_line_start',
-                 'retransmitted', 'missing')
+                 'retransmitted', 'missing', 'acked', 'furthest', 'unacked', 'unacked_bytes')
 
     def __init__(self, name):
         self.name = name
@@ -79,6 +88,10 @@ class _Direction:
         self.at_line_start = False  # the next byte starts a line for sure: after the SYN, or a newline delivered
         self.retransmitted = 0
         self.missing = 0
+        self.acked = 0              # the furthest position the peer ACKed (0: none past what was delivered)
+        self.furthest = 0           # the furthest position where a segment of this side started, off the fast path
+        self.unacked = collections.deque()    # [start, data] delivered, not yet ACKed: the last KEPT_UNACKED bytes
+        self.unacked_bytes = 0
 
     def position(self, seq):
         """The unwrapped position of a 32-bit sequence number, the nearest to `next`."""
@@ -201,21 +214,33 @@ class Reassembler:
             seq = (seq + 1) & _MASK
         elif sender.next is None:
             sender.start(seq)
+        if seq != sender.next & _MASK:
+            start = sender.position(seq)
+            if start > sender.furthest:
+                sender.furthest = start
+        if sender.acked > sender.next and sender.furthest >= sender.acked:
+            self._skip_to(connection, sender, sender.acked, time, events)    # its packets went past the hole
         if seq == sender.next & _MASK and payload and not cut and not sender.held and not sender.closed:
             self._deliver(connection, sender, payload, time, events)     # in order: the common case
         elif sender.closed:
             sender.retransmitted += len(payload)                         # after its FIN: nothing new can come
+            self._compare(connection, sender, sender.position(seq), payload, time, events)
         elif payload or cut:
             self._receive(connection, sender, sender.position(seq), payload, cut, time, events)
         if flags & FIN and sender.fin is None:
             sender.fin = sender.position((seq + len(payload) + cut) & _MASK)
+        if flags & ACK and receiver.unacked:
+            self._forget_acked(receiver, receiver.position(ack))
         if flags & ACK and receiver.next is not None and not receiver.closed:
             acked = (ack - receiver.next) & _MASK
-            if 1 < acked < _HALF:           # the receiver has bytes the capture lacks: they will not come
+            if 1 < acked < _HALF:           # the receiver has bytes the capture has not shown (yet)
                 target = receiver.next + acked
                 if receiver.fin is not None and target > receiver.fin:
                     target = receiver.fin
-                self._skip_to(connection, receiver, target, time, events)
+                if target > receiver.acked:
+                    receiver.acked = target
+                if receiver.furthest >= target or receiver.fin is not None:
+                    self._skip_to(connection, receiver, target, time, events)
             if receiver.fin is not None:
                 self._check_closed(connection, receiver, time, events)
         if sender.fin is not None:
@@ -271,7 +296,8 @@ class Reassembler:
         """Say what is missing in each direction, deliver what waited, and end the session."""
         for direction in (connection.client, connection.server):
             if direction.next is not None and not direction.closed:
-                end = max(direction.held[-1][1] if direction.held else direction.next, direction.fin or 0)
+                end = max(direction.held[-1][1] if direction.held else direction.next, direction.fin or 0,
+                          direction.acked)
                 self._skip_to(connection, direction, end, time, events)
         del self._connections[connection.key]
         if connection is self._latest:
@@ -305,6 +331,7 @@ class Reassembler:
                 self._missing(connection, direction, cut, time, events)
             return
         end = start + len(data)
+        self._compare(connection, direction, start, data, time, events)
         self._hold(direction, start, end, data)
         if cut:
             self._hold(direction, end, end + cut, None)
@@ -380,6 +407,10 @@ class Reassembler:
             direction.start_missed = False
             events.append(StartMissed(connection.session, time, direction.name))
         events.append(_new_tuple(Data, (connection.session, time, direction.name, data)))
+        direction.unacked.append((direction.next, data))
+        direction.unacked_bytes += len(data)
+        if direction.unacked_bytes > KEPT_UNACKED or len(direction.unacked) > KEPT_UNACKED_PIECES:
+            self._forget_oldest(direction)
         direction.next += len(data)
         direction.at_line_start = data[-1] == 10
 
@@ -391,6 +422,65 @@ class Reassembler:
         direction.missing += size
         direction.next += size
         direction.at_line_start = False
+
+    # -- the first copy of bytes delivered, to compare what comes again with --------------------------
+
+    @staticmethod
+    def _forget_oldest(direction):
+        """Keep only the last KEPT_UNACKED bytes delivered, in KEPT_UNACKED_PIECES segments at most."""
+        unacked = direction.unacked
+        while len(unacked) > KEPT_UNACKED_PIECES:
+            direction.unacked_bytes -= len(unacked.popleft()[1])
+        while direction.unacked_bytes > KEPT_UNACKED:
+            start, data = unacked.popleft()
+            excess = direction.unacked_bytes - KEPT_UNACKED
+            if excess < len(data):
+                unacked.appendleft((start + excess, data[excess:]))
+                direction.unacked_bytes -= excess
+            else:
+                direction.unacked_bytes -= len(data)
+
+    @staticmethod
+    def _forget_acked(direction, position):
+        """The peer ACKed the bytes before `position`: they are not kept any more."""
+        unacked = direction.unacked
+        while unacked and unacked[0][0] < position:
+            start, data = unacked.popleft()
+            if start + len(data) > position:
+                unacked.appendleft((position, data[position - start:]))
+                direction.unacked_bytes -= position - start
+                return
+            direction.unacked_bytes -= len(data)
+
+    def _compare(self, connection, direction, start, data, time, events):
+        """Say (Differs) if bytes captured again differ from their first copy, as far as it is kept."""
+        end = start + len(data)
+        compared = differing = 0
+        for first_start, first in self._first_copies(direction, start, end):
+            low, high = max(start, first_start), min(end, first_start + len(first))
+            if low < high:
+                compared += high - low
+                again, kept = data[low - start:high - start], first[low - first_start:high - first_start]
+                if again != kept:
+                    differing += sum(a != b for a, b in zip(again, kept))
+        if differing:
+            events.append(Differs(connection.session, time, direction.name, compared, differing))
+
+    @staticmethod
+    def _first_copies(direction, start, end):
+        """(start, data) of the kept first copies that may overlap start..end: delivered, then waiting."""
+        if start < direction.next:
+            for first_start, first in reversed(direction.unacked):    # the newest first: what is sent again
+                if first_start + len(first) <= start:
+                    break
+                yield first_start, first
+        held = direction.held
+        index = max(bisect.bisect_left(held, (start,)) - 1, 0)
+        while index < len(held) and held[index][0] < end:
+            held_start, _, first = held[index]
+            if first is not None:
+                yield held_start, first
+            index += 1
 
     @staticmethod
     def _check_closed(connection, direction, time, events):

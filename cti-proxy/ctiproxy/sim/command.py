@@ -15,7 +15,7 @@ from .demo import SHORT_DISPLAY, run_demo
 from .protocol import (DEFAULT_EVENT_INTERVAL, DEFAULT_PORT, DEFAULT_PROXY_PORT, DEFAULT_TLS_PORT, DEFAULT_USERS,
                        TIMEOUT)
 from ..recording import RecordingError
-from .recorded import IDENTIFYING_FIELDS, RecordingProblem, load_session
+from .recorded import CAPTURE_PORT, IDENTIFYING_FIELDS, RecordingProblem, load_session
 from .replay_client import (MARK_THRESHOLD, PasswordNeeded, ReplayClient, needs_password,
                             summary)
 from .replay_server import UNKNOWN_REQUEST, ReplayServer
@@ -74,6 +74,7 @@ ctisim server --tls                             TLS on port 5013, with a certifi
 ctisim server --starttls --cert c.pem --key c.key   STARTTLS offered on port 5003, with this certificate
 ctisim server --replay session.jsonl             a recorded XiVO: the recording's answers to any client
 ctisim server --replay s.jsonl --session 2 --speed 0    its second session, unasked messages at once
+ctisim server --replay cti.pcap --capture-port 15003   a capture of a XiVO on port 15003
 Then: ctispy 127.0.0.1 --port 5003, and a CTI client (or ctisim client) on port 50030.
 The certificate made for a run (by the openssl command) is said on start, for --tls-ca; it is removed
 when ctisim ends.
@@ -165,7 +166,7 @@ def add_server_replay_options(server):
     """--replay FILE and its options, for ctisim server."""
     group = add_replay_group(server, 'replay (a recorded XiVO)', REPLAY_MATCHING,
                              'play the server of a recording (ctispy --json-lines) or a capture (pcap, pcapng: its '
-                             'sessions to port 5003) to each client instead of the simulated system: its banner, '
+                             'sessions to --capture-port) to each client instead of the simulated system: its banner, '
                              'its answers, and the messages it sent unasked after each request, at their recorded gaps',
                              'the answers and unasked messages come at their recorded gaps times X')
     group.add_argument('--no-starttls', action='store_true',
@@ -176,7 +177,7 @@ def add_client_replay_options(client):
     """--replay FILE and its options, for ctisim client."""
     group = add_replay_group(client, 'replay (a recorded client)', CLIENT_REPLAY,
                              'play the client of a recording (ctispy --json-lines) or a capture (its sessions to '
-                             'port 5003) instead of the simulated session, '
+                             '--capture-port) instead of the simulated session, '
                              'then print a summary: requests sent, answered, not answered, answered with an error, '
                              'and each reply time next to the recorded one',
                              'each request goes out after its recorded gap times X')
@@ -193,6 +194,9 @@ def add_replay_group(command, title, description, replay_help, speed_help):
     group.add_argument('--replay', metavar='FILE', help=replay_help)
     group.add_argument('--session', type=session_number, metavar='N',
                        help='the session of the recording to replay (default: its first)')
+    group.add_argument('--capture-port', type=port_number, metavar='PORT',
+                       help='a capture\'s sessions are its TCP connections to this port, as with the tools\' '
+                            '--read and --port (default: %d)' % CAPTURE_PORT)
     group.add_argument('--speed', type=speed_factor, metavar='X',
                        help='%s (default: 1, as recorded; 0.5: twice as fast; 0: at once)' % speed_help)
     return group
@@ -201,7 +205,7 @@ def add_replay_group(command, title, description, replay_help, speed_help):
 def check_replay_options(command, args):
     """Usage errors: the replay's options without --replay, --starttls with --no-starttls."""
     if getattr(args, 'replay', None) is None:
-        needing = [name for name in ('session', 'speed', 'no_starttls', 'password', 'timeout')
+        needing = [name for name in ('session', 'capture_port', 'speed', 'no_starttls', 'password', 'timeout')
                    if getattr(args, name, None) is not None and getattr(args, name) is not False]
         if needing:
             command.error('--%s needs --replay' % needing[0].replace('_', '-'))
@@ -258,7 +262,7 @@ def add_users_option(command):
 def load_recording(args, log):
     """The session that --replay names, or None after saying (one line) why it cannot be replayed."""
     try:
-        return load_session(args.replay, args.session)
+        return load_session(args.replay, args.session, capture_port=args.capture_port or CAPTURE_PORT)
     except (RecordingProblem, RecordingError) as error:
         log.error(str(error))
     except OSError as error:

@@ -22,7 +22,7 @@ IDENTIFYING_FIELDS = ('function', 'listname', 'tipbxid', 'tid', 'command', 'dest
                       'mode', 'size', 'xuserid')
 LOGIN_CLASSES = ('login_id', 'login_pass', 'login_capas')
 STARTTLS = 'starttls'
-CAPTURE_PORT = 5003       # a capture's sessions are its TCP connections to this port
+CAPTURE_PORT = 5003       # a capture's sessions are its TCP connections to this port (--capture-port)
 
 
 class RecordingProblem(Exception):
@@ -155,12 +155,13 @@ def decoded(line):
     return message if isinstance(message, dict) else None
 
 
-def session_records(path):
-    """The records of the recording or capture at path, as recording.read_records yields them."""
+def session_records(path, capture_port=CAPTURE_PORT):
+    """The records of the recording or capture at path (its sessions to capture_port), as recording.read_records
+    yields them."""
     with open(path, 'rb') as stream:
         head = stream.read(MAGIC_SIZE)
         if capture_format(head) is not None:
-            return captured_records(stream, head, path)
+            return captured_records(stream, head, path, capture_port)
     return recorded_records(path)
 
 
@@ -180,11 +181,11 @@ class CapturedLines(Output):
         self.records.append(Record(session.number, direction, when, bytes(line), None, len(self.records) + 1))
 
 
-def captured_records(stream, head, path):
-    """The lines of the TCP sessions to CAPTURE_PORT in a capture, as records (RecordingProblem if it has none)."""
+def captured_records(stream, head, path, port=CAPTURE_PORT):
+    """The lines of the TCP sessions to port in a capture, as records (RecordingProblem if it has none)."""
     lines = CapturedLines()
     try:
-        CaptureSource(Analysis(lines), CAPTURE_PORT, lambda text: None).run(stream, head)
+        CaptureSource(Analysis(lines), port, lambda text: None, port_option='--capture-port').run(stream, head)
     except (CaptureError, NoTraffic) as error:
         raise RecordingProblem('%s: %s' % (path, error))
     return lines.records
@@ -200,12 +201,12 @@ def _numbers_text(numbers):
     return 'sessions ' + shown
 
 
-def load_session(path, number=None, records=session_records):
-    """Session number (default: the first) of the recording at path, checked; RecordingProblem (or
-    recording.RecordingError, OSError) for one that cannot be replayed."""
+def load_session(path, number=None, records=None, capture_port=CAPTURE_PORT):
+    """Session number (default: the first) of the recording at path (of a capture: its sessions to capture_port),
+    checked; RecordingProblem (or recording.RecordingError, OSError) for one that cannot be replayed."""
     held = collections.OrderedDict()            # every session's number; only the chosen one's records are kept
     session = None
-    for record in records(path):
+    for record in records(path) if records else session_records(path, capture_port):
         if record.line is None:         # a notice or an event (a session's start or end, a request never answered)
             continue
         held[record.session] = True

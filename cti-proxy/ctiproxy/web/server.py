@@ -1,12 +1,14 @@
 """The web view's HTTP server: the page, its JSON API and its event stream, on a thread of its own.
 
-Every request needs the run's token (in the URL, or the cookie the page's answer sets) and a Host header
+Every request needs the run's token in its URL (never a cookie: browsers send a cookie of 127.0.0.1 to every
+port of it, another local user's server too) and a Host header
 naming the address the server is bound to (no DNS rebinding); every answer carries a strict
 Content-Security-Policy.  See the API in the README (the web view).
 """
 
 import hmac
 import http.server
+import io
 import ipaddress
 import json
 import os
@@ -23,7 +25,6 @@ from ..relay import describe_error
 from .store import QueryError, finite_numbers
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'page.html')
-COOKIE = 'ctiproxy_token'
 BATCH_INTERVAL = 0.2        # seconds: an event stream sends at most one batch this often
 KEEPALIVE = 15.0            # seconds of quiet after which an event stream sends a comment
 IDLE_TIMEOUT = 120          # seconds an answer may wait for the client to read it
@@ -167,8 +168,8 @@ class WebServer:
             return name == 'localhost' or _is_address(name)
         return False
 
-    def allows_token(self, query, cookies):
-        given = query.get('token', [None])[0] or cookies.get(COOKIE)
+    def allows_token(self, query):
+        given = query.get('token', [None])[0]
         return given is not None and hmac.compare_digest(given.encode('utf-8', 'surrogateescape'),
                                                          self.token.encode('ascii'))
 
@@ -202,12 +203,25 @@ def _is_wildcard(address):
     return _is_address(address) and ipaddress.ip_address(address).is_unspecified
 
 
-def _cookies(header):
-    cookies = {}
-    for part in (header or '').split(';'):
-        name, _, value = part.strip().partition('=')
-        cookies.setdefault(name, value)
-    return cookies
+class _HeadDeadlineReader(io.RawIOBase):
+    """A connection's bytes, each read waiting at most until the handler's head_deadline (when it has one): a
+    client that trickles its request's head a byte at a time still has HEAD_TIMEOUT for the whole head."""
+
+    def __init__(self, handler):
+        super().__init__()
+        self._handler = handler
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        deadline = self._handler.head_deadline
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout('the request\'s head did not come within %g s' % HEAD_TIMEOUT)
+            self._handler.connection.settimeout(remaining)
+        return self._handler.connection.recv_into(buffer)
 
 
 class NotFound(Exception):
@@ -223,8 +237,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = 'ctispy-web'
     sys_version = ''
     timeout = HEAD_TIMEOUT          # set on the socket at setup(): the head of a request comes within it
+    head_deadline = None            # monotonic time by which the head being read must have come
 
     # -- plumbing --
+
+    def setup(self):
+        super().setup()
+        self.rfile = io.BufferedReader(_HeadDeadlineReader(self))
+
+    def handle_one_request(self):
+        self.head_deadline = time.monotonic() + self.timeout
+        try:
+            super().handle_one_request()
+        finally:
+            self.head_deadline = None
 
     def handle(self):
         try:
@@ -269,6 +295,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # -- requests --
 
     def do_GET(self):
+        self.head_deadline = None
         self.connection.settimeout(IDLE_TIMEOUT)
         try:
             self._answer()
@@ -281,7 +308,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(url.query)
         if not view.allows_host(self.headers.get('Host')):
             return self._refuse(403, 'forbidden: this Host is not the web view\'s address')
-        if not view.allows_token(query, _cookies(self.headers.get('Cookie'))):
+        if not view.allows_token(query):
             return self._refuse(403, 'forbidden: open the URL with the token that ctispy printed')
         try:
             self._route(url.path, query)
@@ -307,7 +334,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _route(self, path, query):
         store = self.server.view.store
         if path == '/':
-            return self._page(query)
+            return self._page()
         if path == '/api/info':
             return self._json(dict(store.get_info(), version=__version__))
         if path == '/api/sessions':
@@ -365,14 +392,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except RecursionError:                  # nested deeper than json writes: the line says it
             return self._json(dict(detail, message=None))
 
-    def _page(self, query):
+    def _page(self):
         nonce = secrets.token_urlsafe(16)
-        headers = []
-        if 'token' in query:
-            headers.append(('Set-Cookie', '%s=%s; HttpOnly; SameSite=Strict; Path=/'
-                            % (COOKIE, self.server.view.token)))
         body = self.server.view.page.replace('{{NONCE}}', nonce).encode('utf-8')
-        self._send(200, body, 'text/html; charset=utf-8', headers, nonce)
+        self._send(200, body, 'text/html; charset=utf-8', nonce=nonce)
 
     def _events(self):
         """The event stream: `sessions` and `rows` events, at most one batch per BATCH_INTERVAL, until the tool
