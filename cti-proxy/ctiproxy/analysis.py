@@ -9,7 +9,8 @@ The relay calls Analyzer instead, which only queues each event and runs the Anal
 thread of its own: the slow work (decoding, formatting, writing) never slows the wire.  The
 queue holds at most BUFFER_SIZE bytes, counting what each queued chunk costs in memory
 beyond its bytes (ITEM_COST): beyond that the relay waits (TCP backpressure) rather than
-drop anything from the output.
+drop anything from the output.  While the relay reads big chunks back to back (a burst), the
+analysis leaves it the interpreter (BurstWatch), at most MOST_DELAY behind the wire.
 """
 
 import collections
@@ -30,6 +31,13 @@ BUFFER_SIZE = 64 * 1024 * 1024
 # stream of tiny chunks cannot hold many times BUFFER_SIZE.
 ITEM_COST = 320
 NAP = 0.001
+# A read of at least BURST_READ bytes means the socket had that much waiting: the relay is in a burst
+# while such reads follow each other less than BURST_GAP seconds apart.  The analysis then waits, so that
+# the relay's thread need not wait for the interpreter after each read and write; it handles a chunk
+# anyway once the chunk is MOST_DELAY seconds old or the queue is half full.
+BURST_READ = 256 * 1024
+BURST_GAP = 0.01
+MOST_DELAY = 0.1
 
 
 class ByteBoundedQueue:
@@ -61,6 +69,10 @@ class ByteBoundedQueue:
             if self._sleeping:
                 self._not_empty.notify()
 
+    @property
+    def half_full(self):
+        return self._size * 2 > self.limit
+
     def get(self):
         with self._not_empty:
             if not self._items and self.nap:
@@ -74,6 +86,22 @@ class ByteBoundedQueue:
                 self._size -= size
                 self._not_full.notify_all()
             return item
+
+
+class BurstWatch:
+    """Whether the relay is in the middle of a burst, from the size and time of its latest read."""
+
+    def __init__(self):
+        self.latest = (0, 0.0)          # (size, time.monotonic()): one tuple, replaced whole by any pump
+
+    def read(self, size):
+        """A pump read size bytes (called on its thread)."""
+        self.latest = (size, time.monotonic())
+
+    def under_way(self, now):
+        """now: time.monotonic()."""
+        size, at = self.latest
+        return size >= BURST_READ and now - at < BURST_GAP
 
 
 class Stream:
@@ -328,6 +356,7 @@ class Analyzer(Observer):
         self.finished = False           # the analysis thread has handled everything and closed the output
         self._ending = False
         self._queue = ByteBoundedQueue(buffer_size, NAP)
+        self.burst = BurstWatch()          # the relay's bursts, as its reads show them
         self._thread = threading.Thread(target=self._run, name='analysis', daemon=True)
 
     # -- the relay's side (called on the session threads) --
@@ -350,6 +379,7 @@ class Analyzer(Observer):
         return True
 
     def received(self, session, direction, when, data):
+        self.burst.read(len(data))
         self._queue.put((_DATA, session, direction, when, data), len(data) + ITEM_COST)
 
     def encrypted(self, session, direction, when):
@@ -411,6 +441,7 @@ class Analyzer(Observer):
             if self.output_closed:
                 continue                   # keep draining, so that the relay never waits on us
             if kind == _DATA:
+                self._let_a_burst_pass(when)
                 self._call(analysis.received, session, direction, when, data)
             elif kind == _OPENED:
                 self._call(analysis.open_session, session)
@@ -426,6 +457,15 @@ class Analyzer(Observer):
                 self._output_ended(data)
             else:
                 self._call(analysis.close_session, session, when)
+
+    def _let_a_burst_pass(self, when):
+        """Before handling a chunk received at `when`: wait while the relay is in a burst, until the chunk is
+        MOST_DELAY old or the queue half full.  The naps are counted too: a clock set back cannot stretch it."""
+        burst = self.burst
+        for _ in range(int(MOST_DELAY / NAP)):
+            if not burst.under_way(time.monotonic()) or time.time() - when >= MOST_DELAY or self._queue.half_full:
+                return
+            time.sleep(NAP)
 
     def _call(self, handler, *args):
         try:
