@@ -1,6 +1,7 @@
 """Command line: the options of ctispy, ctisave and ctistat, and the run of a tool."""
 
 import argparse
+import io
 import os
 import signal
 import ssl
@@ -365,10 +366,17 @@ class StartError(Exception):
 
 
 def standard_output(nothing_without_it):
-    """stdout's binary stream; started with stdout closed (>&-), a StartError saying what cannot be done."""
+    """stdout's binary stream, buffered; started with stdout closed (>&-), a StartError saying what cannot be
+    done."""
     if sys.stdout is None:           # what Python makes of a file descriptor 1 closed at start
         raise StartError('stdout is closed: %s (redirect it to a file instead)' % nothing_without_it)
-    return sys.stdout.buffer
+    stream = sys.stdout.buffer
+    if isinstance(stream, io.RawIOBase):
+        # PYTHONUNBUFFERED (or -u) leaves stdout's binary layer unbuffered: its write() may write only part of
+        # what it is given (a full disk, a signal) and say so in its result, which the outputs do not read.  A
+        # buffered writer writes it all or raises.
+        stream = os.fdopen(stream.fileno(), 'wb', closefd=False)
+    return stream
 
 
 def spy_tool(argv):

@@ -1,0 +1,78 @@
+"""What a careful, hostile user tried, and what it found: each test here failed before its fix."""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import unittest
+
+from harness import TIMEOUT, FolderTestCase, tool_path
+
+
+
+def recording(sessions, messages=20):
+    """A ctispy --json-lines recording of `sessions` sessions, each with `messages` requests and answers."""
+    lines = []
+    for session in range(1, sessions + 1):
+        for number in range(1, messages + 1):
+            when = '2026-11-28T10:00:%02d.%06d+00:00' % (session, number)
+            lines.append({'time': when, 'session': session, 'direction': 'client',
+                          'message': {'class': 'getlist', 'function': 'listid', 'commandid': number}})
+            lines.append({'time': when, 'session': session, 'direction': 'server',
+                          'message': {'class': 'getlist', 'function': 'listid', 'replyid': number,
+                                      'list': ['x' * 40] * 4}})
+    return ''.join(json.dumps(line) + '\n' for line in lines)
+
+
+def file_size_limit(size):
+    """What subprocess runs in the child before the tool: files may not grow beyond size bytes."""
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+class OutputToAFullFile(FolderTestCase):
+    """stdout to a file that cannot grow (a full disk; here RLIMIT_FSIZE, which cuts a write short, then fails the
+    next, as a full disk does), its last write cut short: one line, exit 1, whatever PYTHONUNBUFFERED says.  With
+    PYTHONUNBUFFERED set (as in many container images), stdout's binary layer is unbuffered: a write cut short
+    returned how much it wrote, unread, and when it was the last one the tools exited 0, the end of their output
+    lost."""
+
+    def run_limited(self, name, args, unbuffered, limit=None):
+        env = dict(os.environ)
+        env.pop('PYTHONUNBUFFERED', None)
+        if unbuffered:
+            env['PYTHONUNBUFFERED'] = '1'
+        out = os.path.join(self.folder, 'out')
+        with open(out, 'wb') as stdout:
+            done = subprocess.run([sys.executable, tool_path(name)] + args, stdin=subprocess.DEVNULL, stdout=stdout,
+                                  stderr=subprocess.PIPE, env=env, timeout=TIMEOUT,
+                                  preexec_fn=None if limit is None else file_size_limit(limit))
+        return done.returncode, done.stderr.decode('utf-8', 'replace'), os.path.getsize(out)
+
+    def check(self, name, args):
+        status, err, whole = self.run_limited(name, args, unbuffered=False)
+        self.assertEqual(status, 0, err)
+        limit = whole - 7                   # the last write is cut short, by 7 bytes
+        for unbuffered in (False, True):
+            with self.subTest(PYTHONUNBUFFERED=unbuffered):
+                status, err, size = self.run_limited(name, args, unbuffered, limit)
+                self.assertEqual(size, limit, 'the output should have filled the file')
+                self.assertEqual(status, 1, err)
+                self.assertEqual(err.strip().splitlines()[-1],
+                                 '%s: cannot write the output: File too large' % name, err)
+
+    def test_ctistat_reports(self):
+        self.check('ctistat', ['--read', self.write('rec.jsonl', recording(6))])
+
+    def test_ctistat_json(self):
+        self.check('ctistat', ['--read', self.write('rec.jsonl', recording(12)), '--json'])
+
+    def test_ctispy_json_lines(self):
+        self.check('ctispy', ['--read', self.write('rec.jsonl', recording(2)), '--json-lines'])
+
+    def test_ctispy_pretty_print(self):
+        self.check('ctispy', ['--read', self.write('rec.jsonl', recording(2)), '--pretty-print'])
+
+
+if __name__ == '__main__':
+    unittest.main()
