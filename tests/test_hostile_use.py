@@ -7,7 +7,8 @@ import subprocess
 import sys
 import unittest
 
-from harness import TIMEOUT, FolderTestCase, tool_path
+from capwriter import Conversation, frame, pcap
+from harness import TIMEOUT, FolderTestCase, run_tool, tool_path
 
 
 
@@ -72,6 +73,40 @@ class OutputToAFullFile(FolderTestCase):
 
     def test_ctispy_pretty_print(self):
         self.check('ctispy', ['--read', self.write('rec.jsonl', recording(2)), '--pretty-print'])
+
+
+class CaptureCutBeforeItsTraffic(FolderTestCase):
+    """A capture cut short before its first packet on the port (tcpdump killed at once, a download cut short) said
+    only that it held no TCP packet, as if the capture were whole: the error says that it is cut."""
+
+    def capture(self):
+        session = Conversation()
+        return pcap([(1000, frame(1, session.packet('client', b'{"class": "keepalive"}\n')))])
+
+    def check(self, data, where):
+        path = self.write('cut.pcap', data)
+        for tool in ('ctispy', 'ctistat'):
+            status, out, err = run_tool(tool, '--read', path)
+            self.assertEqual(status, 1, err)
+            self.assertEqual(err, '%s: %s: no TCP traffic on port 5003: the capture holds no TCP packet, and it '
+                                  'ends in the middle of %s: was tcpdump stopped while writing?\n'
+                             % (tool, path, where))
+            self.assertEqual(out, b'')
+
+    def test_cut_in_its_first_packet(self):
+        data = self.capture()
+        for end in (24 + 1, 24 + 16, len(data) - 1):
+            with self.subTest(end=end):
+                self.check(data[:end], 'a packet (at byte 24)')
+
+    def test_cut_in_its_file_header(self):
+        self.check(self.capture()[:10], 'its file header')
+
+    def test_a_whole_capture_without_packets_is_not_said_cut(self):
+        path = self.write('empty.pcap', pcap([]))
+        status, out, err = run_tool('ctispy', '--read', path)
+        self.assertEqual((status, err), (1, 'ctispy: %s: no TCP traffic on port 5003: the capture holds no TCP '
+                                            'packet\n' % path))
 
 
 if __name__ == '__main__':
