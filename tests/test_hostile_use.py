@@ -109,5 +109,43 @@ class CaptureCutBeforeItsTraffic(FolderTestCase):
                                             'packet\n' % path))
 
 
+class RelayOptionsWithRead(FolderTestCase):
+    """--read relays nothing: the options only the relay uses were taken silently (a user believing that
+    --listen-addr 127.0.0.1 or --no-starttls did something), and --cert's files were read, a missing one failing the
+    run.  Now one warning names them, and the run is what it is without them."""
+
+    def test_said_once_and_ignored(self):
+        path = self.write('rec.jsonl', recording(1, messages=2))
+        status, plain, err = run_tool('ctispy', '--read', path)
+        self.assertEqual((status, err), (0, ''))
+        for tool, args in (('ctispy', []), ('ctistat', ['--json'])):
+            with self.subTest(tool=tool):
+                status, expected, err = run_tool(tool, '--read', path, *args)
+                status, out, err = run_tool(tool, '--read', path, *args, '--listen-addr', '127.0.0.1',
+                                            '--listen-port', '5', '--cert', 'missing.crt', '--key', 'missing.key',
+                                            '--no-starttls', '--tls-no-verify')
+                self.assertEqual(status, 0, err)
+                self.assertEqual(err, '%s: warning: --listen-port, --listen-addr, --cert, --key, --tls-no-verify, '
+                                      '--no-starttls: have no effect with --read (nothing is relayed)\n' % tool)
+                if tool == 'ctispy':
+                    self.assertEqual(out, expected)
+                else:
+                    self.assertEqual(json.loads(out.decode())['client'], json.loads(expected.decode())['client'])
+
+    def test_one_option(self):
+        path = self.write('rec.jsonl', recording(1, messages=2))
+        status, out, err = run_tool('ctispy', '--read', path, '--listen-tls', '--cert', 'c', '--key', 'k')
+        self.assertEqual(status, 0, err)
+        status, out, err = run_tool('ctispy', '--read', path, '--tls-ca', 'ca.crt')
+        self.assertEqual((status, err), (0, 'ctispy: warning: --tls-ca: has no effect with --read (nothing is '
+                                            'relayed)\n'))
+
+    def test_options_that_apply_to_read_are_not_named(self):
+        path = self.write('rec.jsonl', recording(1, messages=2))
+        status, out, err = run_tool('ctispy', '--read', path, '--port', '5013', '--tls', '--loop',
+                                    '--max-message-size', '1M')
+        self.assertEqual((status, err), (0, ''))
+
+
 if __name__ == '__main__':
     unittest.main()

@@ -112,15 +112,18 @@ def base_parser(prog, description, examples, argv):
 
 def parse(parser, argv):
     """Parse argv, options and operands in any order (ctisave HOST --strip x CLIENTFILE SERVERFILE),
-    with the TLS settings its options ask for in args.tls_options."""
+    with the TLS settings its options ask for in args.tls_options (None with --read: nothing is relayed)."""
     args = parser.parse_intermixed_args(argv)
     if args.capture_idle is not None and args.read is None:
         parser.error('--capture-idle applies to --read of a capture: live sessions end when their side closes')
     if args.capture_idle is None:
         args.capture_idle = IDLE_SECONDS
     server_address(parser, args)
-    args.tls_options = tls_options(parser, args)
     args.notes = []            # lines to say on stderr once the tool listens
+    args.tls_options = tls_options(parser, args) if args.read is None else None     # --read: --cert is not read
+    args.read_warnings = [] if args.read is None else unused_relay_options(args)
+    if args.listen_port is None:
+        args.listen_port = DEFAULT_LISTEN_PORT
     args.web_view = None       # ctispy --web: the WebServer
     return args
 
@@ -167,8 +170,8 @@ def add_relay_options(parser, loop_help=''):
     group.add_argument('--port', type=port_number,
                        help='the CTI server\'s port, also the one whose sessions --read takes from a capture '
                             '(default: %d, or %d with --tls)' % (DEFAULT_PORT, DEFAULT_TLS_PORT))
-    group.add_argument('--listen-port', type=listen_port, default=DEFAULT_LISTEN_PORT, metavar='PORT',
-                       help='the port to accept CTI clients on (default: %(default)s; 0 picks a free one)')
+    group.add_argument('--listen-port', type=listen_port, metavar='PORT',
+                       help='the port to accept CTI clients on (default: %d; 0 picks a free one)' % DEFAULT_LISTEN_PORT)
     group.add_argument('--listen-addr', metavar='ADDR',
                        help='the address to accept clients on (default: all interfaces, IPv4 and IPv6)')
     group.add_argument('--loop', action='store_true',
@@ -194,6 +197,21 @@ def add_relay_options(parser, loop_help=''):
     tls.add_argument('--no-starttls', action='store_true',
                      help='hide the server\'s STARTTLS offer from the client, so that the session stays '
                           'in clear text (this changes the traffic)')
+
+
+# The options that only the relay uses: with --read, nothing is relayed.
+RELAY_ONLY = (('--listen-port', 'listen_port'), ('--listen-addr', 'listen_addr'), ('--listen-tls', 'listen_tls'),
+              ('--cert', 'cert'), ('--key', 'key'), ('--tls-ca', 'tls_ca'), ('--tls-no-verify', 'tls_no_verify'),
+              ('--no-starttls', 'no_starttls'))
+
+
+def unused_relay_options(args):
+    """--read: a warning naming the options given that only the relay uses (none: no warning)."""
+    given = [name for name, attribute in RELAY_ONLY if getattr(args, attribute) not in (None, False)]
+    if not given:
+        return []
+    return ['warning: %s: %s no effect with --read (nothing is relayed)'
+            % (', '.join(given), 'has' if len(given) == 1 else 'have')]
 
 
 def tls_options(parser, args):
@@ -488,6 +506,8 @@ def main(prog, argv=None):
             start_web_view(web, log)
         if args.read is None:
             return Proxy(args, output, chosen, log, signals).run()
+        for warning in args.read_warnings:
+            log.say(warning)
         status = read_input(args, output, chosen, log)
         if web is not None and web.store.has_input():
             serve_until_stopped(web, log, signals, read_whole=status == 0)
