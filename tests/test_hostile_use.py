@@ -11,7 +11,6 @@ from capwriter import Conversation, frame, pcap
 from harness import TIMEOUT, FolderTestCase, run_tool, tool_path
 
 
-
 def recording(sessions, messages=20):
     """A ctispy --json-lines recording of `sessions` sessions, each with `messages` requests and answers."""
     lines = []
