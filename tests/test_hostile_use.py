@@ -146,5 +146,62 @@ class RelayOptionsWithRead(FolderTestCase):
         self.assertEqual((status, err), (0, ''))
 
 
+class SavingOverTheInput(FolderTestCase):
+    """ctisave --read REC REC OTHER (a command line edited in a hurry) emptied the recording it was about to read,
+    then saved the little it could still read, exit 0: the recording was lost.  A save path that is the input, in
+    any spelling, or stdin redirected from it, or a numbered file a later session would write: a usage error,
+    nothing touched."""
+
+    def setUp(self):
+        super().setUp()
+        self.data = recording(3, messages=2)
+        self.rec = self.write('rec.jsonl', self.data)
+        self.other = os.path.join(self.folder, 'other')
+
+    def run_save(self, *args, stdin=None):
+        with open(stdin or os.devnull, 'rb') as source:
+            done = subprocess.run([sys.executable, tool_path('ctisave')] + list(args), stdin=source,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT)
+        return done.returncode, done.stderr.decode('utf-8', 'replace')
+
+    def assert_refused(self, status, err, line):
+        self.assertEqual(status, 2, err)
+        self.assertEqual(err.splitlines()[-1], 'ctisave: error: ' + line)
+        with open(self.rec) as file:
+            self.assertEqual(file.read(), self.data)
+        self.assertFalse(os.path.exists(self.other))
+
+    def test_clientfile_is_the_input(self):
+        status, err = self.run_save('--read', self.rec, self.rec, self.other)
+        self.assert_refused(status, err, 'CLIENTFILE (%s) is the file that --read reads (%s): saving would '
+                                         'overwrite it; give another path' % (self.rec, self.rec))
+
+    def test_serverfile_is_the_input_through_a_link(self):
+        link = os.path.join(self.folder, 'link.jsonl')
+        os.symlink(self.rec, link)
+        status, err = self.run_save('--read', link, self.other, self.rec)
+        self.assert_refused(status, err, 'SERVERFILE (%s) is the file that --read reads (%s): saving would '
+                                         'overwrite it; give another path' % (self.rec, link))
+
+    def test_stdin_redirected_from_a_save_path(self):
+        status, err = self.run_save('--read', '-', self.other, self.rec, stdin=self.rec)
+        self.assert_refused(status, err, 'SERVERFILE (%s) is the file that --read reads (stdin): saving would '
+                                         'overwrite it; give another path' % self.rec)
+
+    def test_input_is_a_numbered_file(self):
+        client = os.path.join(self.folder, 'c')
+        numbered = client + '.3'
+        os.link(self.rec, numbered)           # a hard link: the same file under the name session 3 writes
+        status, err = self.run_save('--read', self.rec, client, self.other)
+        self.assert_refused(status, err, 'CLIENTFILE.3 (%s) is the file that --read reads (%s): its session 3 '
+                                         'would be saved into it; give CLIENTFILE another name' % (numbered, self.rec))
+
+    def test_a_pipe_or_another_file_is_saved_as_usual(self):
+        client = os.path.join(self.folder, 'c')
+        status, err = self.run_save('--read', '-', client, self.other, stdin=self.rec)
+        self.assertEqual((status, err), (0, ''))
+        self.assertTrue(os.path.exists(client + '.3'))
+
+
 if __name__ == '__main__':
     unittest.main()

@@ -5,6 +5,7 @@ import io
 import os
 import signal
 import ssl
+import stat
 import sys
 
 from . import __version__
@@ -455,6 +456,8 @@ def save_tool(argv):
                      % args.server_file)
     if args.loop:
         refuse_numbered_clash(parser, args.client_file, args.server_file)
+    if args.read is not None:
+        refuse_saving_over_input(parser, args)
     output = SaveOutput(args.client_file, args.server_file, warn=Log('ctisave').say, empty_late=bool(args.read))
     if args.loop:
         args.notes.extend(older_files_note(args.client_file, args.server_file))
@@ -470,6 +473,40 @@ def refuse_numbered_clash(parser, client_file, server_file):
         if number is not None:
             parser.error('%s (%s) is %s.%d, which --loop writes for session %d: give the two files names that '
                          'do not clash' % (name, path, other_name, number, number))
+
+
+def refuse_saving_over_input(parser, args):
+    """ctisave --read: a save path, or a numbered file of one (which a recording of several sessions writes into),
+    that is the recording or capture being read (--read FILE, or stdin redirected from it) would empty it before
+    it is read: a usage error, nothing touched."""
+    if args.read == '-':
+        try:
+            read = os.fstat(0)
+        except OSError:
+            return                              # stdin closed: said when it is read
+        if not stat.S_ISREG(read.st_mode):
+            return                              # a pipe or a terminal is no file of ours
+
+        def is_input(path):
+            try:
+                found = os.stat(path)
+            except OSError:
+                return False
+            return (found.st_dev, found.st_ino) == (read.st_dev, read.st_ino)
+        input_name = 'stdin'
+    else:
+        def is_input(path):
+            return same_file(path, args.read)
+        input_name = args.read
+    for path, name in ((args.client_file, 'CLIENTFILE'), (args.server_file, 'SERVERFILE')):
+        if is_input(path):
+            parser.error('%s (%s) is the file that --read reads (%s): saving would overwrite it; give another path'
+                         % (name, path, input_name))
+        for numbered in numbered_files(path):
+            if is_input(numbered):
+                number = numbered.rsplit('.', 1)[1]
+                parser.error('%s.%s (%s) is the file that --read reads (%s): its session %s would be saved into '
+                             'it; give %s another name' % (name, number, numbered, input_name, number, name))
 
 
 def older_files_note(client_file, server_file, most=6):
