@@ -7,8 +7,8 @@ import subprocess
 import sys
 import unittest
 
-from capwriter import Conversation, frame, pcap
-from harness import TIMEOUT, FolderTestCase, run_tool, tool_path
+from tests.capwriter import Conversation, frame, pcap
+from tests.harness import TIMEOUT, FolderTestCase, run_tool, tool_path
 
 
 def recording(sessions, messages=20):
