@@ -8,7 +8,7 @@ import sys
 import unittest
 
 from tests.capwriter import Conversation, frame, pcap
-from tests.harness import TIMEOUT, FolderTestCase, run_tool, tool_path
+from tests.harness import TIMEOUT, FolderTestCase, WebSpyProcess, run_tool, tool_path
 
 
 def recording(sessions, messages=20):
@@ -201,6 +201,55 @@ class SavingOverTheInput(FolderTestCase):
         status, err = self.run_save('--read', '-', client, self.other, stdin=self.rec)
         self.assertEqual((status, err), (0, ''))
         self.assertTrue(os.path.exists(client + '.3'))
+
+
+def loop_recording(first_time, messages=2):
+    """What ctispy --loop --json-lines records of one session (its number 1): start, messages, end."""
+    when = '2026-11-28T10:00:%02d.000000+00:00' % first_time
+    records = [{'time': when, 'session': 1, 'event': 'start', 'client': '127.0.0.1:4000%d' % first_time,
+                'server': '127.0.0.1:5003'}]
+    records += [{'time': when, 'session': 1, 'direction': 'client',
+                 'message': {'class': 'keepalive', 'commandid': number}} for number in range(messages)]
+    records.append({'time': when, 'session': 1, 'event': 'end', 'closed_by': 'client', 'error': None})
+    return ''.join(json.dumps(record) + '\n' for record in records)
+
+
+class RecordingsPutEndToEnd(FolderTestCase):
+    """Two --loop recordings put end to end (cat run1.jsonl run2.jsonl): each numbers its sessions from 1.  Read
+    back, the second session 1 replaced the first in the web view (its rows lost from the list), and ctistat and
+    ctispy named both #1.  A session that opens with the number of an earlier one of the same reading gets the
+    next number free."""
+
+    def setUp(self):
+        super().setUp()
+        self.path = self.write('both.jsonl', loop_recording(1, messages=2) + loop_recording(2, messages=3))
+
+    def test_web_view_lists_both(self):
+        spy = WebSpyProcess(read=self.path)
+        self.addCleanup(spy.__exit__)
+        spy.web_read_stderr_until('read to the end')
+        sessions = spy.web_json('/api/sessions')['sessions']
+        self.assertEqual([(session['number'], session['client']) for session in sessions],
+                         [(1, '127.0.0.1:40001'), (2, '127.0.0.1:40002')])
+        self.assertEqual([session['rows'] for session in sessions], [4, 5])
+
+    def test_reports_and_records_number_them_apart(self):
+        status, out, err = run_tool('ctistat', '--read', self.path, '--json')
+        self.assertEqual((status, err), (0, ''))
+        reports = [json.loads(line) for line in out.decode().splitlines()]
+        self.assertEqual([(report['session'], report['client']['messages']) for report in reports], [(1, 2), (2, 3)])
+        status, out, err = run_tool('ctispy', '--read', self.path, '--json-lines', '--loop')
+        self.assertEqual((status, err), (0, ''))
+        starts = [record for record in map(json.loads, out.decode().splitlines()) if record.get('event') == 'start']
+        self.assertEqual([(record['session'], record['client']) for record in starts],
+                         [(1, '127.0.0.1:40001'), (2, '127.0.0.1:40002')])
+
+    def test_a_recording_of_distinct_numbers_keeps_them(self):
+        records = [{'time': '2026-11-28T10:00:00+00:00', 'session': number, 'direction': 'client', 'text': 'x'}
+                   for number in (7, 3, 7, 12)]
+        path = self.write('rec.jsonl', ''.join(json.dumps(record) + '\n' for record in records))
+        status, out, err = run_tool('ctistat', '--read', path, '--json')
+        self.assertEqual([json.loads(line)['session'] for line in out.decode().splitlines()], [3, 7, 12])
 
 
 if __name__ == '__main__':
