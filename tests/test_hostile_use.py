@@ -251,5 +251,22 @@ class RecordingsPutEndToEnd(FolderTestCase):
         self.assertEqual([json.loads(line)['session'] for line in out.decode().splitlines()], [3, 7, 12])
 
 
+class DemoWithSessionOptions(unittest.TestCase):
+    """ctisim demo passes the options it does not know to ctispy, as display options.  One that chooses the session
+    instead broke the demo in a puzzling way: --loop had it wait 10 s, then "ctispy did not exit" (exit 1); --read
+    FILE said "unrecognized arguments: 127.0.0.1", which the user never typed.  Now a usage error naming it."""
+
+    def test_refused(self):
+        for args in (['--loop'], ['--read', 'session.jsonl'], ['--listen-port=5'], ['--oneline', '--tls']):
+            with self.subTest(args=args):
+                status, out, err = run_tool('ctisim', 'demo', *args)
+                name = args[-1].split('=')[0]
+                self.assertEqual(status, 2, err)
+                self.assertEqual(err.splitlines()[-1], "ctisim: error: demo: %s is not a display option: the demo's "
+                                                       "ctispy relays one session of its own (--starttls for STARTTLS)"
+                                 % (name if name != 'session.jsonl' else '--read'))
+                self.assertEqual(out, b'')
+
+
 if __name__ == '__main__':
     unittest.main()
