@@ -45,6 +45,15 @@ def end_failures(idle_seconds, max_open):
     return failures
 
 
+def cut_text(cut_at):
+    """What NoTraffic adds when the capture ends in the middle of a packet (or of its file header): the likely
+    reason why it holds no traffic."""
+    if cut_at is None:
+        return ''
+    where = 'its file header' if cut_at == 0 else 'a packet (at byte %d)' % cut_at
+    return ', and it ends in the middle of %s: was tcpdump stopped while writing?' % where
+
+
 class NoTraffic(Exception):
     """The capture holds no packet on the server port (the message names the port and the ports it holds)."""
 
@@ -96,7 +105,7 @@ class CaptureSource:
         self._end()
         self.cut_at = reader.cut_at
         if not self.reassembler.sessions_seen:
-            raise NoTraffic(self.no_traffic_text())
+            raise NoTraffic(self.no_traffic_text() + cut_text(reader.cut_at))
 
     def _read(self, reader):
         """The packets of what was read from the stream go through the capture core first, then their events to

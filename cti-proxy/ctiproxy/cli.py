@@ -1,9 +1,11 @@
 """Command line: the options of ctispy, ctisave and ctistat, and the run of a tool."""
 
 import argparse
+import io
 import os
 import signal
 import ssl
+import stat
 import sys
 
 from . import __version__
@@ -111,15 +113,18 @@ def base_parser(prog, description, examples, argv):
 
 def parse(parser, argv):
     """Parse argv, options and operands in any order (ctisave HOST --strip x CLIENTFILE SERVERFILE),
-    with the TLS settings its options ask for in args.tls_options."""
+    with the TLS settings its options ask for in args.tls_options (None with --read: nothing is relayed)."""
     args = parser.parse_intermixed_args(argv)
     if args.capture_idle is not None and args.read is None:
         parser.error('--capture-idle applies to --read of a capture: live sessions end when their side closes')
     if args.capture_idle is None:
         args.capture_idle = IDLE_SECONDS
     server_address(parser, args)
-    args.tls_options = tls_options(parser, args)
     args.notes = []            # lines to say on stderr once the tool listens
+    args.tls_options = tls_options(parser, args) if args.read is None else None     # --read: --cert is not read
+    args.read_warnings = [] if args.read is None else unused_relay_options(args)
+    if args.listen_port is None:
+        args.listen_port = DEFAULT_LISTEN_PORT
     args.web_view = None       # ctispy --web: the WebServer
     return args
 
@@ -166,8 +171,8 @@ def add_relay_options(parser, loop_help=''):
     group.add_argument('--port', type=port_number,
                        help='the CTI server\'s port, also the one whose sessions --read takes from a capture '
                             '(default: %d, or %d with --tls)' % (DEFAULT_PORT, DEFAULT_TLS_PORT))
-    group.add_argument('--listen-port', type=listen_port, default=DEFAULT_LISTEN_PORT, metavar='PORT',
-                       help='the port to accept CTI clients on (default: %(default)s; 0 picks a free one)')
+    group.add_argument('--listen-port', type=listen_port, metavar='PORT',
+                       help='the port to accept CTI clients on (default: %d; 0 picks a free one)' % DEFAULT_LISTEN_PORT)
     group.add_argument('--listen-addr', metavar='ADDR',
                        help='the address to accept clients on (default: all interfaces, IPv4 and IPv6)')
     group.add_argument('--loop', action='store_true',
@@ -193,6 +198,21 @@ def add_relay_options(parser, loop_help=''):
     tls.add_argument('--no-starttls', action='store_true',
                      help='hide the server\'s STARTTLS offer from the client, so that the session stays '
                           'in clear text (this changes the traffic)')
+
+
+# The options that only the relay uses: with --read, nothing is relayed.
+RELAY_ONLY = (('--listen-port', 'listen_port'), ('--listen-addr', 'listen_addr'), ('--listen-tls', 'listen_tls'),
+              ('--cert', 'cert'), ('--key', 'key'), ('--tls-ca', 'tls_ca'), ('--tls-no-verify', 'tls_no_verify'),
+              ('--no-starttls', 'no_starttls'))
+
+
+def unused_relay_options(args):
+    """--read: a warning naming the options given that only the relay uses (none: no warning)."""
+    given = [name for name, attribute in RELAY_ONLY if getattr(args, attribute) not in (None, False)]
+    if not given:
+        return []
+    return ['warning: %s: %s no effect with --read (nothing is relayed)'
+            % (', '.join(given), 'has' if len(given) == 1 else 'have')]
 
 
 def tls_options(parser, args):
@@ -365,10 +385,17 @@ class StartError(Exception):
 
 
 def standard_output(nothing_without_it):
-    """stdout's binary stream; started with stdout closed (>&-), a StartError saying what cannot be done."""
+    """stdout's binary stream, buffered; started with stdout closed (>&-), a StartError saying what cannot be
+    done."""
     if sys.stdout is None:           # what Python makes of a file descriptor 1 closed at start
         raise StartError('stdout is closed: %s (redirect it to a file instead)' % nothing_without_it)
-    return sys.stdout.buffer
+    stream = sys.stdout.buffer
+    if isinstance(stream, io.RawIOBase):
+        # PYTHONUNBUFFERED (or -u) leaves stdout's binary layer unbuffered: its write() may write only part of
+        # what it is given (a full disk, a signal) and say so in its result, which the outputs do not read.  A
+        # buffered writer writes it all or raises.
+        stream = os.fdopen(stream.fileno(), 'wb', closefd=False)
+    return stream
 
 
 def spy_tool(argv):
@@ -429,6 +456,8 @@ def save_tool(argv):
                      % args.server_file)
     if args.loop:
         refuse_numbered_clash(parser, args.client_file, args.server_file)
+    if args.read is not None:
+        refuse_saving_over_input(parser, args)
     output = SaveOutput(args.client_file, args.server_file, warn=Log('ctisave').say, empty_late=bool(args.read))
     if args.loop:
         args.notes.extend(older_files_note(args.client_file, args.server_file))
@@ -444,6 +473,40 @@ def refuse_numbered_clash(parser, client_file, server_file):
         if number is not None:
             parser.error('%s (%s) is %s.%d, which --loop writes for session %d: give the two files names that '
                          'do not clash' % (name, path, other_name, number, number))
+
+
+def refuse_saving_over_input(parser, args):
+    """ctisave --read: a save path, or a numbered file of one (which a recording of several sessions writes into),
+    that is the recording or capture being read (--read FILE, or stdin redirected from it) would empty it before
+    it is read: a usage error, nothing touched."""
+    if args.read == '-':
+        try:
+            read = os.fstat(0)
+        except OSError:
+            return                              # stdin closed: said when it is read
+        if not stat.S_ISREG(read.st_mode):
+            return                              # a pipe or a terminal is no file of ours
+
+        def is_input(path):
+            try:
+                found = os.stat(path)
+            except OSError:
+                return False
+            return (found.st_dev, found.st_ino) == (read.st_dev, read.st_ino)
+        input_name = 'stdin'
+    else:
+        def is_input(path):
+            return same_file(path, args.read)
+        input_name = args.read
+    for path, name in ((args.client_file, 'CLIENTFILE'), (args.server_file, 'SERVERFILE')):
+        if is_input(path):
+            parser.error('%s (%s) is the file that --read reads (%s): saving would overwrite it; give another path'
+                         % (name, path, input_name))
+        for numbered in numbered_files(path):
+            if is_input(numbered):
+                number = numbered.rsplit('.', 1)[1]
+                parser.error('%s.%s (%s) is the file that --read reads (%s): its session %s would be saved into '
+                             'it; give %s another name' % (name, number, numbered, input_name, number, name))
 
 
 def older_files_note(client_file, server_file, most=6):
@@ -480,6 +543,8 @@ def main(prog, argv=None):
             start_web_view(web, log)
         if args.read is None:
             return Proxy(args, output, chosen, log, signals).run()
+        for warning in args.read_warnings:
+            log.say(warning)
         status = read_input(args, output, chosen, log)
         if web is not None and web.store.has_input():
             serve_until_stopped(web, log, signals, read_whole=status == 0)

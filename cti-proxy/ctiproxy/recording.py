@@ -194,6 +194,8 @@ class Replay:
         self.latest = {}                # number: the time of its latest record so far
         self.went_back = 0
         self.first_went_back = None
+        self.numbers = set()            # the session numbers given so far
+        self.highest = 0
 
     def run(self, records):
         """Replay; when the records stop on a bad line or Ctrl-C, end what was read before saying so."""
@@ -210,7 +212,7 @@ class Replay:
         event = record.event or {}
         session = self.sessions.get(record.session)
         if session is None:
-            session = self.sessions[record.session] = SessionInfo(record.session, record.time)
+            session = self.sessions[record.session] = SessionInfo(self._number(record.session), record.time)
             if event.get('event') == 'start':
                 client, server = _text_or_none(event.get('client')), _text_or_none(event.get('server'))
                 if client and server:
@@ -231,6 +233,15 @@ class Replay:
         if ended or self.ends is not None and self.ends.get(record.session) == record.number:
             del self.sessions[record.session]
             observer.session_closed(session, when)
+
+    def _number(self, recorded):
+        """The number of a session that opens: as recorded, unless a session of this replay had it already
+        (recordings put end to end, each numbering its sessions from 1): then the next number no session had, so
+        that every output (the web view's list, --json-lines read again) tells the two apart."""
+        number = recorded if recorded not in self.numbers else self.highest + 1
+        self.numbers.add(number)
+        self.highest = max(self.highest, number)
+        return number
 
     def _clock(self, record):
         """The record's time, or its session's latest if earlier."""

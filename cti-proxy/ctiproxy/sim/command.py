@@ -367,6 +367,20 @@ def replay_client(args, log, context):
 COMMANDS = {'server': run_server, 'client': run_client, 'demo': run_demo}
 
 
+# ctispy's options that choose the session rather than how it is shown: the demo's ctispy relays one session
+# of its own, in clear text or with --starttls (--loop would have it wait for more, --read read a file instead).
+NOT_DISPLAY_OPTIONS = ('--read', '--capture-idle', '--port', '--listen-port', '--listen-addr', '--loop', '--tls',
+                       '--tls-ca', '--tls-no-verify', '--listen-tls', '--cert', '--key', '--no-starttls')
+
+
+def refuse_session_options(parser, spy_options):
+    """ctisim demo: a usage error for a ctispy option that is not about the display."""
+    for option in spy_options:
+        if option.split('=', 1)[0] in NOT_DISPLAY_OPTIONS:
+            parser.error('demo: %s is not a display option: the demo\'s ctispy relays one session of its own '
+                         '(--starttls for STARTTLS)' % option.split('=', 1)[0])
+
+
 def main(argv=None):
     """Run ctisim; return its exit status."""
     # Ctrl-C stops it even when started with SIGINT ignored (a script's background job); one that came during
@@ -378,6 +392,7 @@ def main(argv=None):
     if extra and (args.command != 'demo' or not extra[0].startswith('-')):
         main_parser.error('unrecognized arguments: %s' % ' '.join(extra))
     args.spy_options = extra          # ctisim demo: ctispy's display options, in place of the short display
+    refuse_session_options(main_parser, extra)
     check_tls_options(main_parser, args)
     check_replay_options(main_parser, args)
     log = Log('ctisim', verbose=getattr(args, 'verbose', False))
