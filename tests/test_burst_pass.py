@@ -6,11 +6,11 @@ import threading
 import time
 import unittest
 
+from tests.harness import TIMEOUT, Tool, recv_exactly      # first: it puts the checkout's ctiproxy on the path
 from ctiproxy.analysis import BURST_GAP, BURST_READ, Analyzer, BurstWatch
 from ctiproxy.events import SessionInfo
 from ctiproxy.filters import SERVER
 from ctiproxy.outputs import Output
-from tests.harness import TIMEOUT, Tool, recv_exactly
 
 
 class BurstWatchTest(unittest.TestCase):
