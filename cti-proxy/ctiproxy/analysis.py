@@ -20,7 +20,8 @@ import time
 from .escaping import shown_traceback
 from .events import Observer
 from .filters import CLIENT, SERVER, MessageFilter
-from .framing import MAX_LINE_SIZE, TOTAL_HELD_SIZE, Fragment, HeldBudget, LineSplitter, parse_message
+from .framing import (BIG_LINE, MAX_LINE_SIZE, TOTAL_HELD_SIZE, BigLine, Fragment, HeldBudget, LineSplitter,
+                      parse_message)
 from .outputs import OutputError
 
 BUFFER_SIZE = 64 * 1024 * 1024
@@ -132,7 +133,8 @@ class Analysis(Observer):
     gets seen() for every line first, whatever the filters hide (to pair answers
     with requests), and both directions are framed for it.  Where bytes are missing
     (a capture's hole, a capture that starts mid-session), the line they cut and the
-    line they end are text: framing resumes at the next newline.
+    line they end are text: framing resumes at the next newline.  An output that does not needs_line gets a
+    message's line over BIG_LINE bytes as a BigLine: its bytes are let go of once decoded.
     """
 
     def __init__(self, output, message_filter=None, max_line_size=MAX_LINE_SIZE):
@@ -200,7 +202,9 @@ class Analysis(Observer):
         final = chunks[last][1]
         end = final.rfind(b'\n') + 1
         lines = stream.frame(b''.join([chunk for _, chunk in chunks[:last]] + [final[:end]]))
-        self.show_line_groups(session, direction, lines_by_time(chunks[:last + 1], lines))
+        groups = lines_by_time(chunks[:last + 1], lines)
+        del lines       # the groups hold the lines alone: a big one is let go of once decoded
+        self.show_line_groups(session, direction, groups)
         for rest in [final[end:]] + [chunk for _, chunk in chunks[last + 1:]]:
             if rest:
                 splitter.feed(rest)         # no newline, within the bounds: held, as received() holds it
@@ -225,9 +229,17 @@ class Analysis(Observer):
         handle = self.output.message
         seen = self.output.seen if self.output.sees_all else None
         direction_shown = message_filter.shows_direction(direction)
+        lets_go = not self.output.needs_line
+        text_if_deep = self.output.shows_unwritable
         for when, lines in groups:
             for line in lines:
-                message = parse_message(line)
+                if len(line) > BIG_LINE and lets_go:
+                    line = BigLine(lines, line)     # its bytes held there alone, let go of once decoded
+                    message = line.parse(text_if_deep)
+                    if message is None:
+                        line = line.data
+                else:
+                    message = parse_message(line)
                 if seen is not None:
                     seen(session, direction, when, message)
                     if not direction_shown:

@@ -10,6 +10,8 @@ MAX_LINE_SIZE = 64 * 1024 * 1024
 TOTAL_HELD_SIZE = 64 * 1024 * 1024     # what all sessions' unfinished lines may hold together, at least
 PIECE_SIZE = 1024 * 1024               # an overlong line goes on in pieces of about this size
 SMALL_TAIL = 64 * 1024                 # unfinished ends shorter than this are copied together, not kept each
+BIG_LINE = 1024 * 1024                 # a longer line is let go of as bytes once decoded, where the output allows
+SAFE_DEPTH = 100                       # json writes a message nested at most this deep, whatever the stack
 
 
 class Fragment(bytes):
@@ -154,6 +156,67 @@ class LineSplitter:
         self.held_size = 0
 
 
+class BigLine:
+    """A line over BIG_LINE bytes, for an output that does not keep lines (needs_line false): its bytes are let go
+    of once decoded, so that the line, its text and its message are never held at once.
+
+    Before parse(), it holds the line; after, for a message, len() is still the line's size, and its text is
+    kept only if the message nests deeper than SAFE_DEPTH (and the output asks for it), so that the output can
+    show the line as text (bytes()) should json fail to write the message.  Else (text None) json can write
+    the message, and in pieces.
+    """
+
+    __slots__ = ('size', 'data', 'text')
+
+    def __init__(self, lines, line):
+        """Take line out of lines (the list being shown), so that this holds its bytes alone."""
+        for index, item in enumerate(lines):
+            if item is line:
+                lines[index] = None
+                break
+        self.size = len(line)
+        self.data = line
+        self.text = None
+
+    def parse(self, text_if_deep=True):
+        """parse_message() of the line, letting go of its bytes once decoded; None (the bytes kept) if not a message.
+        text_if_deep: keep the text of a message nested deeper than SAFE_DEPTH (else no text is kept)."""
+        data = self.data
+        if data.__class__ is not bytes:
+            return None
+        try:
+            text = data.decode('utf-8')
+        except ValueError:
+            return None
+        self.data = data = None
+        message = parse_message(text)
+        if message is None:
+            self.data = text.encode('utf-8')        # the same bytes: they were UTF-8
+        elif text_if_deep and nested_deeper_than(message, SAFE_DEPTH):
+            self.text = text
+        return message
+
+    def __len__(self):
+        return self.size
+
+    def __bytes__(self):
+        return self.data if self.data is not None else self.text.encode('utf-8')
+
+
+def nested_deeper_than(value, depth):
+    """Whether value holds lists or objects nested more than depth deep (value itself being one level)."""
+    level = [value]
+    for _ in range(depth):
+        inside = []
+        for container in level:
+            items = container.values() if container.__class__ is dict else container
+            inside += [item for item in items if item.__class__ is dict or item.__class__ is list]
+        if not inside:
+            return False
+        level = inside
+    return True
+
+
 _scan = json.JSONDecoder().scan_once       # raw_decode's scanner, without its wrapping
 _JSON_SPACE = ' \t\n\r'
 
@@ -161,16 +224,23 @@ _JSON_SPACE = ' \t\n\r'
 def parse_message(line):
     """Return the JSON object that a line holds, or None for any other line.
 
-    The same as json.loads(line) being a dict, without json.loads's wrapping.
+    The same as json.loads(line) being a dict, without json.loads's wrapping.  line may also be a line's
+    text, decoded already (BigLine's).
     """
-    if line.__class__ is not bytes:   # a Fragment is never a whole message
-        return None
+    if line.__class__ is not bytes:
+        if line.__class__ is not str:   # a Fragment is never a whole message
+            return None
+        text = line
+    else:
+        try:
+            text = line.decode('utf-8')
+        except ValueError:      # not UTF-8
+            return None
     try:
-        text = line.decode('utf-8')
         start = 0 if text[:1] == '{' else len(text) - len(text.lstrip(_JSON_SPACE))
         message, end = _scan(text, start)
     except (ValueError, StopIteration, RecursionError, MemoryError):
-        # ValueError covers bad UTF-8 and bad JSON (StopIteration: no JSON value at all); RecursionError,
+        # ValueError covers bad JSON (StopIteration: no JSON value at all); RecursionError,
         # nesting too deep to read.
         return None
     if message.__class__ is not dict or (end != len(text) and text[end:].strip(_JSON_SPACE)):
