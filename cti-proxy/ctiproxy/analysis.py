@@ -20,8 +20,7 @@ import time
 from .escaping import shown_traceback
 from .events import Observer
 from .filters import CLIENT, SERVER, MessageFilter
-from .framing import (BIG_LINE, MAX_LINE_SIZE, TOTAL_HELD_SIZE, BigLine, Fragment, HeldBudget, LineSplitter,
-                      parse_message)
+from .framing import MAX_LINE_SIZE, TOTAL_HELD_SIZE, BigLine, Fragment, HeldBudget, LineSplitter, parse_message
 from .outputs import OutputError
 
 BUFFER_SIZE = 64 * 1024 * 1024
@@ -82,8 +81,8 @@ class Stream:
 
     __slots__ = ('splitter', 'last_time', 'encrypted', 'damaged')
 
-    def __init__(self, max_line_size, budget, owner):
-        self.splitter = LineSplitter(max_line_size, budget, owner)
+    def __init__(self, max_line_size, budget, owner, big_lines=None):
+        self.splitter = LineSplitter(max_line_size, budget, owner, big_lines)
         self.last_time = None
         self.encrypted = False     # STARTTLS passed through: bytes are counted, not read
         self.damaged = False       # bytes are missing before the next newline: the line it ends is text
@@ -133,8 +132,9 @@ class Analysis(Observer):
     gets seen() for every line first, whatever the filters hide (to pair answers
     with requests), and both directions are framed for it.  Where bytes are missing
     (a capture's hole, a capture that starts mid-session), the line they cut and the
-    line they end are text: framing resumes at the next newline.  An output that does not needs_line gets a
-    message's line over BIG_LINE bytes as a BigLine: its bytes are let go of once decoded.
+    line they end are text: framing resumes at the next newline.  An output that does not need each line's
+    bytes (needs_line false) gets a whole line over BIG_LINE bytes as a BigLine: its bytes are let go of once
+    decoded, so that the line, its text and its message are not held at once.
     """
 
     def __init__(self, output, message_filter=None, max_line_size=MAX_LINE_SIZE):
@@ -145,6 +145,11 @@ class Analysis(Observer):
         self.max_line_size = max_line_size
         self.held = HeldBudget(max(max_line_size, TOTAL_HELD_SIZE))
         self._streams = {}
+        self._big_lines = None if output.needs_line else self._big_line
+
+    def _big_line(self, line):
+        """A line over BIG_LINE bytes, for an output that does not need each line's bytes."""
+        return BigLine(line, self.output.shows_unwritable)
 
     # -- the events --
 
@@ -156,7 +161,7 @@ class Analysis(Observer):
 
     def open_session(self, session):
         for side in (CLIENT, SERVER):
-            self._streams[session, side] = Stream(self.max_line_size, self.held, (session, side))
+            self._streams[session, side] = Stream(self.max_line_size, self.held, (session, side), self._big_lines)
         self.output.session_started(session)
         self.output.flush()
 
@@ -202,9 +207,7 @@ class Analysis(Observer):
         final = chunks[last][1]
         end = final.rfind(b'\n') + 1
         lines = stream.frame(b''.join([chunk for _, chunk in chunks[:last]] + [final[:end]]))
-        groups = lines_by_time(chunks[:last + 1], lines)
-        del lines       # the groups hold the lines alone: a big one is let go of once decoded
-        self.show_line_groups(session, direction, groups)
+        self.show_line_groups(session, direction, lines_by_time(chunks[:last + 1], lines))
         for rest in [final[end:]] + [chunk for _, chunk in chunks[last + 1:]]:
             if rest:
                 splitter.feed(rest)         # no newline, within the bounds: held, as received() holds it
@@ -229,17 +232,9 @@ class Analysis(Observer):
         handle = self.output.message
         seen = self.output.seen if self.output.sees_all else None
         direction_shown = message_filter.shows_direction(direction)
-        lets_go = not self.output.needs_line
-        text_if_deep = self.output.shows_unwritable
         for when, lines in groups:
             for line in lines:
-                if len(line) > BIG_LINE and lets_go:
-                    line = BigLine(lines, line)     # its bytes held there alone, let go of once decoded
-                    message = line.parse(text_if_deep)
-                    if message is None:
-                        line = line.data
-                else:
-                    message = parse_message(line)
+                message = parse_message(line)
                 if seen is not None:
                     seen(session, direction, when, message)
                     if not direction_shown:

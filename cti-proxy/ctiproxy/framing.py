@@ -64,11 +64,13 @@ class LineSplitter:
     together into blocks of up to PIECE_SIZE (so that tiny chunks cost no more than
     their bytes), and it is handed on a piece at a time, never copied whole.
 
-    owner: what the caller wants back when the budget names this splitter.
+    owner: what the caller wants back when the budget names this splitter.  big_lines: a whole line over
+    BIG_LINE bytes comes as big_lines(line) (BigLine, say), which then holds its bytes alone.
     """
 
-    def __init__(self, max_line_size=MAX_LINE_SIZE, budget=None, owner=None):
+    def __init__(self, max_line_size=MAX_LINE_SIZE, budget=None, owner=None, big_lines=None):
         self.max_line_size = max_line_size
+        self.big_lines = big_lines
         self.budget = budget if budget is not None else HeldBudget(max_line_size)
         self.owner = owner
         self.held_size = 0
@@ -85,6 +87,9 @@ class LineSplitter:
         tail = lines.pop()
         if len(data) > limit:               # only then can a whole line in data be overlong
             lines = [Fragment(line) if len(line) > limit else line for line in lines]
+        if len(data) > BIG_LINE and self.big_lines is not None:
+            lines = [self.big_lines(line) if len(line) > BIG_LINE and line.__class__ is bytes else line
+                     for line in lines]
         if lines and (self._held or self._overlong):
             lines[0:1] = self._end_held_line(lines[0])
         if tail:
@@ -115,6 +120,8 @@ class LineSplitter:
         if not self._overlong and self.held_size + len(end) <= self.max_line_size:
             line = b''.join(self._held + [end])
             self._release()
+            if len(line) > BIG_LINE and self.big_lines is not None:
+                return [self.big_lines(line)]
             return [line]
         self._overlong = False
         pieces = self._take_pieces()
@@ -157,43 +164,38 @@ class LineSplitter:
 
 
 class BigLine:
-    """A line over BIG_LINE bytes, for an output that does not keep lines (needs_line false): its bytes are let go
-    of once decoded, so that the line, its text and its message are never held at once.
+    """A whole line over BIG_LINE bytes, as a LineSplitter with big_lines hands it on: the message it holds is read
+    by parse_message(), which lets go of the line's bytes once decoded, so that the line, its text and its message
+    are never held at once.
 
-    Before parse(), it holds the line; after, for a message, len() is still the line's size, and its text is
-    kept only if the message nests deeper than SAFE_DEPTH (and the output asks for it), so that the output can
-    show the line as text (bytes()) should json fail to write the message.  Else (text None) json can write
-    the message, and in pieces.
+    len() is the line's size.  bytes() is the line, for a line that is not a message; for a message, only if
+    text_if_deep and the message nests deeper than SAFE_DEPTH (its text is kept for that: json may fail to write
+    it, and the output then shows the line as text).  Else json can write the message, in pieces (in_pieces).
     """
 
-    __slots__ = ('size', 'data', 'text')
+    __slots__ = ('size', 'data', 'text', 'text_if_deep', 'in_pieces')
 
-    def __init__(self, lines, line):
-        """Take line out of lines (the list being shown), so that this holds its bytes alone."""
-        for index, item in enumerate(lines):
-            if item is line:
-                lines[index] = None
-                break
+    def __init__(self, line, text_if_deep=True):
         self.size = len(line)
         self.data = line
         self.text = None
+        self.text_if_deep = text_if_deep
+        self.in_pieces = False      # a message that json can write, whatever the stack: in pieces
 
-    def parse(self, text_if_deep=True):
-        """parse_message() of the line, letting go of its bytes once decoded; None (the bytes kept) if not a message.
-        text_if_deep: keep the text of a message nested deeper than SAFE_DEPTH (else no text is kept)."""
-        data = self.data
-        if data.__class__ is not bytes:
-            return None
+    def parse(self):
+        """parse_message() of the line; None (the bytes kept) if it holds no message."""
         try:
-            text = data.decode('utf-8')
+            text = self.data.decode('utf-8')
         except ValueError:
             return None
-        self.data = data = None
+        self.data = None
         message = parse_message(text)
         if message is None:
             self.data = text.encode('utf-8')        # the same bytes: they were UTF-8
-        elif text_if_deep and nested_deeper_than(message, SAFE_DEPTH):
+        elif self.text_if_deep and nested_deeper_than(message, SAFE_DEPTH):
             self.text = text
+        else:
+            self.in_pieces = True
         return message
 
     def __len__(self):
@@ -224,10 +226,12 @@ _JSON_SPACE = ' \t\n\r'
 def parse_message(line):
     """Return the JSON object that a line holds, or None for any other line.
 
-    The same as json.loads(line) being a dict, without json.loads's wrapping.  line may also be a line's
-    text, decoded already (BigLine's).
+    The same as json.loads(line) being a dict, without json.loads's wrapping.  line may also be a BigLine, or
+    a line's text, decoded already (BigLine's).
     """
     if line.__class__ is not bytes:
+        if line.__class__ is BigLine:
+            return line.parse()
         if line.__class__ is not str:   # a Fragment is never a whole message
             return None
         text = line

@@ -9,8 +9,8 @@ an events.SessionInfo:
     seen(session, direction, when, message)     every line, before any filter, if the output sees_all
     message(session, direction, when, message, line)
         a line: message is its JSON object, or None when the line is not one; unless the output needs_line,
-        a message's line over BIG_LINE bytes is a framing.BigLine (its len(), and bytes() if shows_unwritable
-        and json may fail to write the message)
+        a line over BIG_LINE bytes is a framing.BigLine: its len(), and bytes() if it is not a message, or if
+        shows_unwritable and json may fail to write the message
     notice(session, when, text)                 news about a session (STARTTLS, bytes a capture lost)
     missing(session, direction, when, size)     a capture lost size bytes of direction's stream (None: its start)
     retransmitted(session, direction, size)     a capture saw size bytes of direction's stream again
@@ -726,7 +726,7 @@ class SpyOutput(MarkingOutput):
         ending = b'\n'
         if self.oneline and mark is not None:
             ending = ('  # ' + ', '.join(mark_parts(mark, self.colour)) + '\n').encode('utf-8', 'backslashreplace')
-        if line.__class__ is BigLine and line.text is None:         # a big message json can write
+        if line.__class__ is BigLine and line.in_pieces:         # a big message json can write
             write_pieces(self.stream, header, self.to_pieces(message), ending)
         elif message is None or not write_message(self.stream, header, message, self.to_parts, ending):
             self.stream.write(header)
@@ -772,14 +772,14 @@ class JsonLinesOutput(MarkingOutput):
             record = message_record(number, direction, when, message, line)
             if fields:
                 record.update(fields)
-            if line.__class__ is BigLine:
-                if line.text is None:                       # a big message json can write
-                    return write_pieces(self.stream, b'', one_line_pieces(record))
-                line = bytes(line)
+            if line.__class__ is BigLine and line.in_pieces:    # a big message json can write
+                return write_pieces(self.stream, b'', one_line_pieces(record))
             try:
                 return self._write(one_line_json(record))
             except (ValueError, RecursionError):          # nested deeper than json can write: as text
                 pass
+        if line.__class__ is BigLine:
+            line = bytes(line)
         if len(line) > SLICE:
             self._write_long_text(number, direction, when, line)
         else:
@@ -1060,7 +1060,7 @@ class SaveOutput(Output):
         file = self.files[session, direction]
         self._changed.add(file)
         try:
-            if line.__class__ is BigLine and line.text is None:     # a big message json can write
+            if line.__class__ is BigLine and line.in_pieces:     # a big message json can write
                 write_pieces(file, b'', pretty_pieces(message))
             elif message is None or not write_message(file, b'', message, pretty_parts):
                 write_line(file, shown_text(bytes(line) if line.__class__ is BigLine else line))
