@@ -205,6 +205,9 @@ class BigLine:
         return self.data if self.data is not None else self.text.encode('utf-8')
 
 
+_CONTAINERS = frozenset((dict, list))
+
+
 def nested_deeper_than(value, depth):
     """Whether value holds lists or objects nested more than depth deep (value itself being one level)."""
     level = [value]
@@ -212,7 +215,8 @@ def nested_deeper_than(value, depth):
         inside = []
         for container in level:
             items = container.values() if container.__class__ is dict else container
-            inside += [item for item in items if item.__class__ is dict or item.__class__ is list]
+            if not _CONTAINERS.isdisjoint(map(type, items)):     # (in C: a big list of strings costs little)
+                inside += [item for item in items if item.__class__ is dict or item.__class__ is list]
         if not inside:
             return False
         level = inside

@@ -312,10 +312,10 @@ def one_line_pieces(value):
         return
     yield '{' if kind is dict else '['
     if len(value) > BATCH:
-        separator = ''
-        for batch in _batches(value):
-            yield separator + one_line_json(batch)[1:-1]
-            separator = ', '
+        for index, batch in enumerate(_batches(value)):
+            if index:
+                yield ', '
+            yield one_line_json(batch)[1:-1]
     else:
         separator = ''
         for key, item in value.items() if kind is dict else zip(_NO_KEYS, value):
@@ -340,10 +340,10 @@ def pretty_pieces(value, newline='\n'):
     keys = sorted(value) if kind is dict else None
     yield ('{' if kind is dict else '[') + inner
     if len(value) > BATCH:
-        separator = ''
-        for batch in _batches(value, keys):
-            yield separator + pretty_json(batch, newline)[len(inner) + 1:-len(newline) - 1]
-            separator = comma
+        for index, batch in enumerate(_batches(value, keys)):
+            if index:
+                yield comma
+            yield pretty_json(batch, newline)[len(inner) + 1:-len(newline) - 1]
     else:
         separator = ''
         for key in keys if kind is dict else range(len(value)):
