@@ -18,7 +18,9 @@ import tempfile
 import time
 import unittest
 
+from tests.bench import big_message
 from tests.harness import TIMEOUT, Tool, close_session, in_parallel, read_fd_until_all, recv_exactly
+from tests.test_memory import peak_rss
 
 MiB = 1 << 20
 SIZE = 16 * MiB
@@ -31,30 +33,6 @@ message = json.loads(open(sys.argv[1], "rb").read().decode("utf-8"))
 with open("/proc/self/status") as status:
     print([line.split()[1] for line in status if line.startswith("VmHWM:")][0])
 '''
-
-
-def big_line(size):
-    """A directory answer of about size bytes, on one line: a big list of strings, as the bench sends it."""
-    def build(count):
-        entries = ['Firstname%d Lastname%d;%d;+33 6 %08d;user%d@example.com;Example SA' % (i, i, 1000 + i, i, i)
-                   for i in range(count)]
-        message = {'class': 'directory', 'replyid': 12, 'status': 'ok', 'timenow': 1732712345.5,
-                   'headers': ['Nom', 'Num\u00e9ro', 'Mobile', 'Courriel', 'Soci\u00e9t\u00e9'],
-                   'resultlist': entries}
-        return json.dumps(message).encode('utf-8') + b'\n'
-    count = 1000
-    for _ in range(3):      # the entries grow with their numbers: home in on the size
-        count = max(1, int(count * size / len(build(count))))
-    return build(count)
-
-
-def peak_rss(pid):
-    """The peak resident memory of a running process (VmHWM), in bytes."""
-    with open('/proc/%d/status' % pid) as status:
-        for line in status:
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1]) * 1024
-    raise AssertionError('no VmHWM for process %d' % pid)
 
 
 def read_until(fd, needle, timeout=TIMEOUT):
@@ -86,7 +64,7 @@ class BigMessageMemoryTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.mkdtemp(prefix='cti-big-memory-')
-        cls.line = big_line(SIZE)
+        cls.line = big_message(SIZE)      # the bench's: a directory answer, a big list of strings
         path = os.path.join(cls.dir, 'big.json')
         with open(path, 'wb') as file:
             file.write(cls.line)
