@@ -10,6 +10,9 @@ import shutil
 import tempfile
 import unittest
 
+from ctiproxy.analysis import Analysis
+from ctiproxy.events import SessionInfo
+from ctiproxy.filters import SERVER
 from ctiproxy.framing import BIG_LINE, SAFE_DEPTH, BigLine, Fragment, LineSplitter, nested_deeper_than, parse_message
 from ctiproxy.outputs import BATCH, one_line_json, one_line_pieces, pretty_message, pretty_pieces
 from tests.harness import Tool, close_session, in_parallel, recv_exactly
@@ -39,6 +42,18 @@ class SplitterTest(unittest.TestCase):
                 self.assertEqual([got.__class__ for got in lines], [BigLine])
                 self.assertEqual((len(lines[0]), bytes(lines[0])), (len(line), line))
 
+    def test_a_big_chunk_ending_a_held_line(self):
+        """A chunk over BIG_LINE (a capture's run) whose first line ends one held: joined first, then a BigLine."""
+        big = b'x' * (BIG_LINE + 5)
+        for held, first in ((b'abc', big), (big, b'short'), (b'abc', b'short')):
+            with self.subTest(held=len(held), first=len(first)):
+                splitter = LineSplitter(big_lines=BigLine)
+                self.assertEqual(splitter.feed(held), [])
+                lines = splitter.feed(first + b'\n' + big + b'\nend\n')
+                self.assertEqual([bytes(line) for line in lines], [held + first, big, b'end'])
+                self.assertEqual([line.__class__ for line in lines],
+                                 [BigLine if len(held + first) > BIG_LINE else bytes, BigLine, bytes])
+
     def test_lines_up_to_big_line_and_overlong_pieces_stay_bytes(self):
         splitter = LineSplitter(max_line_size=3 * BIG_LINE, big_lines=BigLine)
         exact = b'y' * BIG_LINE
@@ -49,6 +64,72 @@ class SplitterTest(unittest.TestCase):
     def test_without_big_lines_a_big_line_is_bytes(self):
         line = b'x' * (BIG_LINE + 1)
         self.assertEqual(LineSplitter().feed(line[:10]) + LineSplitter().feed(line + b'\n'), [line])
+
+
+class Kept:
+    """An output that logs each line it is handed: (when, kind, size, message, the bytes of a line that is not one);
+    needs_line: whether it asks for every line's bytes."""
+
+    wants_messages = True
+    sees_all = False
+    shows_unwritable = True
+
+    def __init__(self, needs_line):
+        self.needs_line = needs_line
+        self.lines = []
+
+    def message(self, session, direction, when, message, line):
+        kind = 'Fragment' if line.__class__ is Fragment else 'line'
+        self.lines.append((when, kind, len(line), message, bytes(line) if message is None else None))
+
+    def __getattr__(self, name):            # every other event: nothing to keep
+        return lambda *args: None
+
+
+def stream_with_big_lines(rng):
+    """Small and big lines of every kind, cut into chunks of up to 300 KB with rising times."""
+    parts = []
+    for _ in range(12):
+        size = rng.choice([BIG_LINE - 1, BIG_LINE, BIG_LINE + 1, rng.randint(BIG_LINE, 2 * BIG_LINE)])
+        parts += [b'{"class": "small"}\n',
+                  rng.choice([json.dumps({'class': 'big', 'x': 'y' * size}).encode('ascii'),
+                              json.dumps(['y' * size]).encode('ascii'), b'\xff' * size, b'z' * size]) + b'\n']
+    data = b''.join(parts) + b'{"class": "unfinished"'
+    chunks, start = [], 0
+    while start < len(data):
+        size = rng.choice([1, 100, rng.randint(1, 300000)])
+        chunks.append((1000.0 + len(chunks), data[start:start + size]))
+        start += size
+    return chunks
+
+
+class PipelineTest(unittest.TestCase):
+    """A line over BIG_LINE is handed on as a BigLine to an output that does not need lines, with the same message
+    and the same bytes when it holds none, chunk by chunk as in a capture's runs."""
+
+    def shown(self, chunks, needs_line, runs=False):
+        output = Kept(needs_line)
+        analysis = Analysis(output)
+        session = SessionInfo(1, 1000.0)
+        analysis.session_opened(session)
+        if runs:
+            for start in range(0, len(chunks), 7):
+                analysis.received_run(session, SERVER, chunks[start:start + 7])
+        else:
+            for when, data in chunks:
+                analysis.received(session, SERVER, when, data)
+        analysis.direction_ended(session, SERVER, chunks[-1][0])
+        return output.lines
+
+    def test_big_lines_give_what_bytes_give(self):
+        rng = random.Random(1500)
+        for trial in range(3):
+            chunks = stream_with_big_lines(rng)
+            expected = self.shown(chunks, needs_line=True)
+            self.assertEqual(len(expected), 25)
+            with self.subTest(trial=trial):
+                self.assertTrue(self.shown(chunks, needs_line=False) == expected)
+                self.assertTrue(self.shown(chunks, needs_line=False, runs=True) == expected)
 
 
 class BigLineTest(unittest.TestCase):

@@ -87,11 +87,10 @@ class LineSplitter:
         tail = lines.pop()
         if len(data) > limit:               # only then can a whole line in data be overlong
             lines = [Fragment(line) if len(line) > limit else line for line in lines]
-        if len(data) > BIG_LINE and self.big_lines is not None:
-            lines = [self.big_lines(line) if len(line) > BIG_LINE and line.__class__ is bytes else line
-                     for line in lines]
         if lines and (self._held or self._overlong):
             lines[0:1] = self._end_held_line(lines[0])
+        if self.big_lines is not None and lines and (len(lines[0]) > BIG_LINE or len(data) > BIG_LINE):
+            lines = self._big_lines_wrapped(lines)
         if tail:
             self._hold(tail)
             if self.held_size > (self._piece_size if self._overlong else limit):
@@ -120,14 +119,18 @@ class LineSplitter:
         if not self._overlong and self.held_size + len(end) <= self.max_line_size:
             line = b''.join(self._held + [end])
             self._release()
-            if len(line) > BIG_LINE and self.big_lines is not None:
-                return [self.big_lines(line)]
             return [line]
         self._overlong = False
         pieces = self._take_pieces()
         if end:         # else the overlong line ended right after its last piece
             pieces.append(end if end.__class__ is Fragment else Fragment(end))
         return pieces
+
+    def _big_lines_wrapped(self, lines):
+        """lines, each whole line over BIG_LINE bytes as big_lines(line)."""
+        if max(map(len, lines)) <= BIG_LINE:
+            return lines
+        return [self.big_lines(line) if len(line) > BIG_LINE and line.__class__ is bytes else line for line in lines]
 
     def _hold(self, tail):
         self.budget._add(self, len(tail))
