@@ -10,12 +10,12 @@ import shutil
 import tempfile
 import unittest
 
+from tests.harness import Tool, close_session, in_parallel, recv_exactly
 from ctiproxy.analysis import Analysis
 from ctiproxy.events import SessionInfo
 from ctiproxy.filters import SERVER
 from ctiproxy.framing import BIG_LINE, SAFE_DEPTH, BigLine, Fragment, LineSplitter, nested_deeper_than, parse_message
 from ctiproxy.outputs import BATCH, one_line_json, one_line_pieces, pretty_message, pretty_pieces
-from tests.harness import Tool, close_session, in_parallel, recv_exactly
 
 
 def nested(depth, inside):
