@@ -21,7 +21,7 @@ import time
 from .escaping import shown_traceback
 from .events import Observer
 from .filters import CLIENT, SERVER, MessageFilter
-from .framing import MAX_LINE_SIZE, TOTAL_HELD_SIZE, Fragment, HeldBudget, LineSplitter, parse_message
+from .framing import MAX_LINE_SIZE, TOTAL_HELD_SIZE, BigLine, Fragment, HeldBudget, LineSplitter, parse_message
 from .outputs import OutputError
 
 BUFFER_SIZE = 64 * 1024 * 1024
@@ -109,8 +109,8 @@ class Stream:
 
     __slots__ = ('splitter', 'last_time', 'encrypted', 'damaged')
 
-    def __init__(self, max_line_size, budget, owner):
-        self.splitter = LineSplitter(max_line_size, budget, owner)
+    def __init__(self, max_line_size, budget, owner, big_lines=None):
+        self.splitter = LineSplitter(max_line_size, budget, owner, big_lines)
         self.last_time = None
         self.encrypted = False     # STARTTLS passed through: bytes are counted, not read
         self.damaged = False       # bytes are missing before the next newline: the line it ends is text
@@ -160,7 +160,9 @@ class Analysis(Observer):
     gets seen() for every line first, whatever the filters hide (to pair answers
     with requests), and both directions are framed for it.  Where bytes are missing
     (a capture's hole, a capture that starts mid-session), the line they cut and the
-    line they end are text: framing resumes at the next newline.
+    line they end are text: framing resumes at the next newline.  An output that does not need each line's
+    bytes (needs_line false) gets a whole line over BIG_LINE bytes as a BigLine: its bytes are let go of once
+    decoded, so that the line, its text and its message are not held at once.
     """
 
     def __init__(self, output, message_filter=None, max_line_size=MAX_LINE_SIZE):
@@ -171,6 +173,11 @@ class Analysis(Observer):
         self.max_line_size = max_line_size
         self.held = HeldBudget(max(max_line_size, TOTAL_HELD_SIZE))
         self._streams = {}
+        self._big_lines = None if output.needs_line else self._big_line
+
+    def _big_line(self, line):
+        """A line over BIG_LINE bytes, for an output that does not need each line's bytes."""
+        return BigLine(line, self.output.shows_unwritable)
 
     # -- the events --
 
@@ -182,7 +189,7 @@ class Analysis(Observer):
 
     def open_session(self, session):
         for side in (CLIENT, SERVER):
-            self._streams[session, side] = Stream(self.max_line_size, self.held, (session, side))
+            self._streams[session, side] = Stream(self.max_line_size, self.held, (session, side), self._big_lines)
         self.output.session_started(session)
         self.output.flush()
 

@@ -8,7 +8,9 @@ an events.SessionInfo:
     chunk(session, direction, when, data)      every chunk relayed, as received
     seen(session, direction, when, message)     every line, before any filter, if the output sees_all
     message(session, direction, when, message, line)
-        a line: message is its JSON object, or None when the line is not one
+        a line: message is its JSON object, or None when the line is not one; unless the output needs_line,
+        a line over BIG_LINE bytes is a framing.BigLine: its len(), and bytes() if it is not a message, or if
+        shows_unwritable and json may fail to write the message
     notice(session, when, text)                 news about a session (STARTTLS, bytes a capture lost)
     missing(session, direction, when, size)     a capture lost size bytes of direction's stream (None: its start)
     retransmitted(session, direction, size)     a capture saw size bytes of direction's stream again
@@ -23,6 +25,7 @@ and, on the main thread, start() once the tool knows it can start, before any se
 import collections
 import datetime
 import errno
+import itertools
 import json
 import math
 import os
@@ -32,6 +35,7 @@ import threading
 
 from .escaping import SLICE, escape_text, json_bytes, json_string_pieces, shown_pieces
 from .filters import CLIENT, SERVER
+from .framing import BigLine
 from .pairing import RequestPairing, error_of, request_label
 from .recording import event_record, iso_time, message_record, notice_record
 
@@ -91,6 +95,8 @@ class Output:
 
     wants_messages = True
     sees_all = False                # seen() is called for every line, whatever the filters hide
+    needs_line = True               # message() gets every line's bytes (else a big message's line is a BigLine)
+    shows_unwritable = True         # it shows the line of a message that json cannot write (BigLine's bytes())
     files_per_session = 0           # file descriptors that session_opening opens
 
     def session_opening(self, session):
@@ -283,6 +289,91 @@ def pretty_parts(message):
     return (pretty_message(message),)
 
 
+BATCH = 1024        # the items of a big list or object that are written in one piece
+
+
+def _batches(value, keys=None):
+    """A list's items, or an object's items (in keys' order, or its own), BATCH at a time as lists or objects."""
+    if value.__class__ is list:
+        for start in range(0, len(value), BATCH):
+            yield value[start:start + BATCH]
+    else:
+        keys = list(value) if keys is None else keys
+        for start in range(0, len(keys), BATCH):
+            yield {key: value[key] for key in keys[start:start + BATCH]}
+
+
+def one_line_pieces(value):
+    """one_line_json(value) in pieces: a big list's or object's items BATCH at a time, so that a big message's text
+    is never held whole.  For a message nested at most framing.SAFE_DEPTH deep (json could fail half way)."""
+    kind = value.__class__
+    if (kind is not dict and kind is not list) or not value:
+        yield one_line_json(value)
+        return
+    yield '{' if kind is dict else '['
+    if len(value) > BATCH:
+        for index, batch in enumerate(_batches(value)):
+            if index:
+                yield ', '
+            yield one_line_json(batch)[1:-1]
+    else:
+        separator = ''
+        for key, item in value.items() if kind is dict else zip(_NO_KEYS, value):
+            prefix = separator if key is None else separator + _string(key) + ': '
+            separator = ', '
+            if (item.__class__ is dict or item.__class__ is list) and item:
+                yield prefix
+                yield from one_line_pieces(item)
+            else:
+                yield prefix + one_line_json(item)
+    yield '}' if kind is dict else ']'
+
+
+def pretty_pieces(value, newline='\n'):
+    """pretty_message(value) in pieces, as one_line_pieces gives one_line_json."""
+    kind = value.__class__
+    if (kind is not dict and kind is not list) or not value or len(newline) >= _TOO_DEEP:
+        yield pretty_json(value, newline)
+        return
+    inner = newline + '    '
+    comma = ',' + inner
+    keys = sorted(value) if kind is dict else None
+    yield ('{' if kind is dict else '[') + inner
+    if len(value) > BATCH:
+        for index, batch in enumerate(_batches(value, keys)):
+            if index:
+                yield comma
+            yield pretty_json(batch, newline)[len(inner) + 1:-len(newline) - 1]
+    else:
+        separator = ''
+        for key in keys if kind is dict else range(len(value)):
+            item = value[key]
+            prefix = separator if keys is None else separator + (_key_texts.get(key) or _key_text(key))
+            separator = comma
+            if (item.__class__ is dict or item.__class__ is list) and item:
+                yield prefix
+                yield from pretty_pieces(item, inner)
+            else:
+                yield prefix + pretty_json(item, inner)
+    yield newline + ('}' if kind is dict else ']')
+
+
+_NO_KEYS = itertools.repeat(None)
+
+
+def write_pieces(stream, header, pieces, ending=b'\n'):
+    """Write header, a message's JSON text from pieces (one_line_pieces, pretty_pieces) made safe on a terminal
+    (json_bytes) a slice at a time, and ending: a big message's text is never held whole, as text or as bytes."""
+    stream.write(header)
+    for piece in pieces:
+        if len(piece) <= SLICE:
+            stream.write(json_bytes(piece))
+        else:
+            for start in range(0, len(piece), SLICE):
+                stream.write(json_bytes(piece[start:start + SLICE]))
+    stream.write(ending)
+
+
 def write_message(stream, header, message, to_parts, ending=b'\n'):
     """Write header, the message's JSON text (to_parts gives it in parts) in UTF-8 made safe on a terminal
     (json_bytes), and ending; return False, writing nothing, if the message is nested deeper than json can write.
@@ -436,6 +527,8 @@ class FanOut(Output):
         self.wants_messages = any(part.wants_messages for part in parts)
         self.sees_all = any(part.sees_all for part in parts)
         self.files_per_session = sum(part.files_per_session for part in parts)
+        self.needs_line = any(part.needs_line for part in parts if part.wants_messages)
+        self.shows_unwritable = any(part.shows_unwritable for part in parts if part.wants_messages)
         self._seeing = [part for part in parts if part.sees_all]
         self._reading = [part for part in parts if part.wants_messages]
 
@@ -512,6 +605,7 @@ class MarkingOutput(Output):
     session's end, and with `loop` each session's start and end."""
 
     sees_all = True
+    needs_line = False
 
     def __init__(self, loop=False, slow_ms=None):
         self.loop = loop
@@ -550,6 +644,7 @@ class SpyOutput(MarkingOutput):
         super().__init__(loop, slow_ms)
         self.stream = BatchedStream(stream)
         self.to_parts = pretty_parts if pretty else one_line_parts
+        self.to_pieces = pretty_pieces if pretty else one_line_pieces
         self.raw = raw
         self.wants_messages = not raw
         self.sees_all = not raw
@@ -631,9 +726,11 @@ class SpyOutput(MarkingOutput):
         ending = b'\n'
         if self.oneline and mark is not None:
             ending = ('  # ' + ', '.join(mark_parts(mark, self.colour)) + '\n').encode('utf-8', 'backslashreplace')
-        if message is None or not write_message(self.stream, header, message, self.to_parts, ending):
+        if line.__class__ is BigLine and line.in_pieces:         # a big message json can write
+            write_pieces(self.stream, header, self.to_pieces(message), ending)
+        elif message is None or not write_message(self.stream, header, message, self.to_parts, ending):
             self.stream.write(header)
-            for piece in shown_text(line):
+            for piece in shown_text(bytes(line) if line.__class__ is BigLine else line):
                 self.stream.write(piece)
             self.stream.write(ending)
 
@@ -675,10 +772,14 @@ class JsonLinesOutput(MarkingOutput):
             record = message_record(number, direction, when, message, line)
             if fields:
                 record.update(fields)
+            if line.__class__ is BigLine and line.in_pieces:    # a big message json can write
+                return write_pieces(self.stream, b'', one_line_pieces(record))
             try:
                 return self._write(one_line_json(record))
             except (ValueError, RecursionError):          # nested deeper than json can write: as text
                 pass
+        if line.__class__ is BigLine:
+            line = bytes(line)
         if len(line) > SLICE:
             self._write_long_text(number, direction, when, line)
         else:
@@ -855,6 +956,7 @@ class SaveOutput(Output):
     """
 
     files_per_session = 2
+    needs_line = False
 
     def __init__(self, client_path, server_path, warn=None, empty_late=False):
         self.paths = {CLIENT: client_path, SERVER: server_path}
@@ -958,8 +1060,10 @@ class SaveOutput(Output):
         file = self.files[session, direction]
         self._changed.add(file)
         try:
-            if message is None or not write_message(file, b'', message, pretty_parts):
-                write_line(file, shown_text(line))
+            if line.__class__ is BigLine and line.in_pieces:     # a big message json can write
+                write_pieces(file, b'', pretty_pieces(message))
+            elif message is None or not write_message(file, b'', message, pretty_parts):
+                write_line(file, shown_text(bytes(line) if line.__class__ is BigLine else line))
         except OSError as error:
             raise _cannot_write(file.name, error)
 

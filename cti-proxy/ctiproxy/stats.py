@@ -447,6 +447,9 @@ def _escaped_items(table):
 class StatOutput(Output):
     """ctistat: count each session, and print its report when it ends (or when the tool stops)."""
 
+    needs_line = False          # only its size
+    shows_unwritable = False
+
     def __init__(self, stream, as_json=False):
         self.stream = stream
         self.as_json = as_json

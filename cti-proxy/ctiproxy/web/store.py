@@ -308,6 +308,8 @@ def _json_bytes(text):
 class WebStore(JsonLinesOutput):
     """ctispy's output for the web view: every session's rows, marks, timeline and --json-lines records."""
 
+    needs_line = True           # each row keeps its line
+
     def __init__(self, slow_ms=None, strip=None, max_kept=MAX_KEPT):
         super().__init__(None, loop=True, slow_ms=slow_ms)
         self.stream = _RecordSink(self)
