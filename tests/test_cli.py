@@ -133,6 +133,11 @@ USAGE_ERRORS = [
     (FILTERING, ['--include', '=getlist'], '--include'),
     (FILTERING, ['--exclude', 'class'], '--exclude'),
     (FILTERING, ['--strip', ''], '--strip'),
+] + [(FILTERING, [option, value], "argument %s: not a key path: '%s'" % (option, value.partition('=')[0]))
+     for option, values in (('--strip', ('a.', '.a', 'a..b', '.')),
+                            ('--include', ('a.=x', 'a..b=x', '.a=x')),
+                            ('--exclude', ('a.=x', 'a..b=x', '.=x')))
+     for value in values] + [
     (SPY, ['--no-client', '--no-server'], '--no-'),
     (SPY, ['--raw', '--pretty-print'], '--raw'),
     (SPY, ['--raw', '--strip', 'timenow'], '--raw'),

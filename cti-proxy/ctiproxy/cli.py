@@ -15,7 +15,7 @@ from .capture_source import CaptureSource, NoTraffic
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
 from .inputs import InputError, InputStream, open_input, read_lines, text_stream
-from .options import HelpFormatter, key_value, listen_port, port_number
+from .options import HelpFormatter, key_path, key_value, listen_port, port_number
 from .outputs import (TIME_FORMS, Clock, FanOut, JsonLinesOutput, OutputError, SaveOutput, SpyOutput,
                       numbered_file_of, numbered_files, same_file)
 from .reassembly import IDLE_SECONDS, MAX_OPEN
@@ -54,12 +54,6 @@ def non_negative(unit):
 
 milliseconds = non_negative('milliseconds')
 seconds = non_negative('seconds')
-
-
-def field_name(text):
-    if not text or '' in text.split('.'):
-        raise argparse.ArgumentTypeError('not a field name: %r' % text)
-    return text
 
 
 _UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3}
@@ -258,7 +252,7 @@ FILTER_WORDS = {'shown': ('shown', 'show', 'hide', 'hides'), 'saved': ('saved', 
 def add_filter_options(parser, what='shown'):
     shown, show, hide, hides = FILTER_WORDS[what]
     group = parser.add_argument_group('filters (they change what is %s, never what is relayed)' % shown)
-    group.add_argument('--strip', action='append', default=[], type=field_name, metavar='FIELD',
+    group.add_argument('--strip', action='append', default=[], type=key_path, metavar='FIELD',
                        help='remove FIELD from each message %s; a.b removes a nested key; repeatable' % shown)
     group.add_argument('--include', action='append', default=[], type=key_value, metavar='KEY=VALUE',
                        help='%s only messages whose KEY equals VALUE (as a string or as JSON); '
