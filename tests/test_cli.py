@@ -158,7 +158,11 @@ class UsageErrorTest(unittest.TestCase):
                      for tools, args, needle in USAGE_ERRORS for name in tools]
             cases += [(name, [], 'CLIENTFILE' if name == 'ctisave' else 'HOST') for name in ALL_THREE]
             cases += [('ctisave', ['xivo'], 'CLIENTFILE'),             # HOST given: the error names the missing file
-                      ('ctisave', ['xivo', 'client-only'], 'SERVERFILE')]
+                      ('ctisave', ['xivo', 'client-only'], 'SERVERFILE'),
+                      ('ctisave', ['xivo', '', files['ctisave'][1]], 'CLIENTFILE is empty'),
+                      ('ctisave', ['xivo', files['ctisave'][0], ''], 'SERVERFILE is empty'),
+                      ('ctisave', ['xivo', '', ''], 'CLIENTFILE is empty'),
+                      ('ctisave', ['--read', '-', files['ctisave'][0], ''], 'SERVERFILE is empty')]
             with concurrent.futures.ThreadPoolExecutor(4) as pool:     # each run is mostly Python starting up
                 results = list(pool.map(lambda case: run_tool(case[0], *case[1]), cases))
             self.assertEqual(os.listdir(folder), [])

@@ -445,6 +445,9 @@ def filters_text(args):
 def save_tool(argv):
     parser = save_parser(argv)
     args = parse(parser, argv)
+    for path, name in ((args.client_file, 'CLIENTFILE'), (args.server_file, 'SERVERFILE')):
+        if not path:
+            parser.error('%s is empty: give the path of the file to save into' % name)
     if same_file(args.client_file, args.server_file):
         parser.error('CLIENTFILE and SERVERFILE are the same file (%s): each direction needs its own'
                      % args.server_file)
