@@ -23,7 +23,7 @@ from .recording import IncompleteRecording, RecordingError, Replay, last_records
 from .relay import SWITCH_INTERVAL, ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
 from .stopping import StopSignals, stop_signals_blocked
-from .tls import TlsOptions, tls_reason
+from .tls import CertificateFileError, TlsOptions, load_certificate, tls_reason
 from .web import DEFAULT_PORT as DEFAULT_WEB_PORT
 
 DEFAULT_PORT = 5003
@@ -219,9 +219,9 @@ def tls_options(parser, args):
     if args.cert:
         listen_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
-            listen_context.load_cert_chain(args.cert, args.key)
-        except (OSError, ValueError) as error:
-            raise StartError('cannot use --cert %s and --key %s: %s' % (args.cert, args.key, tls_reason(error)))
+            load_certificate(listen_context, args.cert, args.key)
+        except CertificateFileError as error:
+            raise StartError(str(error))
     warnings = unused_tls_options(args)
     if args.tls or listen_context is not None:
         try:
