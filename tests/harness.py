@@ -20,6 +20,9 @@ import zlib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, 'cti-proxy')
 TIMEOUT = 20.0        # seconds: a bound on waiting, never a way to synchronise
+# The tools run as most users run them: stdout buffered.  Any non-empty PYTHONUNBUFFERED (even '0') would make
+# it unbuffered, and many machines set it; a test that wants it sets it itself (see test_hostile_use).
+os.environ.pop('PYTHONUNBUFFERED', None)
 
 
 def tool_path(name):
@@ -96,7 +99,7 @@ class Tool:
         if port is not None:
             command += ['--port', str(port)]
         command += list(args)
-        full_env = dict(os.environ, PYTHONUNBUFFERED='0')
+        full_env = dict(os.environ)
         full_env.pop('NO_COLOR', None)
         full_env.update(env or {})
         self.process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE,
@@ -457,7 +460,7 @@ class WebSpyProcess(Tool):
         else:
             command = ['--read', read]
         command = [sys.executable, tool_path('ctispy')] + command + ['--web', web] + list(args)
-        env = dict(os.environ, PYTHONUNBUFFERED='0')
+        env = dict(os.environ)
         env.pop('NO_COLOR', None)
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         stdin=subprocess.DEVNULL, env=env)

@@ -133,6 +133,11 @@ USAGE_ERRORS = [
     (FILTERING, ['--include', '=getlist'], '--include'),
     (FILTERING, ['--exclude', 'class'], '--exclude'),
     (FILTERING, ['--strip', ''], '--strip'),
+] + [(FILTERING, [option, value], "argument %s: not a key path: '%s'" % (option, value.partition('=')[0]))
+     for option, values in (('--strip', ('a.', '.a', 'a..b', '.')),
+                            ('--include', ('a.=x', 'a..b=x', '.a=x')),
+                            ('--exclude', ('a.=x', 'a..b=x', '.=x')))
+     for value in values] + [
     (SPY, ['--no-client', '--no-server'], '--no-'),
     (SPY, ['--raw', '--pretty-print'], '--raw'),
     (SPY, ['--raw', '--strip', 'timenow'], '--raw'),
@@ -153,7 +158,11 @@ class UsageErrorTest(unittest.TestCase):
                      for tools, args, needle in USAGE_ERRORS for name in tools]
             cases += [(name, [], 'CLIENTFILE' if name == 'ctisave' else 'HOST') for name in ALL_THREE]
             cases += [('ctisave', ['xivo'], 'CLIENTFILE'),             # HOST given: the error names the missing file
-                      ('ctisave', ['xivo', 'client-only'], 'SERVERFILE')]
+                      ('ctisave', ['xivo', 'client-only'], 'SERVERFILE'),
+                      ('ctisave', ['xivo', '', files['ctisave'][1]], 'CLIENTFILE is empty'),
+                      ('ctisave', ['xivo', files['ctisave'][0], ''], 'SERVERFILE is empty'),
+                      ('ctisave', ['xivo', '', ''], 'CLIENTFILE is empty'),
+                      ('ctisave', ['--read', '-', files['ctisave'][0], ''], 'SERVERFILE is empty')]
             with concurrent.futures.ThreadPoolExecutor(4) as pool:     # each run is mostly Python starting up
                 results = list(pool.map(lambda case: run_tool(case[0], *case[1]), cases))
             self.assertEqual(os.listdir(folder), [])

@@ -330,6 +330,7 @@ class ReadTest(WebTestCase):
         status, body = match('=x')
         self.assertEqual(status, 400)
         self.assertEqual(body, {'error': "expected KEY=VALUE, got '=x'"})
+        self.assertEqual(match('a..b=x'), (400, {'error': "not a key path: 'a..b' (an empty key) in 'a..b=x'"}))
         status, body = match('%22unclosed')
         self.assertEqual(status, 400)
         self.assertIn('quotation', body['error'])

@@ -175,7 +175,9 @@ class StoreTest(unittest.TestCase):
     def test_queries(self):
         self.assertEqual(Query('a=1 -b=2 Free "two words"').texts, ['free', 'two words'])
         for text, error in (('=1', "expected KEY=VALUE, got '=1'"), ('-=1', "expected KEY=VALUE, got '=1'"),
-                            ('"open', 'No closing quotation in the query')):
+                            ('"open', 'No closing quotation in the query'),
+                            ('a.=1', "not a key path: 'a.' (an empty key) in 'a.=1'"),
+                            ('-a..b=1', "not a key path: 'a..b' (an empty key) in 'a..b=1'")):
             with self.assertRaises(QueryError) as raised:
                 Query(text)
             self.assertEqual(str(raised.exception), error)

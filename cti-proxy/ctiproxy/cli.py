@@ -15,7 +15,7 @@ from .capture_source import CaptureSource, NoTraffic
 from .filters import CLIENT, SERVER, MessageFilter
 from .framing import MAX_LINE_SIZE
 from .inputs import InputError, InputStream, open_input, read_lines, text_stream
-from .options import HelpFormatter, key_value, listen_port, port_number
+from .options import HelpFormatter, key_path, key_value, listen_port, port_number
 from .outputs import (TIME_FORMS, Clock, FanOut, JsonLinesOutput, OutputError, SaveOutput, SpyOutput,
                       numbered_file_of, numbered_files, same_file)
 from .reassembly import IDLE_SECONDS, MAX_OPEN
@@ -23,7 +23,7 @@ from .recording import IncompleteRecording, RecordingError, Replay, last_records
 from .relay import SWITCH_INTERVAL, ListenAddress, Log, RelayServer, Upstream, describe_error
 from .stats import StatOutput
 from .stopping import StopSignals, stop_signals_blocked
-from .tls import TlsOptions, tls_reason
+from .tls import CertificateFileError, TlsOptions, load_certificate, tls_reason
 from .web import DEFAULT_PORT as DEFAULT_WEB_PORT
 
 DEFAULT_PORT = 5003
@@ -54,12 +54,6 @@ def non_negative(unit):
 
 milliseconds = non_negative('milliseconds')
 seconds = non_negative('seconds')
-
-
-def field_name(text):
-    if not text or '' in text.split('.'):
-        raise argparse.ArgumentTypeError('not a field name: %r' % text)
-    return text
 
 
 _UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3}
@@ -225,9 +219,9 @@ def tls_options(parser, args):
     if args.cert:
         listen_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
-            listen_context.load_cert_chain(args.cert, args.key)
-        except (OSError, ValueError) as error:
-            raise StartError('cannot use --cert %s and --key %s: %s' % (args.cert, args.key, tls_reason(error)))
+            load_certificate(listen_context, args.cert, args.key)
+        except CertificateFileError as error:
+            raise StartError(str(error))
     warnings = unused_tls_options(args)
     if args.tls or listen_context is not None:
         try:
@@ -258,7 +252,7 @@ FILTER_WORDS = {'shown': ('shown', 'show', 'hide', 'hides'), 'saved': ('saved', 
 def add_filter_options(parser, what='shown'):
     shown, show, hide, hides = FILTER_WORDS[what]
     group = parser.add_argument_group('filters (they change what is %s, never what is relayed)' % shown)
-    group.add_argument('--strip', action='append', default=[], type=field_name, metavar='FIELD',
+    group.add_argument('--strip', action='append', default=[], type=key_path, metavar='FIELD',
                        help='remove FIELD from each message %s; a.b removes a nested key; repeatable' % shown)
     group.add_argument('--include', action='append', default=[], type=key_value, metavar='KEY=VALUE',
                        help='%s only messages whose KEY equals VALUE (as a string or as JSON); '
@@ -451,6 +445,9 @@ def filters_text(args):
 def save_tool(argv):
     parser = save_parser(argv)
     args = parse(parser, argv)
+    for path, name in ((args.client_file, 'CLIENTFILE'), (args.server_file, 'SERVERFILE')):
+        if not path:
+            parser.error('%s is empty: give the path of the file to save into' % name)
     if same_file(args.client_file, args.server_file):
         parser.error('CLIENTFILE and SERVERFILE are the same file (%s): each direction needs its own'
                      % args.server_file)

@@ -272,6 +272,38 @@ def tls_reason(error):
     return error.strerror or str(error) or error.__class__.__name__
 
 
+class CertificateFileError(ValueError):
+    """--cert or --key cannot be used; the message names the file at fault and what is wrong."""
+
+
+def load_certificate(context, cert, key):
+    """Load --cert and --key into a server context, or raise CertificateFileError.  OpenSSL says only 'PEM lib'
+    for a file that is not what it should be, so the certificate is first read alone, to tell which it is."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+    except ssl.SSLError:
+        raise CertificateFileError('cannot use --cert %s: no PEM certificate in it' % cert)
+    except (OSError, ValueError) as error:
+        raise CertificateFileError('cannot use --cert %s: %s' % (cert, tls_reason(error)))
+    asked = []
+
+    def no_passphrase():                    # an encrypted key: refused, where OpenSSL would ask on the terminal
+        asked.append(True)
+        return b''
+    try:
+        context.load_cert_chain(cert, key, password=no_passphrase)
+    except ssl.SSLError as error:
+        if error.reason == 'KEY_VALUES_MISMATCH':
+            raise CertificateFileError('cannot use --key %s: it is not the key of --cert %s' % (key, cert))
+        if asked:
+            raise CertificateFileError('cannot use --key %s: it is encrypted; give a key without a passphrase' % key)
+        if error.reason is None:
+            raise CertificateFileError('cannot use --key %s: no PEM private key in it' % key)
+        raise CertificateFileError('cannot use --cert %s and --key %s: %s' % (cert, key, tls_reason(error)))
+    except (OSError, ValueError) as error:
+        raise CertificateFileError('cannot use --key %s: %s' % (key, tls_reason(error)))
+
+
 class TlsOptions:
     """What a tool does with TLS; by default, nothing."""
 

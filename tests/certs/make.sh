@@ -3,6 +3,7 @@
 #   server: the scripted CTI server's (CN=localhost, IP:127.0.0.1); the tools trust it with --tls-ca server.pem
 #   tool:   the tool's own, for --listen-tls and STARTTLS interception (--cert/--key); the scripted client trusts it
 #   other:  trusted by nobody, and for another name (other.invalid): verification failures
+#   encrypted: tool.key under a passphrase
 set -e
 cd "$(dirname "$0")"
 work=$(mktemp -d)
@@ -46,3 +47,5 @@ CNF
 certificate server localhost 'IP:127.0.0.1,DNS:localhost'
 certificate tool 'cti-proxy test tool' 'IP:127.0.0.1,DNS:localhost'
 certificate other other.invalid 'DNS:other.invalid'
+# encrypted: tool.key under a passphrase ('test'), which the tools refuse rather than ask for
+openssl pkcs8 -topk8 -v2 aes-256-cbc -passout pass:test -in tool.key -out encrypted.key

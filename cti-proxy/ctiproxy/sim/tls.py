@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import tempfile
 
-from ..tls import PlainConnection, TlsConnection, tls_reason
+from ..tls import CertificateFileError, PlainConnection, TlsConnection, load_certificate, tls_reason
 
 OPENSSL_TIMEOUT = 60.0         # seconds for openssl to make a key and a certificate
 HANDSHAKE_TIMEOUT = 10.0       # seconds for a TLS handshake
@@ -75,9 +75,9 @@ def server_context(cert, key):
     """A TLS server context with this certificate and key; CertificateError if they cannot be used."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ValueError) as error:
-        raise CertificateError('cannot use --cert %s and --key %s: %s' % (cert, key, tls_reason(error)))
+        load_certificate(context, cert, key)
+    except CertificateFileError as error:
+        raise CertificateError(str(error))
     return context
 
 
