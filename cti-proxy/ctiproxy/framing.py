@@ -208,6 +208,11 @@ class BigLine:
         return self.data if self.data is not None else self.text.encode('utf-8')
 
 
+def line_bytes(line):
+    """A line's bytes, a BigLine's too (bytes() of it: see there)."""
+    return bytes(line) if line.__class__ is BigLine else line
+
+
 _CONTAINERS = frozenset((dict, list))
 
 

@@ -35,7 +35,7 @@ import threading
 
 from .escaping import SLICE, escape_text, json_bytes, json_string_pieces, shown_pieces
 from .filters import CLIENT, SERVER
-from .framing import BigLine
+from .framing import BigLine, line_bytes
 from .pairing import RequestPairing, error_of, request_label
 from .recording import event_record, iso_time, message_record, notice_record
 
@@ -386,12 +386,8 @@ def write_message(stream, header, message, to_parts, ending=b'\n'):
         return False
     if len(parts) == 1 and len(parts[0]) <= COPIED_BODY:
         stream.write(header + json_bytes(parts[0]) + ending)
-        return True
-    stream.write(header)
-    for part in parts:
-        for start in range(0, len(part), SLICE):
-            stream.write(json_bytes(part[start:start + SLICE]))
-    stream.write(ending)
+    else:
+        write_pieces(stream, header, parts, ending)
     return True
 
 
@@ -730,7 +726,7 @@ class SpyOutput(MarkingOutput):
             write_pieces(self.stream, header, self.to_pieces(message), ending)
         elif message is None or not write_message(self.stream, header, message, self.to_parts, ending):
             self.stream.write(header)
-            for piece in shown_text(bytes(line) if line.__class__ is BigLine else line):
+            for piece in shown_text(line_bytes(line)):
                 self.stream.write(piece)
             self.stream.write(ending)
 
@@ -778,8 +774,7 @@ class JsonLinesOutput(MarkingOutput):
                 return self._write(one_line_json(record))
             except (ValueError, RecursionError):          # nested deeper than json can write: as text
                 pass
-        if line.__class__ is BigLine:
-            line = bytes(line)
+        line = line_bytes(line)
         if len(line) > SLICE:
             self._write_long_text(number, direction, when, line)
         else:
@@ -1063,7 +1058,7 @@ class SaveOutput(Output):
             if line.__class__ is BigLine and line.in_pieces:     # a big message json can write
                 write_pieces(file, b'', pretty_pieces(message))
             elif message is None or not write_message(file, b'', message, pretty_parts):
-                write_line(file, shown_text(bytes(line) if line.__class__ is BigLine else line))
+                write_line(file, shown_text(line_bytes(line)))
         except OSError as error:
             raise _cannot_write(file.name, error)
 
